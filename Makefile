@@ -1,0 +1,41 @@
+# Herdbook developer commands. `make demo` and `make test` are the two README promises.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO   := demo-catalogue
+
+.PHONY: demo test lint bench screenshots installer test-installer clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Stamp files make re-runs fast; pyproject changes trigger a reinstall.
+$(VENV)/.installed-app: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[desktop]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[desktop,train,test]'
+	touch $@ $(VENV)/.installed-app
+
+demo: $(VENV)/.installed-app
+	mkdir -p $(DEMO)
+	$(BIN)/herdbook --catalogue $(DEMO)/demo.sqlite demo --out $(DEMO)
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ] && $(BIN)/herdbook app --help >/dev/null 2>&1; then \
+		$(BIN)/herdbook --catalogue $(DEMO)/demo.sqlite app; \
+	else \
+		echo "no display: ran the headless pipeline; outputs in $(DEMO)/"; \
+	fi
+
+test: $(VENV)/.installed-test
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) build dist

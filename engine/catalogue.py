@@ -1,0 +1,399 @@
+"""The catalogue: one SQLite file, through sqlite-utils, that holds everything Herdbook knows.
+
+WAL mode, foreign keys on, a ``schema_version`` table and forward-only migrations. Decisions about which
+individual a detection shows live in ``assignments``, an append-only log: nothing is updated or deleted
+there; an undo is a new row pointing at the row it cancels. The views ``effective_assignments`` and
+``sightings`` derive the current state from that log.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+ASSIGNMENT_STATUSES = ("suggested", "confirmed", "rejected", "undo")
+
+
+class CatalogueError(Exception):
+    """The catalogue file cannot be used (not SQLite, locked, read-only, newer schema)."""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["imports"].create(
+        {"id": int, "source": str, "site": str, "started_at": str, "finished_at": str, "status": str},
+        pk="id",
+        not_null={"source", "started_at", "status"},
+    )
+    db["imports"].create_index(["source"], unique=True)
+    db["deployments"].create(
+        {
+            "id": int,
+            "name": str,
+            "site": str,
+            "camera": str,
+            "latitude": float,
+            "longitude": float,
+            "utc_offset": str,  # e.g. "+08:00", used for photos whose EXIF gives no offset
+            "clock_offset_s": float,  # added to every raw EXIF time of this deployment
+            "clock_note": str,
+            "start": str,
+            "end": str,
+        },
+        pk="id",
+        not_null={"name"},
+        defaults={"clock_offset_s": 0.0},
+    )
+    db["deployments"].create_index(["name"], unique=True)
+    db["media"].create(
+        {
+            "id": int,
+            "sha256": str,
+            "path": str,
+            "file_name": str,
+            "import_id": int,
+            "deployment_id": int,
+            "kind": str,  # image | video
+            "status": str,  # ok | error | not processed
+            "width": int,
+            "height": int,
+            "taken_at": str,  # corrected by the deployment's clock offset
+            "taken_at_raw": str,  # as the camera wrote it
+            "time_source": str,  # exif | makernote:reconyx | xmp | NULL
+            "latitude": float,
+            "longitude": float,
+            "altitude": float,
+            "camera_make": str,
+            "camera_model": str,
+            "camera_serial": str,
+            "orientation": int,
+            "species": str,  # from folder level or XMP tag, as the user named it
+            "tags": str,  # JSON list of XMP HierarchicalSubject entries
+            "warnings": str,  # JSON list
+            "error": str,
+        },
+        pk="id",
+        not_null={"path", "file_name", "kind", "status"},
+        foreign_keys=[("import_id", "imports", "id"), ("deployment_id", "deployments", "id")],
+    )
+    db["media"].create_index(["sha256"], unique=True)
+    db["media"].create_index(["deployment_id"])
+    # Every path a photo was seen at: a copy of a card in another folder points at the same media row.
+    db["media_files"].create(
+        {"path": str, "media_id": int, "import_id": int, "size": int, "mtime_ns": int},
+        pk="path",
+        not_null={"media_id", "import_id"},
+        foreign_keys=[("media_id", "media", "id"), ("import_id", "imports", "id")],
+    )
+    db["media_files"].create_index(["import_id"])
+    db["models"].create(
+        {"id": int, "name": str, "version": str, "kind": str, "onnx_sha256": str, "card": str, "created": str},
+        pk="id",
+        not_null={"name", "version", "kind"},
+    )
+    db["models"].create_index(["name", "version"], unique=True)
+    db["detections"].create(
+        {
+            "id": int,
+            "media_id": int,
+            # Box in pixels of the upright (EXIF-orientation applied) image; NULL when unknown (a tag).
+            "x": float,
+            "y": float,
+            "w": float,
+            "h": float,
+            "score": float,
+            "label": str,
+            "source": str,  # detector name | megadetector-json | manual | whole-frame | tag
+            "model_id": int,
+            "viewpoint": str,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"media_id", "source"},
+        foreign_keys=[("media_id", "media", "id"), ("model_id", "models", "id")],
+    )
+    db["detections"].create_index(["media_id"])
+    db["embeddings"].create(
+        {"detection_id": int, "model_id": int, "vector": bytes},
+        pk=("detection_id", "model_id"),
+        foreign_keys=[("detection_id", "detections", "id"), ("model_id", "models", "id")],
+    )
+    db["individuals"].create(
+        {
+            "id": int,
+            "code": str,
+            "name": str,
+            "species": str,
+            "notes": str,
+            "created_at": str,
+            "merged_into": int,
+        },
+        pk="id",
+        not_null={"code", "species"},
+        foreign_keys=[("merged_into", "individuals", "id")],
+    )
+    db["individuals"].create_index(["species", "code"], unique=True)
+    db["assignments"].create(
+        {
+            "id": int,
+            "detection_id": int,
+            "individual_id": int,
+            "status": str,
+            "score": float,
+            "rank": int,
+            "who": str,
+            "at": str,
+            "undoes": int,
+            "note": str,
+        },
+        pk="id",
+        not_null={"detection_id", "status", "who", "at"},
+        foreign_keys=[
+            ("detection_id", "detections", "id"),
+            ("individual_id", "individuals", "id"),
+            ("undoes", "assignments", "id"),
+        ],
+    )
+    db["assignments"].create_index(["detection_id"])
+    db["assignments"].create_index(["undoes"])
+    db.executescript(
+        """
+        CREATE TRIGGER assignments_append_only_update BEFORE UPDATE ON assignments
+        BEGIN SELECT RAISE(ABORT, 'assignments is an append-only log'); END;
+        CREATE TRIGGER assignments_append_only_delete BEFORE DELETE ON assignments
+        BEGIN SELECT RAISE(ABORT, 'assignments is an append-only log'); END;
+
+        -- Decisions (confirm/reject) that no later undo row cancels.
+        CREATE VIEW effective_assignments AS
+        SELECT a.* FROM assignments a
+        WHERE a.status IN ('confirmed', 'rejected')
+          AND NOT EXISTS (SELECT 1 FROM assignments u WHERE u.status = 'undo' AND u.undoes = a.id);
+
+        -- One row per detection whose latest effective confirmation still stands: the sighting.
+        CREATE VIEW sightings AS
+        SELECT e.id AS assignment_id, e.detection_id, e.individual_id, e.score, e.who, e.at
+        FROM effective_assignments e
+        WHERE e.status = 'confirmed'
+          AND e.id = (SELECT max(x.id) FROM effective_assignments x
+                      WHERE x.detection_id = e.detection_id AND x.status = 'confirmed')
+          AND NOT EXISTS (SELECT 1 FROM effective_assignments r
+                          WHERE r.detection_id = e.detection_id AND r.individual_id = e.individual_id
+                            AND r.status = 'rejected' AND r.id > e.id);
+        """
+    )
+
+
+MIGRATIONS = {1: _migration_1}
+
+
+def shift_time(iso: str | None, seconds: float) -> str | None:
+    """Add a clock correction to an ISO 8601 time, keeping its precision and offset."""
+    if not iso or not seconds:
+        return iso
+    moved = datetime.fromisoformat(iso) + timedelta(seconds=seconds)
+    return moved.isoformat(timespec="microseconds" if "." in iso else "seconds")
+
+
+class Catalogue:
+    """An open catalogue file. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise CatalogueError(f"{self.path}: no such catalogue")
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise CatalogueError(f"{self.path}: not a Herdbook catalogue (not an SQLite file)")
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA busy_timeout = 5000")
+            if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self.db.enable_wal()
+            self._migrate()
+        except sqlite3.OperationalError as exc:
+            raise CatalogueError(f"{self.path}: cannot use catalogue ({exc})") from exc
+        except sqlite3.DatabaseError as exc:
+            raise CatalogueError(f"{self.path}: catalogue is damaged ({exc})") from exc
+
+    # -- housekeeping -------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        if "schema_version" not in self.db.table_names():
+            if [t for t in self.db.table_names() if not t.startswith("sqlite_")]:
+                raise CatalogueError(f"{self.path}: an SQLite file, but not a Herdbook catalogue")
+            self.db["schema_version"].create({"version": int, "applied_at": str}, pk="version")
+        current = self.version
+        if current > SCHEMA_VERSION:
+            raise CatalogueError(
+                f"{self.path}: catalogue schema {current} is newer than this Herdbook ({SCHEMA_VERSION})"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                MIGRATIONS[version](self.db)
+                self.db["schema_version"].insert({"version": version, "applied_at": utc_now()})
+
+    @property
+    def version(self) -> int:
+        row = self.db.execute("SELECT max(version) FROM schema_version").fetchone()
+        return row[0] or 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic unit: everything inside is committed together or not at all."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Catalogue:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def query(self, sql: str, params=()) -> list[dict]:
+        return list(self.db.query(sql, params))
+
+    def counts(self) -> dict[str, int]:
+        """Row counts of the main tables, for overviews and tests."""
+        tables = ["media", "media_files", "deployments", "detections", "embeddings", "individuals", "assignments"]
+        out = {t: self.db[t].count for t in tables}
+        out["sightings"] = self.db.execute("SELECT count(*) FROM sightings").fetchone()[0]
+        return out
+
+    # -- deployments --------------------------------------------------------------------------------
+    def ensure_deployment(self, name: str, **fields) -> int:
+        row = self.db.execute("SELECT id FROM deployments WHERE name = ?", [name]).fetchone()
+        if row:
+            return row[0]
+        return self.db["deployments"].insert({"name": name, "clock_offset_s": 0.0, **fields}).last_pk
+
+    def deployment(self, name: str) -> dict:
+        rows = self.query("SELECT * FROM deployments WHERE name = ?", [name])
+        if not rows:
+            raise KeyError(f"no deployment named {name!r}")
+        return rows[0]
+
+    def update_deployment(self, name: str, **fields) -> None:
+        """Set a deployment's place, camera or time zone (not its clock offset: see set_clock_offset)."""
+        if "clock_offset_s" in fields:
+            raise ValueError("use set_clock_offset to change a deployment's clock")
+        self.db["deployments"].update(self.deployment(name)["id"], fields)
+
+    def set_clock_offset(self, name: str, seconds: float, note: str | None = None) -> int:
+        """Correct a deployment's camera clock; re-derives taken_at of all its photos. Returns photos moved."""
+        dep = self.deployment(name)
+        with self.transaction():
+            self.db["deployments"].update(dep["id"], {"clock_offset_s": float(seconds), "clock_note": note})
+            rows = self.query(
+                "SELECT id, taken_at_raw FROM media WHERE deployment_id = ? AND taken_at_raw IS NOT NULL",
+                [dep["id"]],
+            )
+            for row in rows:
+                self.db["media"].update(row["id"], {"taken_at": shift_time(row["taken_at_raw"], seconds)})
+        return len(rows)
+
+    def set_clock_from_reference(self, name: str, media_id: int, true_time: str) -> float:
+        """'This photo was really taken at T': derive and apply the deployment's clock offset."""
+        raw = self.db["media"].get(media_id)["taken_at_raw"]
+        if not raw:
+            raise ValueError(f"media {media_id} has no camera time to correct")
+        raw_dt, true_dt = datetime.fromisoformat(raw), datetime.fromisoformat(true_time)
+        if (raw_dt.tzinfo is None) != (true_dt.tzinfo is None):
+            raw_dt, true_dt = raw_dt.replace(tzinfo=None), true_dt.replace(tzinfo=None)
+        offset = (true_dt - raw_dt).total_seconds()
+        self.set_clock_offset(name, offset, note=f"media {media_id} was taken at {true_time}")
+        return offset
+
+    # -- individuals --------------------------------------------------------------------------------
+    def ensure_individual(self, code: str, species: str, name: str | None = None) -> int:
+        row = self.db.execute("SELECT id FROM individuals WHERE species = ? AND code = ?", [species, code]).fetchone()
+        if row:
+            return row[0]
+        return (
+            self.db["individuals"]
+            .insert({"code": code, "species": species, "name": name, "created_at": utc_now()})
+            .last_pk
+        )
+
+    # -- detections and the decision log ------------------------------------------------------------
+    def add_detection(self, media_id: int, box=None, **fields) -> int:
+        x, y, w, h = box if box is not None else (None, None, None, None)
+        row = {"media_id": media_id, "x": x, "y": y, "w": w, "h": h, "created_at": utc_now(), **fields}
+        return self.db["detections"].insert(row).last_pk
+
+    def record(
+        self,
+        detection_id: int,
+        individual_id: int | None,
+        status: str,
+        who: str,
+        score: float | None = None,
+        rank: int | None = None,
+        note: str | None = None,
+        undoes: int | None = None,
+    ) -> int:
+        """Append one row to the decision log."""
+        if status not in ASSIGNMENT_STATUSES:
+            raise ValueError(f"unknown assignment status {status!r}")
+        row = {
+            "detection_id": detection_id,
+            "individual_id": individual_id,
+            "status": status,
+            "score": score,
+            "rank": rank,
+            "who": who,
+            "at": utc_now(),
+            "undoes": undoes,
+            "note": note,
+        }
+        return self.db["assignments"].insert(row).last_pk
+
+    def confirm(self, detection_id: int, individual_id: int, who: str, score: float | None = None) -> int:
+        return self.record(detection_id, individual_id, "confirmed", who, score=score)
+
+    def reject(self, detection_id: int, individual_id: int | None, who: str) -> int:
+        return self.record(detection_id, individual_id, "rejected", who)
+
+    def undo_last(self, who: str, detection_id: int | None = None) -> int | None:
+        """Cancel the latest decision not yet undone (of one detection, if given). Returns the undone id."""
+        sql = "SELECT id, detection_id FROM effective_assignments"
+        params: list = []
+        if detection_id is not None:
+            sql += " WHERE detection_id = ?"
+            params.append(detection_id)
+        row = self.db.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
+        if not row:
+            return None
+        self.record(row[1], None, "undo", who, undoes=row[0])
+        return row[0]
+
+    def sighting_of(self, detection_id: int) -> dict | None:
+        rows = self.query("SELECT * FROM sightings WHERE detection_id = ?", [detection_id])
+        return rows[0] if rows else None
+
+    # -- media ----------------------------------------------------------------------------------------
+    @staticmethod
+    def media_row_from_json(row: dict) -> dict:
+        out = dict(row)
+        for key in ("tags", "warnings"):
+            out[key] = json.loads(out[key]) if out.get(key) else []
+        return out

@@ -1,0 +1,94 @@
+"""A demo catalogue from the real photos in shared/data: every photo a confirmed sighting of its folder's
+individual, so the review, export and training screens have something real to show."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .catalogue import Catalogue
+from .ingest import ImportSummary, ProgressFn, import_folder
+
+DEMO_WHO = "demo:folder-label"
+# (sub-folder of the data dir, species, site)
+DEMO_SETS = (("nyala/train", "nyala", "nyala-demo"), ("lion/train", "lion", "lion-demo"))
+_NYALA_FLANK = re.compile(r"_(left|right)photo", re.IGNORECASE)
+
+
+def find_data_dir(start: Path | None = None) -> Path | None:
+    """shared/data beside the checkout (../shared/data), or $HERDBOOK_DATA."""
+    if os.environ.get("HERDBOOK_DATA"):
+        return Path(os.environ["HERDBOOK_DATA"])
+    here = (start or Path(__file__)).resolve()
+    for parent in [here, *here.parents]:
+        candidate = parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def viewpoint_from_name(file_name: str, individual: str) -> str | None:
+    """nyala: left/right flank from '<n>_leftphoto.jpg'; lion: the body part after the name ('Left_Face')."""
+    m = _NYALA_FLANK.search(file_name)
+    if m:
+        return m.group(1).lower()
+    stem = Path(file_name).stem
+    if stem.startswith(individual + "_"):
+        part = re.sub(r"\d+$", "", stem[len(individual) + 1 :])
+        return part.lower() or None
+    return None
+
+
+@dataclass
+class DemoSummary:
+    imports: list[ImportSummary]
+    sightings_added: int
+
+
+def label_folder_individuals(catalogue: Catalogue, import_id: int, species: str) -> int:
+    """Each photo of an import whose parent folder names an individual becomes a confirmed whole-frame
+    sighting of that individual. Idempotent: photos that already have a detection are left alone."""
+    rows = catalogue.query(
+        """SELECT m.id, m.path, m.file_name, m.width, m.height FROM media m
+           WHERE m.import_id = ? AND m.status = 'ok'
+             AND NOT EXISTS (SELECT 1 FROM detections d WHERE d.media_id = m.id) ORDER BY m.id""",
+        [import_id],
+    )
+    with catalogue.transaction():
+        for row in rows:
+            code = Path(row["path"]).parent.name
+            individual_id = catalogue.ensure_individual(code, species)
+            detection_id = catalogue.add_detection(
+                row["id"],
+                (0.0, 0.0, float(row["width"]), float(row["height"])),
+                source="whole-frame",
+                label=species,
+                score=1.0,
+                viewpoint=viewpoint_from_name(row["file_name"], code),
+            )
+            catalogue.confirm(detection_id, individual_id, who=DEMO_WHO)
+            catalogue.db["media"].update(row["id"], {"species": species})
+    return len(rows)
+
+
+def build_demo(
+    catalogue: Catalogue,
+    data_dir: str | Path,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> DemoSummary:
+    data_dir = Path(data_dir)
+    imports, added = [], 0
+    for sub, species, site in DEMO_SETS:
+        folder = data_dir / sub
+        if not folder.is_dir():
+            continue
+        summary = import_folder(catalogue, folder, site=site, progress=progress, cancel=cancel)
+        imports.append(summary)
+        if summary.cancelled:
+            break
+        added += label_folder_individuals(catalogue, summary.import_id, species)
+    return DemoSummary(imports, added)

@@ -1,0 +1,462 @@
+"""Sighting histories out of the catalogue: a flat CSV, and a Camtrap DP 1.0 package.
+
+Both read the catalogue's ``sightings`` view (confirmed, not undone). Text cells that a spreadsheet would
+run as a formula (starting with = + - @, tab or CR) are prefixed with a quote; numbers are written as numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .catalogue import Catalogue
+from .exif import normalise_offset
+from .resources import species_info
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+CAMTRAP_DP_PROFILE = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0/camtrap-dp-profile.json"
+CAMTRAP_DP_SCHEMA = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0/{}-table-schema.json"
+
+SIGHTING_COLUMNS = [
+    "individual_code",
+    "individual_name",
+    "species",
+    "scientific_name",
+    "taken_at",
+    "latitude",
+    "longitude",
+    "site",
+    "deployment",
+    "camera",
+    "file",
+    "box_x",
+    "box_y",
+    "box_width",
+    "box_height",
+    "viewpoint",
+    "confirmed_by",
+    "confirmed_at",
+    "score",
+    "media_sha256",
+    "detection_id",
+]
+DEPLOYMENT_COLUMNS = [
+    "deploymentID",
+    "locationID",
+    "locationName",
+    "latitude",
+    "longitude",
+    "coordinateUncertainty",
+    "deploymentStart",
+    "deploymentEnd",
+    "setupBy",
+    "cameraID",
+    "cameraModel",
+    "cameraDelay",
+    "cameraHeight",
+    "cameraDepth",
+    "cameraTilt",
+    "cameraHeading",
+    "detectionDistance",
+    "timestampIssues",
+    "baitUse",
+    "featureType",
+    "habitat",
+    "deploymentGroups",
+    "deploymentTags",
+    "deploymentComments",
+]
+MEDIA_COLUMNS = [
+    "mediaID",
+    "deploymentID",
+    "captureMethod",
+    "timestamp",
+    "filePath",
+    "filePublic",
+    "fileName",
+    "fileMediatype",
+    "exifData",
+    "favorite",
+    "mediaComments",
+]
+OBSERVATION_COLUMNS = [
+    "observationID",
+    "deploymentID",
+    "mediaID",
+    "eventID",
+    "eventStart",
+    "eventEnd",
+    "observationLevel",
+    "observationType",
+    "cameraSetupType",
+    "scientificName",
+    "count",
+    "lifeStage",
+    "sex",
+    "behavior",
+    "individualID",
+    "individualPositionRadius",
+    "individualPositionAngle",
+    "individualSpeed",
+    "bboxX",
+    "bboxY",
+    "bboxWidth",
+    "bboxHeight",
+    "classificationMethod",
+    "classifiedBy",
+    "classificationTimestamp",
+    "classificationProbability",
+    "observationTags",
+    "observationComments",
+]
+MEDIATYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".mp4": "video/mp4",
+    ".avi": "video/x-msvideo",
+    ".mov": "video/quicktime",
+}
+
+
+class ExportError(Exception):
+    """The catalogue lacks something the format requires; the message says what and where."""
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    rows: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def neutralise(value):
+    """A cell as written: text that a spreadsheet would evaluate gets a leading quote."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="raise")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: neutralise(row.get(k)) for k in columns})
+
+
+SIGHTINGS_SQL = """
+SELECT s.detection_id, s.who, s.at, s.score,
+       COALESCE(mi.code, i.code) AS individual_code, COALESCE(mi.name, i.name) AS individual_name,
+       COALESCE(mi.species, i.species) AS species,
+       d.x, d.y, d.w, d.h, d.viewpoint, d.source,
+       m.id AS media_id, m.path, m.file_name, m.sha256, m.taken_at, m.latitude, m.longitude, m.width, m.height,
+       m.camera_make, m.camera_model, m.camera_serial,
+       dep.name AS deployment, dep.site, dep.utc_offset, dep.latitude AS dep_latitude,
+       dep.longitude AS dep_longitude
+FROM sightings s
+JOIN individuals i ON i.id = s.individual_id
+LEFT JOIN individuals mi ON mi.id = i.merged_into
+JOIN detections d ON d.id = s.detection_id
+JOIN media m ON m.id = d.media_id
+LEFT JOIN deployments dep ON dep.id = m.deployment_id
+ORDER BY m.taken_at, m.id, s.detection_id
+"""
+
+
+def with_offset(taken_at: str | None, utc_offset: str | None) -> str | None:
+    """A photo time with its UTC offset: the camera's own, else the deployment's; else as stored."""
+    if not taken_at:
+        return None
+    parsed = datetime.fromisoformat(taken_at)
+    if parsed.tzinfo is None and normalise_offset(utc_offset):
+        return taken_at + normalise_offset(utc_offset)
+    return taken_at
+
+
+def export_sightings_csv(catalogue: Catalogue, out: str | Path) -> ExportReport:
+    """One row per confirmed sighting, oldest first."""
+    out = Path(out)
+    rows = []
+    for r in catalogue.query(SIGHTINGS_SQL):
+        camera = " ".join(p for p in (r["camera_make"], r["camera_model"]) if p) or None
+        rows.append(
+            {
+                "individual_code": r["individual_code"],
+                "individual_name": r["individual_name"],
+                "species": r["species"],
+                "scientific_name": species_info(r["species"])["scientific_name"],
+                "taken_at": with_offset(r["taken_at"], r["utc_offset"]),
+                "latitude": r["latitude"] if r["latitude"] is not None else r["dep_latitude"],
+                "longitude": r["longitude"] if r["longitude"] is not None else r["dep_longitude"],
+                "site": r["site"],
+                "deployment": r["deployment"],
+                "camera": camera,
+                "file": r["path"],
+                "box_x": r["x"],
+                "box_y": r["y"],
+                "box_width": r["w"],
+                "box_height": r["h"],
+                "viewpoint": r["viewpoint"],
+                "confirmed_by": r["who"],
+                "confirmed_at": r["at"],
+                "score": r["score"],
+                "media_sha256": r["sha256"],
+                "detection_id": r["detection_id"],
+            }
+        )
+    _write_csv(out, SIGHTING_COLUMNS, rows)
+    return ExportReport(out, rows={"sightings": len(rows)})
+
+
+# -- Camtrap DP -------------------------------------------------------------------------------------------
+
+
+def _dp_time(taken_at: str | None, utc_offset: str | None, default_offset: str | None) -> str | None:
+    """Camtrap DP wants YYYY-MM-DDThh:mm:ss±hh:mm (no fractions)."""
+    if not taken_at:
+        return None
+    parsed = datetime.fromisoformat(taken_at).replace(microsecond=0)
+    if parsed.tzinfo is None:
+        offset = normalise_offset(utc_offset) or normalise_offset(default_offset)
+        if not offset:
+            return None
+        parsed = datetime.fromisoformat(parsed.isoformat() + offset)
+    return parsed.isoformat()
+
+
+def _utc_stamp(at: str | None) -> str | None:
+    return datetime.fromisoformat(at).astimezone(UTC).isoformat(timespec="seconds") if at else None
+
+
+def export_camtrap_dp(
+    catalogue: Catalogue,
+    out_dir: str | Path,
+    utc_offset: str | None = None,
+    title: str = "Herdbook camera-trap sightings",
+    contributor: str = "Herdbook user",
+) -> ExportReport:
+    """Write datapackage.json, deployments.csv, media.csv and observations.csv (Camtrap DP 1.0).
+
+    ``utc_offset`` is used for photos whose EXIF has no offset and whose deployment names none. Raises
+    ExportError naming what is missing where the standard requires a value the catalogue cannot give.
+    """
+    out_dir = Path(out_dir)
+    report = ExportReport(out_dir)
+    deployments = catalogue.query(
+        """SELECT d.*, avg(m.latitude) AS gps_lat, avg(m.longitude) AS gps_lon
+           FROM deployments d JOIN media m ON m.deployment_id = d.id
+           WHERE m.status != 'error' GROUP BY d.id ORDER BY d.id"""
+    )
+    problems = []
+    for dep in deployments:
+        dep["lat"] = dep["latitude"] if dep["latitude"] is not None else dep["gps_lat"]
+        dep["lon"] = dep["longitude"] if dep["longitude"] is not None else dep["gps_lon"]
+        if dep["lat"] is None or dep["lon"] is None:
+            problems.append(
+                f"deployment {dep['name']!r} has no coordinates (no GPS in its photos): set them with "
+                f"`herdbook deployment {dep['name']} --latitude LAT --longitude LON`"
+            )
+    if problems:
+        raise ExportError("Camtrap DP requires deployment coordinates:\n" + "\n".join(problems))
+    dep_by_id = {d["id"]: d for d in deployments}
+
+    media_rows, media_time, times_by_dep = [], {}, {}
+    for m in catalogue.query("SELECT * FROM media WHERE status != 'error' ORDER BY id"):
+        dep = dep_by_id[m["deployment_id"]]
+        stamp = _dp_time(m["taken_at"], dep["utc_offset"], utc_offset)
+        if stamp is None:
+            why = "no time in its metadata" if not m["taken_at"] else "time without UTC offset"
+            report.skipped.append(f"{m['path']}: {why}")
+            continue
+        media_time[m["id"]] = stamp
+        times_by_dep.setdefault(dep["id"], []).append(stamp)
+        media_rows.append(
+            {
+                "mediaID": str(m["id"]),
+                "deploymentID": dep["name"],
+                "captureMethod": "activityDetection",
+                "timestamp": stamp,
+                "filePath": m["path"],
+                "filePublic": "false",
+                "fileName": m["file_name"],
+                "fileMediatype": MEDIATYPES.get(Path(m["file_name"]).suffix.lower(), "application/octet-stream"),
+                "exifData": json.dumps({k: m[k] for k in ("camera_make", "camera_model", "camera_serial") if m[k]})
+                or None,
+                "mediaComments": (
+                    f"camera clock corrected by {dep['clock_offset_s']:+.0f} s" if dep["clock_offset_s"] else None
+                ),
+            }
+        )
+    if any("without UTC offset" in s for s in report.skipped):
+        raise ExportError(
+            "Camtrap DP needs timestamps with a UTC offset; some photos have none and their deployment names "
+            "none. Pass --utc-offset +HH:MM or set the deployment's offset. First: " + report.skipped[0]
+        )
+
+    dep_rows = []
+    for dep in deployments:
+        times = sorted(times_by_dep.get(dep["id"], []))
+        if not times:
+            continue
+        dep_rows.append(
+            {
+                "deploymentID": dep["name"],
+                "locationName": dep["site"] or dep["name"],
+                "latitude": round(dep["lat"], 6),
+                "longitude": round(dep["lon"], 6),
+                "deploymentStart": _dp_time(dep["start"], dep["utc_offset"], utc_offset) or times[0],
+                "deploymentEnd": _dp_time(dep["end"], dep["utc_offset"], utc_offset) or times[-1],
+                "cameraID": dep["camera"],
+                "timestampIssues": "true" if dep["clock_offset_s"] else "false",
+                "deploymentComments": dep["clock_note"],
+            }
+        )
+
+    obs_rows = _observations(catalogue, media_time, dep_by_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_csv(out_dir / "deployments.csv", DEPLOYMENT_COLUMNS, dep_rows)
+    _write_csv(out_dir / "media.csv", MEDIA_COLUMNS, media_rows)
+    _write_csv(out_dir / "observations.csv", OBSERVATION_COLUMNS, obs_rows)
+    _write_datapackage(out_dir, title, contributor, dep_rows, media_time, obs_rows)
+    report.rows = {"deployments": len(dep_rows), "media": len(media_rows), "observations": len(obs_rows)}
+    return report
+
+
+def _observations(catalogue: Catalogue, media_time: dict[int, str], dep_by_id: dict[int, dict]) -> list[dict]:
+    sighting = {
+        s["detection_id"]: s
+        for s in catalogue.query(
+            """SELECT s.*, COALESCE(mi.code, i.code) AS code, COALESCE(mi.species, i.species) AS species
+           FROM sightings s JOIN individuals i ON i.id = s.individual_id
+           LEFT JOIN individuals mi ON mi.id = i.merged_into"""
+        )
+    }
+    rows = []
+    detected_media = set()
+    for d in catalogue.query(
+        """SELECT d.*, m.width, m.height, m.species AS media_species, m.deployment_id
+           FROM detections d JOIN media m ON m.id = d.media_id ORDER BY d.id"""
+    ):
+        if d["media_id"] not in media_time:
+            continue
+        detected_media.add(d["media_id"])
+        s = sighting.get(d["id"])
+        species = (s and s["species"]) or d["media_species"]
+        sci = species_info(species)["scientific_name"]
+        label = (d["label"] or "animal").lower()
+        obs_type = label if label in ("human", "vehicle") else "animal"
+        row = {
+            "observationID": f"det{d['id']}",
+            "deploymentID": dep_by_id[d["deployment_id"]]["name"],
+            "mediaID": str(d["media_id"]),
+            "eventID": str(d["media_id"]),
+            "eventStart": media_time[d["media_id"]],
+            "eventEnd": media_time[d["media_id"]],
+            "observationLevel": "media",
+            "observationType": obs_type,
+            "scientificName": sci if obs_type == "animal" else None,
+            "count": 1,
+            "observationTags": f"species:{species}" if species and not sci else None,
+        }
+        if d["x"] is not None and d["width"] and d["height"]:
+            row.update(
+                bboxX=round(max(0.0, d["x"] / d["width"]), 6),
+                bboxY=round(max(0.0, d["y"] / d["height"]), 6),
+                bboxWidth=round(min(1.0, d["w"] / d["width"]), 6),
+                bboxHeight=round(min(1.0, d["h"] / d["height"]), 6),
+            )
+        if s:
+            row.update(
+                individualID=s["code"],
+                classificationMethod="human",
+                classifiedBy=s["who"],
+                classificationTimestamp=_utc_stamp(s["at"]),
+            )
+        else:
+            row.update(
+                classificationMethod="machine",
+                classifiedBy=d["source"],
+                classificationProbability=round(d["score"], 4) if d["score"] is not None else None,
+                classificationTimestamp=_utc_stamp(d["created_at"]),
+            )
+        rows.append(row)
+    # Photos a user classified by folder or tag, with no detection: one media-level observation each.
+    for m in catalogue.query("SELECT id, species, deployment_id FROM media WHERE species IS NOT NULL ORDER BY id"):
+        if m["id"] in detected_media or m["id"] not in media_time:
+            continue
+        sci = species_info(m["species"])["scientific_name"]
+        rows.append(
+            {
+                "observationID": f"media{m['id']}",
+                "deploymentID": dep_by_id[m["deployment_id"]]["name"],
+                "mediaID": str(m["id"]),
+                "eventID": str(m["id"]),
+                "eventStart": media_time[m["id"]],
+                "eventEnd": media_time[m["id"]],
+                "observationLevel": "media",
+                "observationType": "animal",
+                "scientificName": sci,
+                "classificationMethod": "human",
+                "observationTags": f"species:{m['species']}" if not sci else None,
+            }
+        )
+    return rows
+
+
+def _write_datapackage(out_dir, title, contributor, dep_rows, media_time, obs_rows) -> None:
+    times = sorted(media_time.values())
+    lats = [d["latitude"] for d in dep_rows]
+    lons = [d["longitude"] for d in dep_rows]
+    names = sorted({o["scientificName"] for o in obs_rows if o.get("scientificName")})
+    package = {
+        "profile": CAMTRAP_DP_PROFILE,
+        "name": "herdbook-export",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "title": title,
+        "contributors": [{"title": contributor, "role": "contact"}],
+        "licenses": [{"name": "CC0-1.0", "scope": "data"}],
+        "sources": [{"title": "Herdbook", "version": "0.1.0"}],
+        "project": {
+            "title": title,
+            "samplingDesign": "opportunistic",
+            "captureMethod": ["activityDetection"],
+            "individualAnimals": any(o.get("individualID") for o in obs_rows),
+            "observationLevel": ["media"],
+        },
+        "spatial": {
+            "type": "Polygon",
+            "coordinates": [
+                [
+                    [min(lons), min(lats)],
+                    [max(lons), min(lats)],
+                    [max(lons), max(lats)],
+                    [min(lons), max(lats)],
+                    [min(lons), min(lats)],
+                ]
+            ],
+        }
+        if dep_rows
+        else None,
+        "temporal": {"start": times[0][:10], "end": times[-1][:10]} if times else None,
+        "taxonomic": [{"scientificName": n} for n in names],
+        "resources": [
+            {
+                "name": name,
+                "path": f"{name}.csv",
+                "profile": "tabular-data-resource",
+                "format": "csv",
+                "mediatype": "text/csv",
+                "encoding": "utf-8",
+                "schema": CAMTRAP_DP_SCHEMA.format(name),
+            }
+            for name in ("deployments", "media", "observations")
+        ],
+    }
+    with open(out_dir / "datapackage.json", "w", encoding="utf-8") as fh:
+        json.dump(package, fh, indent=2)

@@ -1,0 +1,177 @@
+"""`herdbook` command line: one sub-command per engine function (as sqlite-utils mirrors its Python API).
+
+This is the one module that sees engine, trainer and desktop; it imports the latter two only inside the
+sub-commands that need them, so the inference install never loads torch or Qt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.catalogue import Catalogue, CatalogueError
+from engine.export import ExportError, export_camtrap_dp, export_sightings_csv
+from engine.ingest import IngestError, import_folder
+
+DEFAULT_CATALOGUE = "herdbook.sqlite"
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def _progress_bar(desc: str):
+    """A tqdm bar on a terminal; silent when output is piped (CI, scripts)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="file", disable=not sys.stderr.isatty(), leave=False)
+
+    def update(done: int, total: int, _path: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, update
+
+
+def _open(args, create: bool = True) -> Catalogue:
+    return Catalogue(args.catalogue, create=create)
+
+
+def cmd_import(args) -> int:
+    levels = tuple(p for p in args.levels.split("/") if p) if args.levels else ()
+    with _open(args) as cat:
+        bar, update = _progress_bar("import")
+        try:
+            summary = import_folder(
+                cat, args.folder, site=args.site, levels=levels, progress=update, batch_size=args.batch_size
+            )
+        finally:
+            bar.close()
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+def cmd_export(args) -> int:
+    with _open(args, create=False) as cat:
+        if args.format == "sightings":
+            report = export_sightings_csv(cat, args.out)
+        else:
+            report = export_camtrap_dp(cat, args.out, utc_offset=args.utc_offset)
+    print(f"wrote {report.path}: " + ", ".join(f"{n} {k}" for k, n in report.rows.items()))
+    for line in report.skipped:
+        print(f"  skipped: {line}")
+    return 0
+
+
+def cmd_deployment(args) -> int:
+    with _open(args, create=False) as cat:
+        try:
+            cat.deployment(args.name)
+        except KeyError as exc:
+            raise CommandError(f"{args.catalogue}: {exc.args[0]}") from None
+        fields = {
+            k: getattr(args, k)
+            for k in ("latitude", "longitude", "utc_offset", "site", "camera")
+            if getattr(args, k) is not None
+        }
+        if fields:
+            cat.update_deployment(args.name, **fields)
+        if args.clock_offset is not None:
+            moved = cat.set_clock_offset(args.name, args.clock_offset)
+            print(f"clock offset {args.clock_offset:+g} s applied to {moved} photos")
+        if args.clock_reference:
+            media_id, _, when = args.clock_reference.partition("=")
+            offset = cat.set_clock_from_reference(args.name, int(media_id), when)
+            print(f"clock offset {offset:+g} s derived from media {media_id} and applied")
+        print(json.dumps(cat.deployment(args.name), indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from engine.demo import build_demo, find_data_dir
+
+    data_dir = Path(args.data) if args.data else find_data_dir(Path.cwd())
+    if not data_dir or not data_dir.is_dir():
+        raise CommandError("no shared/data folder found: pass --data DIR or set HERDBOOK_DATA")
+    with _open(args) as cat:
+        bar, update = _progress_bar("demo")
+        try:
+            summary = build_demo(cat, data_dir, progress=update)
+        finally:
+            bar.close()
+        for imp in summary.imports:
+            print(imp.lines()[0])
+        print(f"demo sightings added: {summary.sightings_added}")
+        print(json.dumps(cat.counts()))
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            report = export_sightings_csv(cat, out / "sightings.csv")
+            print(f"wrote {report.path}: {report.rows['sightings']} sightings")
+    return 0
+
+
+def cmd_info(args) -> int:
+    with _open(args, create=False) as cat:
+        print(json.dumps({"catalogue": str(cat.path), "schema": cat.version, **cat.counts()}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herdbook", description=__doc__.splitlines()[0])
+    parser.add_argument("--catalogue", default=DEFAULT_CATALOGUE, help="catalogue file (default %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("import", help="import every photo under a folder")
+    p.add_argument("folder")
+    p.add_argument("--site", help="site / deployment name for these photos")
+    p.add_argument("--levels", help="what the folder levels name, from the top: e.g. station/species or -/station")
+    p.add_argument("--batch-size", type=int, default=32, help="files committed per transaction")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="export sighting histories")
+    p.add_argument("format", choices=["sightings", "camtrap-dp"])
+    p.add_argument("out", help="CSV file (sightings) or folder (camtrap-dp)")
+    p.add_argument("--utc-offset", help="UTC offset (+HH:MM) for photo times that carry none")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("deployment", help="show or set a deployment's place, time zone and clock correction")
+    p.add_argument("name")
+    p.add_argument("--latitude", type=float)
+    p.add_argument("--longitude", type=float)
+    p.add_argument("--utc-offset")
+    p.add_argument("--site")
+    p.add_argument("--camera")
+    p.add_argument("--clock-offset", type=float, help="seconds to add to every camera time")
+    p.add_argument("--clock-reference", help="MEDIA_ID=ISO-TIME: that photo was really taken then")
+    p.set_defaults(func=cmd_deployment)
+
+    p = sub.add_parser("demo", help="build a demo catalogue from shared/data (nyala and lion)")
+    p.add_argument("--data", help="the shared/data folder (default: found beside the checkout)")
+    p.add_argument("--out", help="also run the headless pipeline and write its outputs here")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="row counts of the catalogue")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CatalogueError, IngestError, ExportError, CommandError) as exc:
+        print(f"herdbook: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("herdbook: interrupted; the catalogue keeps everything committed so far", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The `herdbook` command as a user runs it: real processes, real catalogue, real photos."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+
+def herdbook(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "herdbook", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_import_then_export_from_the_command_line(tmp_path, data_dir):
+    cat = tmp_path / "c.sqlite"
+    first = herdbook("--catalogue", cat, "import", data_dir / "exif/jpg", "--site", "corpus")
+    assert first.returncode == 0, first.stderr
+    assert "73 files, 73 new" in first.stdout and "broken EXIF" in first.stdout
+    again = herdbook("--catalogue", cat, "import", data_dir / "exif/jpg")
+    assert "0 new, 73 already in catalogue" in again.stdout
+    tagged = herdbook("--catalogue", cat, "import", data_dir / "camtrapr/sample_images_indiv_tag")
+    assert tagged.returncode == 0
+    out = herdbook("--catalogue", cat, "export", "sightings", tmp_path / "s.csv")
+    assert out.returncode == 0 and "26 sightings" in out.stdout
+    with open(tmp_path / "s.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 26
+
+
+def test_bad_input_gives_one_line_naming_the_problem(tmp_path, data_dir):
+    missing = herdbook("--catalogue", tmp_path / "c.sqlite", "import", tmp_path / "no-such-card")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"herdbook: error: {tmp_path / 'no-such-card'}: not a folder"
+    junk = tmp_path / "junk.sqlite"
+    junk.write_text("not a catalogue")
+    bad_cat = herdbook("--catalogue", junk, "import", data_dir / "exif/jpg")
+    assert bad_cat.returncode == 1 and "junk.sqlite" in bad_cat.stderr and "not an SQLite file" in bad_cat.stderr
+    assert junk.read_text() == "not a catalogue"
+    usage = herdbook("import")
+    assert usage.returncode == 2
+
+
+def test_deployment_clock_and_place(tmp_path, data_dir):
+    cat = tmp_path / "c.sqlite"
+    herdbook("--catalogue", cat, "import", data_dir / "camtrapr/raw_images", "--site", "B-7")
+    res = herdbook(
+        "--catalogue",
+        cat,
+        "deployment",
+        "B-7",
+        "--latitude",
+        "5.4",
+        "--longitude",
+        "118.0",
+        "--utc-offset",
+        "+08:00",
+        "--clock-offset",
+        "-120",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "applied to 6 photos" in res.stdout and '"utc_offset": "+08:00"' in res.stdout
+    dp = herdbook("--catalogue", cat, "export", "camtrap-dp", tmp_path / "dp")
+    assert dp.returncode == 0, dp.stderr
+    with open(tmp_path / "dp" / "media.csv", newline="") as fh:
+        stamps = sorted(r["timestamp"] for r in csv.DictReader(fh))
+    assert stamps[0] == "2009-04-05T00:09:00+08:00"  # StationB/IMG0001: 00:11:00 on the camera (exiftool)
