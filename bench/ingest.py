@@ -34,8 +34,13 @@ print(json.dumps({"files": s.files_seen, "added": s.added, "errors": len(s.error
 
 def run_once(folder: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run([sys.executable, "-c", CHILD, f"{tmp}/c.sqlite", str(folder)], cwd=ROOT,
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, f"{tmp}/c.sqlite", str(folder)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return json.loads(out.stdout)
 
 
@@ -50,16 +55,29 @@ def main() -> None:
         runs = [run_once(folder) for _ in range(args.repeat)]
         best = min(runs, key=lambda r: r["seconds"])
         mb = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
-        rows.append({"dataset": name, "files": best["files"], "megabytes": round(mb, 1),
-                     "best_seconds": round(best["seconds"], 3),
-                     "images_per_s": round(best["files"] / best["seconds"], 1),
-                     "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1), "errors": best["errors"]})
+        rows.append(
+            {
+                "dataset": name,
+                "files": best["files"],
+                "megabytes": round(mb, 1),
+                "best_seconds": round(best["seconds"], 3),
+                "images_per_s": round(best["files"] / best["seconds"], 1),
+                "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
+                "errors": best["errors"],
+            }
+        )
     print(f"{'dataset':<14}{'files':>7}{'MB':>8}{'s':>8}{'img/s':>9}{'peak MB':>9}")
     for r in rows:
-        print(f"{r['dataset']:<14}{r['files']:>7}{r['megabytes']:>8}{r['best_seconds']:>8}"
-              f"{r['images_per_s']:>9}{r['peak_rss_mb']:>9}")
-    result = {"machine": platform.processor() or platform.machine(), "cpus": __import__("os").cpu_count(),
-              "repeat": args.repeat, "rows": rows}
+        print(
+            f"{r['dataset']:<14}{r['files']:>7}{r['megabytes']:>8}{r['best_seconds']:>8}"
+            f"{r['images_per_s']:>9}{r['peak_rss_mb']:>9}"
+        )
+    result = {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": __import__("os").cpu_count(),
+        "repeat": args.repeat,
+        "rows": rows,
+    }
     out = ROOT / "bench" / "results" / "ingest.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")

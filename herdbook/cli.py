@@ -115,6 +115,59 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    try:
+        from trainer.run import run_train
+    except ImportError as exc:
+        raise CommandError(f"training needs the train extra (pip install 'herdbook[train]'): {exc}") from None
+    if not args.data and not args.catalogue_source:
+        raise CommandError("train needs --data DIR (folder per individual) or --catalogue CAT")
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="batch", disable=not sys.stderr.isatty(), leave=False)
+
+    def progress(event: dict) -> None:
+        if "epoch_done" in event:
+            rec = event["epoch_done"]
+            line = f"{rec['phase']} epoch {rec['epoch']}: loss {rec['loss']:.3f} ({rec['elapsed_s']:.0f} s)"
+            if "eval" in rec:
+                ev = rec["eval"]["across_encounters"]
+                line += f", held-out rank-1 {ev['rank1']:.3f} mAP {ev['mAP']:.3f}"
+            tqdm.write(line)
+        else:
+            bar.total = event["batches"]
+            bar.n = event["batch"]
+            bar.set_description(f"{event['phase']} {event['epoch']}/{event['epochs']}")
+            bar.refresh()
+
+    try:
+        metrics = run_train(args, progress=progress)
+    finally:
+        bar.close()
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_embed(args) -> int:
+    import numpy as np
+
+    from engine.imageio import ImageError, crop, load_rgb
+    from engine.reid import Embedder, ModelError
+
+    try:
+        embedder = Embedder(args.model)
+        crops = [crop(load_rgb(p), None, source=p) for p in args.photos]
+    except (ModelError, ImageError) as exc:
+        raise CommandError(str(exc)) from None
+    vectors = embedder.embed(crops)
+    np.save(args.out, vectors.astype(np.float32))
+    print(
+        f"wrote {args.out}: {len(vectors)} x {vectors.shape[1]} float32 ({embedder.card['name']} "
+        f"{embedder.card['version']} on {embedder.device})"
+    )
+    return 0
+
+
 def cmd_info(args) -> int:
     with _open(args, create=False) as cat:
         print(json.dumps({"catalogue": str(cat.path), "schema": cat.version, **cat.counts()}, indent=2))
@@ -154,6 +207,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="the shared/data folder (default: found beside the checkout)")
     p.add_argument("--out", help="also run the headless pipeline and write its outputs here")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train or fine-tune the re-identification network (train extra)")
+    p.add_argument("--config", help="YAML overriding resources/config/train.yaml")
+    p.add_argument("--data", action="append", help="folder with one sub-folder per individual (repeatable)")
+    p.add_argument(
+        "--catalogue",
+        dest="catalogue_source",
+        help="fine-tune on this catalogue's confirmed individuals (starts from the current model)",
+    )
+    p.add_argument("--out", required=True, help="output folder: checkpoints, ONNX, model card")
+    p.add_argument("--name", default="herdbook-reid")
+    p.add_argument("--version", default="dev")
+    p.add_argument("--init", help="start from these weights (.pt)")
+    p.add_argument("--val-fraction", type=float, help="share of identities held out for evaluation")
+    p.add_argument("--budget-minutes", type=float, help="wall-clock budget for both phases")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("embed", help="embed whole photos with the re-identification model")
+    p.add_argument("photos", nargs="+")
+    p.add_argument("--model", help="ONNX model (default: the bundled one)")
+    p.add_argument("--out", required=True, help=".npy file: one float32 row per photo, in argument order")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("info", help="row counts of the catalogue")
     p.set_defaults(func=cmd_info)

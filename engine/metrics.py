@@ -1,0 +1,133 @@
+"""Re-identification metrics: CMC (rank-k), mAP, and open-set scores. numpy only.
+
+The trainer, the benchmarks and the app's calibration all use these functions, so a number printed anywhere
+in Herdbook means the same thing. Protocol details that matter for wildlife photos:
+
+* ``exclude`` masks gallery items a query must not be matched against (its own photo, and photos of its own
+  encounter: nyala's left/right photos of one number share place, background and light).
+* A query whose identity has no valid gallery item left is skipped (counted in ``queries_skipped``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RankingResult:
+    cmc: np.ndarray  # cmc[k-1] = share of queries whose first correct match is within the top k
+    mAP: float
+    queries: int
+    queries_skipped: int
+
+    def rank(self, k: int) -> float:
+        return float(self.cmc[min(k, len(self.cmc)) - 1]) if len(self.cmc) else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "rank1": self.rank(1),
+            "rank5": self.rank(5),
+            "rank10": self.rank(10),
+            "mAP": self.mAP,
+            "queries": self.queries,
+            "queries_skipped": self.queries_skipped,
+        }
+
+
+def cosine_similarity(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    q = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-12)
+    g = gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), 1e-12)
+    return q @ g.T
+
+
+def evaluate_ranking(
+    similarity: np.ndarray,
+    query_ids: np.ndarray,
+    gallery_ids: np.ndarray,
+    exclude: np.ndarray | None = None,
+    max_rank: int = 50,
+) -> RankingResult:
+    """CMC and mAP from a (queries x gallery) similarity matrix; higher is more similar.
+
+    ``exclude[i, j]`` True removes gallery item j from query i's ranking.
+    """
+    similarity = np.asarray(similarity, dtype=np.float64)
+    query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
+    cmc_sum = np.zeros(max_rank)
+    aps, skipped = [], 0
+    for i in range(similarity.shape[0]):
+        keep = np.ones(similarity.shape[1], dtype=bool) if exclude is None else ~np.asarray(exclude[i])
+        scores, ids = similarity[i, keep], gallery_ids[keep]
+        matches = (ids[np.argsort(-scores, kind="stable")] == query_ids[i]).astype(np.float64)
+        if not matches.any():
+            skipped += 1
+            continue
+        first = int(np.argmax(matches))
+        if first < max_rank:
+            cmc_sum[first:] += 1
+        hits = np.cumsum(matches)
+        precision_at_hits = hits[matches == 1] / (np.flatnonzero(matches) + 1)
+        aps.append(precision_at_hits.mean())
+    n = len(aps)
+    return RankingResult(cmc_sum / max(n, 1), float(np.mean(aps)) if aps else 0.0, n, skipped)
+
+
+def auroc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    pos, neg = np.asarray(positive_scores, float), np.asarray(negative_scores, float)
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    allv = np.concatenate([pos, neg])
+    order = allv.argsort(kind="mergesort")
+    ranks = np.empty(len(allv))
+    ranks[order] = np.arange(1, len(allv) + 1)
+    for value in np.unique(allv):  # average ranks over ties
+        tied = allv == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def open_set_scores(
+    known_best: np.ndarray, known_correct: np.ndarray, new_best: np.ndarray, flag_new_share: float = 0.9
+) -> dict:
+    """How well 'new individual' is told apart from 'known'.
+
+    known_best: best gallery similarity of queries whose individual is in the gallery; known_correct: whether
+    that best match was the right individual; new_best: best similarity of queries whose individual is not.
+    The threshold flags ``flag_new_share`` of new queries (their best score below it).
+    """
+    threshold = float(np.quantile(new_best, flag_new_share)) if len(new_best) else float("nan")
+    accepted = known_best >= threshold
+    return {
+        "auroc_known_vs_new": auroc(known_best, new_best),
+        "threshold": threshold,
+        "new_flagged": float(np.mean(new_best < threshold)) if len(new_best) else float("nan"),
+        "known_wrongly_flagged": float(np.mean(~accepted)) if len(known_best) else float("nan"),
+        "known_correct_at_threshold": float(np.mean(accepted & known_correct)) if len(known_best) else float("nan"),
+    }
+
+
+def encounter_exclusion(encounters, viewpoints=None, same_viewpoint_only: bool = False) -> np.ndarray:
+    """Leave-one-out mask over one set of photos used as both queries and gallery.
+
+    A query is never matched against itself or another photo of its own encounter; with
+    ``same_viewpoint_only`` it is matched only against photos of the same side of the animal.
+    """
+    enc = np.asarray(encounters, dtype=object)
+    exclude = enc[:, None] == enc[None, :]
+    if same_viewpoint_only:
+        vp = np.asarray(viewpoints, dtype=object)
+        exclude |= vp[:, None] != vp[None, :]
+    return exclude
+
+
+def reid_protocol(embeddings: np.ndarray, identities, encounters, viewpoints) -> dict:
+    """Herdbook's standard numbers on a held-out set: across encounters, all sides and same side only."""
+    sim = cosine_similarity(embeddings, embeddings)
+    ids = np.asarray(identities, dtype=object)
+    across = evaluate_ranking(sim, ids, ids, encounter_exclusion(encounters))
+    same_side = evaluate_ranking(sim, ids, ids, encounter_exclusion(encounters, viewpoints, True))
+    return {"across_encounters": across.as_dict(), "same_side": same_side.as_dict()}

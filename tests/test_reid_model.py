@@ -1,0 +1,145 @@
+"""The re-identification network and its trainer on tiny real batches (fast; full training is in bench/)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from engine.imageio import ImageError, crop, load_rgb  # noqa: E402
+from trainer.data import ImageCache, PKSampler, center_batch, folder_samples  # noqa: E402
+from trainer.losses import batch_hard_triplet, iicl_loss  # noqa: E402
+from trainer.models import build_model  # noqa: E402
+from trainer.models.head import stripe_matrix  # noqa: E402
+from trainer.models.ipaid import IPAID, ipaid_losses  # noqa: E402
+from trainer.models.osnet import osnet_ain_x1_0  # noqa: E402
+from trainer.relight import relight  # noqa: E402
+from trainer.train import Trainer, load_config  # noqa: E402
+
+SIZE = [96, 128]
+
+
+def tiny_config(backbone="osnet_ain_x1_0", **training):
+    return load_config(
+        overrides={
+            "model": {"backbone": backbone, "input_size": SIZE},
+            "training": {"P": 2, "K": 2, **training},
+            "data": {"eval_every": 1},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def nyala(data_dir):
+    """Two encounters (four photos) of each of two individuals, real photos."""
+    samples = [s for s in folder_samples(data_dir / "nyala/train", ["75", "83"])]
+    by_id = {}
+    for s in samples:
+        by_id.setdefault(s.individual, []).append(s)
+    return [s for group in by_id.values() for s in group[:4]]
+
+
+@pytest.fixture(scope="module")
+def batch(nyala):
+    return center_batch(ImageCache(nyala, SIZE), range(len(nyala)), SIZE)
+
+
+def test_ipaid_shapes_range_and_gradients(batch):
+    torch.manual_seed(0)
+    ipaid = IPAID()
+    parts = ipaid.decompose(batch)
+    assert parts["reflectance"].shape == batch.shape
+    assert parts["light"].shape == (len(batch), 1, *SIZE)
+    assert float(parts["reflectance"].min()) >= 0 and float(parts["reflectance"].max()) <= 1
+    assert 0.2 <= float(parts["light"].min()) and float(parts["light"].max()) <= 3.0
+    losses = ipaid_losses(batch, parts)
+    assert set(losses) == {"recon", "smooth", "edge", "sparsity"}
+    sum(losses.values()).backward()
+    grads = [p.grad for p in ipaid.estimator.parameters()]
+    assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_backbone_head_and_embedding_shapes(batch):
+    fmap = osnet_ain_x1_0()(batch)
+    assert fmap.shape == (len(batch), 512, SIZE[0] // 16, SIZE[1] // 16)
+    model = build_model(tiny_config(), num_classes=4).eval()
+    with torch.no_grad():
+        emb = model(batch)
+    assert emb.shape == (len(batch), 256)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(len(batch)), atol=1e-5)
+
+
+def test_stripe_matrix_averages_rows_like_adaptive_pooling():
+    m = stripe_matrix(12, 6)
+    x = torch.arange(12.0).view(1, 1, 12, 1)
+    expected = torch.nn.functional.adaptive_avg_pool2d(x, (6, 1)).flatten()
+    assert torch.allclose(torch.from_numpy(x.flatten().numpy() @ m), expected)
+    assert stripe_matrix(5, 6).sum(0).tolist() == pytest.approx([1.0] * 6)  # overlapping bins when H < parts
+
+
+def test_iicl_loss_is_lower_for_relit_pairs_than_for_other_individuals(nyala, batch):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(), num_classes=4).eval()
+    with torch.no_grad():
+        parts = model.ipaid.decompose(batch)
+        relit = relight(parts["reflectance"], parts["light"], torch.Generator().manual_seed(0))
+        emb, emb_relit = model.features(batch)[1], model.features(relit)[1]
+    ids = np.array([s.individual for s in nyala])
+    other = torch.tensor([int(np.flatnonzero(ids != ids[i])[0]) for i in range(len(ids))])
+    assert iicl_loss(emb, emb_relit) < iicl_loss(emb, emb[other])
+    assert not torch.allclose(relit, batch)  # the light really changed
+
+
+def test_triplet_loss_prefers_correct_grouping():
+    f = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    good = batch_hard_triplet(f, torch.tensor([0, 0, 1, 1]))
+    bad = batch_hard_triplet(f, torch.tensor([0, 1, 0, 1]))
+    assert good < bad
+
+
+def test_pk_sampler_takes_different_encounters_first():
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    encounters = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    sampler = PKSampler(labels, encounters, p=2, k=2, seed=0)
+    for batch in sampler:
+        for start in (0, 2):
+            pair = batch[start : start + 2]
+            assert encounters[pair[0]] != encounters[pair[1]]
+
+
+def test_one_training_step_changes_weights_and_checkpoints(nyala, tmp_path):
+    config = tiny_config(phases={"phase1": {"epochs": 1}, "phase2": {"epochs": 1}})
+    trainer = Trainer(config, nyala, tmp_path, val=nyala)
+    trainer.sampler.batches_per_epoch = 1
+    before = [p.detach().clone() for p in trainer.model.backbone.parameters()]
+    result = trainer.fit()
+    assert result.epochs == {"phase1": 1, "phase2": 1}
+    assert all(np.isfinite(h["loss"]) for h in result.history)
+    assert "iicl" in result.history[-1] and "illum" in result.history[-1]
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.backbone.parameters(), strict=True))
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").is_file()
+    again = Trainer(config, nyala, tmp_path, val=nyala)
+    assert again.resume() and again.state["phase"] == "phase2" and again.state["epoch"] == 1
+
+
+def test_onnx_export_parity_on_real_crops(nyala, tmp_path):
+    pytest.importorskip("onnx")
+    from trainer.export_onnx import export_onnx, parity_check, write_card
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(), num_classes=4).eval()
+    path = export_onnx(model, tmp_path / "m.onnx")
+    write_card(path, model, "test", "0", ["nyala"], "nothing", {})
+    diff = parity_check(model, path, [nyala[0].path, nyala[5].path])
+    assert diff < 1e-4
+
+
+def test_corrupt_and_tiny_images_give_clear_errors(tmp_path, data_dir):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    with pytest.raises(ImageError, match="bad.jpg"):
+        load_rgb(bad)
+    photo = load_rgb(data_dir / "nyala/train/75/171_leftphoto.jpg")
+    with pytest.raises(ImageError, match="too small"):
+        crop(photo, (10, 10, 8, 40), source="171_leftphoto.jpg")

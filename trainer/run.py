@@ -1,0 +1,165 @@
+"""`herdbook train`: from a folder tree or a catalogue to an exported, checked, documented model.
+
+data -> Trainer.fit (checkpoints, evaluation) -> best/last checkpoint -> ONNX + parity check -> model card,
+with the open-set threshold calibrated on the held-out identities when there are any.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.catalogue import Catalogue
+from engine.metrics import cosine_similarity, encounter_exclusion, open_set_scores
+from engine.reid import default_model_path
+
+from .data import Sample, catalogue_samples, folder_samples, split_by_identity
+from .export_onnx import export_onnx, load_checkpoint, parity_check, write_card
+from .train import Trainer, TrainResult, load_config
+
+
+def samples_from_dirs(dirs: list[str]) -> list[Sample]:
+    """Folder-per-individual trees; with several trees, identities are prefixed by the tree's dataset name."""
+    out = []
+    for d in dirs:
+        prefix = Path(d).resolve().parent.name + ":" if len(dirs) > 1 else ""
+        out += [
+            Sample(s.path, prefix + s.individual, s.viewpoint, prefix + (s.encounter or ""), s.box)
+            for s in folder_samples(d)
+        ]
+    return out
+
+
+def open_set_calibration(trainer: Trainer) -> dict | None:
+    """Split the held-out identities in two: half known (in the gallery), half new. The threshold flags 90% of
+    the new ones; the card keeps it so the app can say 'probably a new individual'."""
+    if trainer.val_cache is None:
+        return None
+    emb = trainer.embed(trainer.val_cache)
+    s = trainer.val_samples
+    ids = np.array([x.individual for x in s], dtype=object)
+    unique = sorted(set(ids))
+    rng = np.random.default_rng(0)
+    new_ids = set(rng.permutation(unique)[: len(unique) // 2])
+    is_new = np.array([i in new_ids for i in ids])
+    sim = cosine_similarity(emb, emb)
+    exclude = encounter_exclusion([x.encounter for x in s])
+    best, correct = [], []
+    for q in range(len(s)):
+        valid = ~exclude[q] & ~is_new  # the gallery holds only the known half
+        if not valid.any():
+            continue
+        if not is_new[q] and not (valid & (ids == ids[q])).any():
+            continue  # a known individual with no other encounter cannot be re-identified
+        j = np.flatnonzero(valid)[np.argmax(sim[q, valid])]
+        best.append((sim[q, j], is_new[q], ids[j] == ids[q]))
+    arr = np.array([b[0] for b in best])
+    new_mask = np.array([b[1] for b in best])
+    ok = np.array([b[2] for b in best])
+    return open_set_scores(arr[~new_mask], ok[~new_mask], arr[new_mask], 0.9)
+
+
+def train_and_export(
+    config: dict,
+    train: list[Sample],
+    val: list[Sample],
+    out_dir: Path,
+    name: str,
+    version: str,
+    species: list[str],
+    trained_on: str,
+    init_from: Path | None = None,
+    resume: bool = False,
+    progress=None,
+    cancel: threading.Event | None = None,
+) -> dict:
+    trainer = Trainer(config, train, out_dir, val=val, init_from=init_from)
+    if resume:
+        trainer.resume()
+    result: TrainResult = trainer.fit(progress=progress, cancel=cancel)
+    if cancel is not None and cancel.is_set():
+        return {"cancelled": True, "out_dir": str(out_dir)}
+    checkpoint = out_dir / ("best.pt" if (out_dir / "best.pt").is_file() else "last.pt")
+    model, _ = load_checkpoint(checkpoint)
+    trainer.model = model
+    metrics = {
+        "held_out": trainer.evaluate(),
+        "open_set": open_set_calibration(trainer),
+        "train_images_per_s": round(result.images_per_second, 2),
+        "epochs": result.epochs,
+        "train_seconds": round(result.seconds, 1),
+        "checkpoint": checkpoint.name,
+    }
+    onnx_path = export_onnx(model, out_dir / f"{name}.onnx")
+    probe = [s.path for s in (val or train)[:2] if s.box is None] or [train[0].path]
+    metrics["onnx_parity_max_abs_diff"] = parity_check(model, onnx_path, probe)
+    extra = {
+        "backbone": config["model"]["backbone"],
+        "ipaid": config["model"]["use_ipaid"],
+        "iicl": config["training"]["losses"]["iicl"]["enabled"],
+        "label": config["data"]["label"],
+        "open_set_threshold": (metrics["open_set"] or {}).get("threshold"),
+        "training_command": " ".join(shlex.quote(a) for a in sys.argv),
+    }
+    write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
+    # Weights for later fine-tuning (half precision halves the file; fine-tuning restarts in float32).
+    torch.save(
+        {
+            "model": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
+            "config": config,
+            "classes": trainer.classes,
+        },
+        out_dir / f"{name}.pt",
+    )
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def run_train(args, progress=None, cancel=None) -> dict:
+    overrides = {}
+    if args.budget_minutes is not None:
+        overrides.setdefault("training", {})["time_budget_minutes"] = args.budget_minutes
+    if args.val_fraction is not None:
+        overrides.setdefault("data", {})["val_fraction"] = args.val_fraction
+    config = load_config(args.config, overrides)
+    out_dir = Path(args.out)
+    init_from = None
+    if args.catalogue_source:
+        with Catalogue(args.catalogue_source, create=False) as cat:
+            samples = catalogue_samples(cat)
+        species = sorted({s.individual.split(":", 1)[0] for s in samples})
+        trained_on = f"confirmed sightings of catalogue {args.catalogue_source}"
+        current = default_model_path().with_suffix(".pt") if not args.init else Path(args.init)
+        init_from = current if current.is_file() else None
+        if init_from and not args.config:  # fine-tune the current model's own architecture
+            from .train import deep_merge
+
+            config = deep_merge(torch.load(init_from, map_location="cpu", weights_only=False)["config"], overrides)
+    else:
+        samples = samples_from_dirs(args.data)
+        species = sorted({Path(d).resolve().parent.name for d in args.data})
+        trained_on = ", ".join(args.data)
+        init_from = Path(args.init) if args.init else None
+    if len({s.individual for s in samples}) < 2:
+        raise ValueError("training needs confirmed photos of at least two individuals (two photos each)")
+    train, val = split_by_identity(samples, config["data"]["val_fraction"], config["training"]["seed"])
+    return train_and_export(
+        config,
+        train,
+        val,
+        out_dir,
+        args.name,
+        args.version,
+        species,
+        trained_on,
+        init_from=init_from,
+        resume=args.resume,
+        progress=progress,
+        cancel=cancel,
+    )
