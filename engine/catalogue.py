@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ASSIGNMENT_STATUSES = ("suggested", "confirmed", "rejected", "undo")
 
 
@@ -193,7 +193,20 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migration_1}
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """The pipeline: which photo went through which stage with which model; suggestions tied to a model and,
+    for a probably-new individual, to a proposal grouping the photos of one new animal."""
+    db["media_stages"].create(
+        {"media_id": int, "stage": str, "model_id": int, "at": str},
+        pk=("media_id", "stage", "model_id"),
+        foreign_keys=[("media_id", "media", "id"), ("model_id", "models", "id")],
+    )
+    db.execute("ALTER TABLE assignments ADD COLUMN model_id INTEGER REFERENCES models(id)")
+    db.execute("ALTER TABLE assignments ADD COLUMN proposal TEXT")
+    db["embeddings"].create_index(["model_id"])
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2}
 
 
 def shift_time(iso: str | None, seconds: float) -> str | None:
@@ -323,6 +336,27 @@ class Catalogue:
         self.set_clock_offset(name, offset, note=f"media {media_id} was taken at {true_time}")
         return offset
 
+    # -- models and pipeline stages ------------------------------------------------------------------------
+    def ensure_model(self, name: str, version: str, kind: str, onnx_sha256: str | None = None,
+                     card: dict | None = None) -> int:
+        row = self.db.execute("SELECT id FROM models WHERE name = ? AND version = ?", [name, version]).fetchone()
+        if row:
+            return row[0]
+        return self.db["models"].insert(
+            {"name": name, "version": version, "kind": kind, "onnx_sha256": onnx_sha256,
+             "card": json.dumps(card) if card else None, "created": utc_now()}
+        ).last_pk
+
+    def stage_done(self, media_id: int, stage: str, model_id: int) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM media_stages WHERE media_id = ? AND stage = ? AND model_id = ?", [media_id, stage, model_id]
+        ).fetchone() is not None
+
+    def mark_stage(self, media_id: int, stage: str, model_id: int) -> None:
+        self.db["media_stages"].insert(
+            {"media_id": media_id, "stage": stage, "model_id": model_id, "at": utc_now()}, ignore=True
+        )
+
     # -- individuals --------------------------------------------------------------------------------
     def ensure_individual(self, code: str, species: str, name: str | None = None) -> int:
         row = self.db.execute("SELECT id FROM individuals WHERE species = ? AND code = ?", [species, code]).fetchone()
@@ -350,6 +384,8 @@ class Catalogue:
         rank: int | None = None,
         note: str | None = None,
         undoes: int | None = None,
+        model_id: int | None = None,
+        proposal: str | None = None,
     ) -> int:
         """Append one row to the decision log."""
         if status not in ASSIGNMENT_STATUSES:
@@ -364,6 +400,8 @@ class Catalogue:
             "at": utc_now(),
             "undoes": undoes,
             "note": note,
+            "model_id": model_id,
+            "proposal": proposal,
         }
         return self.db["assignments"].insert(row).last_pk
 

@@ -48,9 +48,25 @@ class DemoSummary:
     sightings_added: int
 
 
-def label_folder_individuals(catalogue: Catalogue, import_id: int, species: str) -> int:
+def last_encounters(rows: list[dict]) -> set[int]:
+    """Media ids of each individual's last encounter (nyala photo number), for individuals with two or more:
+    the demo leaves them unlabelled, as a new card whose truth it knows."""
+    by_ind: dict[str, dict[str, list[int]]] = {}
+    for row in rows:
+        m = re.match(r"(\d+)_(left|right)photo", row["file_name"])
+        if m:
+            by_ind.setdefault(Path(row["path"]).parent.name, {}).setdefault(m.group(1), []).append(row["id"])
+    out: set[int] = set()
+    for encounters in by_ind.values():
+        if len(encounters) >= 2:
+            out.update(encounters[max(encounters, key=int)])
+    return out
+
+
+def label_folder_individuals(catalogue: Catalogue, import_id: int, species: str, hold_out: bool = False) -> int:
     """Each photo of an import whose parent folder names an individual becomes a confirmed whole-frame
-    sighting of that individual. Idempotent: photos that already have a detection are left alone."""
+    sighting of that individual; with ``hold_out``, each individual's last encounter gets its whole-frame
+    detection but no label (the demo's new card). Idempotent: photos with a detection are left alone."""
     rows = catalogue.query(
         """SELECT m.id, m.path, m.file_name, m.width, m.height FROM media m
            WHERE m.import_id = ? AND m.status = 'ok'
@@ -79,6 +95,7 @@ def build_demo(
     data_dir: str | Path,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    hold_out: bool = False,
 ) -> DemoSummary:
     data_dir = Path(data_dir)
     imports, added = [], 0
@@ -90,5 +107,18 @@ def build_demo(
         imports.append(summary)
         if summary.cancelled:
             break
-        added += label_folder_individuals(catalogue, summary.import_id, species)
+        added += label_folder_individuals(catalogue, summary.import_id, species, hold_out=hold_out)
     return DemoSummary(imports, added)
+
+
+def demo_accuracy(catalogue: Catalogue, suggestions: list[dict]) -> dict:
+    """How often the held-out photos' true individual (their folder) is the top-1 / in the top-5 suggestions."""
+    top1 = top5 = flagged_new = 0
+    for item in suggestions:
+        truth = Path(item["path"]).parent.name
+        codes = [c["code"] for c in item["candidates"]]
+        top1 += bool(codes) and codes[0] == truth
+        top5 += truth in codes[:5]
+        flagged_new += item["probably_new"]
+    n = max(len(suggestions), 1)
+    return {"held_out_photos": len(suggestions), "top1": top1 / n, "top5": top5 / n, "flagged_new": flagged_new / n}

@@ -104,6 +104,11 @@ def xmp_datetime_to_iso(raw: str) -> str | None:
     return base + (normalise_offset(off) or "") if base else None
 
 
+def upright_size(width: int, height: int, orientation: int | None) -> tuple[int, int]:
+    """Width and height of the photo as shown: EXIF orientations 5-8 turn it by 90 degrees."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def reconyx_hyperfire_makernote(maker_note: bytes) -> dict:
     """Decode the Reconyx HyperFire maker note (version 0xF101), as documented by exiftool's Reconyx.pm.
 

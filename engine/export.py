@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .catalogue import Catalogue
-from .exif import normalise_offset
+from .exif import normalise_offset, upright_size
 from .resources import species_info
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -340,7 +340,7 @@ def _observations(catalogue: Catalogue, media_time: dict[int, str], dep_by_id: d
     rows = []
     detected_media = set()
     for d in catalogue.query(
-        """SELECT d.*, m.width, m.height, m.species AS media_species, m.deployment_id
+        """SELECT d.*, m.width, m.height, m.orientation, m.species AS media_species, m.deployment_id
            FROM detections d JOIN media m ON m.id = d.media_id ORDER BY d.id"""
     ):
         if d["media_id"] not in media_time:
@@ -365,11 +365,12 @@ def _observations(catalogue: Catalogue, media_time: dict[int, str], dep_by_id: d
             "observationTags": f"species:{species}" if species and not sci else None,
         }
         if d["x"] is not None and d["width"] and d["height"]:
+            width, height = upright_size(d["width"], d["height"], d["orientation"])  # boxes are upright
             row.update(
-                bboxX=round(max(0.0, d["x"] / d["width"]), 6),
-                bboxY=round(max(0.0, d["y"] / d["height"]), 6),
-                bboxWidth=round(min(1.0, d["w"] / d["width"]), 6),
-                bboxHeight=round(min(1.0, d["h"] / d["height"]), 6),
+                bboxX=round(max(0.0, d["x"] / width), 6),
+                bboxY=round(max(0.0, d["y"] / height), 6),
+                bboxWidth=round(min(1.0, d["w"] / width), 6),
+                bboxHeight=round(min(1.0, d["h"] / height), 6),
             )
         if s:
             row.update(

@@ -41,6 +41,9 @@ def _open(args, create: bool = True) -> Catalogue:
 
 
 def cmd_import(args) -> int:
+    """ingest -> detect -> embed -> suggest (or ingest alone with --only-ingest / without a model)."""
+    from engine.reid import ModelError, default_model_path
+
     levels = tuple(p for p in args.levels.split("/") if p) if args.levels else ()
     with _open(args) as cat:
         bar, update = _progress_bar("import")
@@ -50,9 +53,132 @@ def cmd_import(args) -> int:
             )
         finally:
             bar.close()
-    for line in summary.lines():
-        print(line)
+        for line in summary.lines():
+            print(line)
+        if args.only_ingest or summary.cancelled:
+            return 0
+        if args.megadetector_json:
+            from engine.detect import import_megadetector_json
+
+            md = import_megadetector_json(cat, args.megadetector_json)
+            print(f"megadetector boxes: {md.detections} on {md.media_matched} photos; "
+                  f"{len(md.unmatched_files)} file names matched no photo, {len(md.ambiguous_files)} several")
+        model = args.model or default_model_path()
+        if not Path(model).is_file():
+            print(f"no re-identification model at {model}: photos imported, no suggestions made")
+            return 0
+        try:
+            summary2 = _pipeline(cat, args).run(progress=_stage_bar())
+        except ModelError as exc:
+            raise CommandError(str(exc)) from None
+        for line in summary2.lines():
+            print(line)
     return 0
+
+
+def _pipeline(cat, args):
+    from engine.pipeline import Pipeline
+
+    return Pipeline(cat, detector=args.detector, reid_model=args.model, species=args.species)
+
+
+def _stage_bar():
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar = bars.setdefault(stage, tqdm(total=total, desc=stage, disable=not sys.stderr.isatty(), leave=False))
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    return update
+
+
+def _who(args) -> str:
+    import getpass
+
+    return args.who or getpass.getuser()
+
+
+def cmd_suggestions(args) -> int:
+    from engine.pipeline import open_suggestions
+
+    with _open(args, create=False) as cat:
+        items = open_suggestions(cat)
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return 0
+    for it in items:
+        cands = ", ".join(f"{c['rank']}:{c['code']} ({c['score']:.2f})" for c in it["candidates"])
+        flag = f"  probably new [{it['proposal']}]" if it["probably_new"] else ""
+        print(f"detection {it['detection_id']}  {Path(it['path']).name}  {cands}{flag}")
+    print(f"{len(items)} open suggestions")
+    return 0
+
+
+def _individual(cat, code: str, species: str | None) -> int:
+    rows = cat.query("SELECT id, species FROM individuals WHERE code = ?" + (" AND species = ?" if species else ""),
+                     [code, species] if species else [code])
+    if len(rows) != 1:
+        raise CommandError(f"{cat.path}: individual {code!r} " +
+                           ("not found" if not rows else "exists in several species: pass --species"))
+    return rows[0]["id"]
+
+
+def _detection(cat, detection_id: int) -> int:
+    if not cat.db.execute("SELECT 1 FROM detections WHERE id = ?", [detection_id]).fetchone():
+        raise CommandError(f"{cat.path}: no detection {detection_id}")
+    return detection_id
+
+
+def cmd_decide(args) -> int:
+    with _open(args, create=False) as cat:
+        who = _who(args)
+        if args.command == "undo":
+            undone = cat.undo_last(who, detection_id=args.detection)
+            print(f"undid decision {undone}" if undone else "nothing to undo")
+            return 0
+        det = _detection(cat, args.detection)
+        if args.command == "confirm":
+            cat.confirm(det, _individual(cat, args.individual, args.species), who=who)
+            print(f"detection {det}: confirmed as {args.individual}")
+        elif args.command == "reject":
+            ind = _individual(cat, args.individual, args.species) if args.individual else None
+            cat.reject(det, ind, who=who)
+            print(f"detection {det}: rejected {args.individual or 'all suggestions'}")
+        else:  # new-individual
+            species = args.species or _detection_species(cat, det)
+            if cat.db.execute("SELECT 1 FROM individuals WHERE code = ? AND species = ?",
+                              [args.code, species]).fetchone():
+                raise CommandError(f"{cat.path}: individual {args.code!r} ({species}) exists already: use confirm")
+            with cat.transaction():
+                ind = cat.ensure_individual(args.code, species, name=args.name)
+                dets = [det]
+                if args.whole_proposal:
+                    dets = _proposal_detections(cat, det)
+                for d in dets:
+                    cat.confirm(d, ind, who=who)
+            print(f"new individual {args.code} ({species}): {len(dets)} detection(s) confirmed")
+    return 0
+
+
+def _detection_species(cat, det: int) -> str:
+    row = cat.db.execute("SELECT m.species FROM detections d JOIN media m ON m.id = d.media_id WHERE d.id = ?",
+                         [det]).fetchone()
+    if not row or not row[0]:
+        raise CommandError(f"{cat.path}: species of detection {det} unknown: pass --species")
+    return row[0]
+
+
+def _proposal_detections(cat, det: int) -> list[int]:
+    row = cat.db.execute("SELECT proposal FROM assignments WHERE detection_id = ? AND proposal IS NOT NULL "
+                         "ORDER BY id DESC LIMIT 1", [det]).fetchone()
+    if not row:
+        return [det]
+    return [r[0] for r in cat.db.execute(
+        "SELECT DISTINCT a.detection_id FROM assignments a WHERE a.proposal = ? AND NOT EXISTS "
+        "(SELECT 1 FROM effective_assignments e WHERE e.detection_id = a.detection_id)", [row[0]])]
 
 
 def cmd_export(args) -> int:
@@ -100,7 +226,7 @@ def cmd_demo(args) -> int:
     with _open(args) as cat:
         bar, update = _progress_bar("demo")
         try:
-            summary = build_demo(cat, data_dir, progress=update)
+            summary = build_demo(cat, data_dir, progress=update, hold_out=bool(args.out))
         finally:
             bar.close()
         for imp in summary.imports:
@@ -108,10 +234,7 @@ def cmd_demo(args) -> int:
         print(f"demo sightings added: {summary.sightings_added}")
         print(json.dumps(cat.counts()))
         if args.out:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            report = export_sightings_csv(cat, out / "sightings.csv")
-            print(f"wrote {report.path}: {report.rows['sightings']} sightings")
+            _demo_pipeline(cat, Path(args.out))
     return 0
 
 
@@ -168,6 +291,30 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def _demo_pipeline(cat, out: Path) -> None:
+    """The headless main job on the demo: embed, suggest for the held-out encounters, score, export."""
+    from engine.demo import demo_accuracy
+    from engine.pipeline import Pipeline, open_suggestions
+    from engine.reid import default_model_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    if default_model_path().is_file():
+        pipeline = Pipeline(cat, detector="whole-frame")
+        summary = pipeline.run(progress=_stage_bar())
+        for line in summary.lines():
+            print(line)
+        items = open_suggestions(cat, pipeline.reid_model_id)
+        (out / "suggestions.json").write_text(json.dumps(items, indent=1))
+        acc = demo_accuracy(cat, items)
+        print(f"held-out encounters: {acc['held_out_photos']} photos; true individual top-1 {acc['top1']:.1%}, "
+              f"top-5 {acc['top5']:.1%}; flagged probably-new {acc['flagged_new']:.1%} "
+              f"(the bundled model saw some of these individuals in training: see its model card)")
+    else:
+        print(f"no re-identification model at {default_model_path()}: suggestions skipped")
+    report = export_sightings_csv(cat, out / "sightings.csv")
+    print(f"wrote {report.path}: {report.rows['sightings']} sightings")
+
+
 def cmd_info(args) -> int:
     with _open(args, create=False) as cat:
         print(json.dumps({"catalogue": str(cat.path), "schema": cat.version, **cat.counts()}, indent=2))
@@ -184,7 +331,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", help="site / deployment name for these photos")
     p.add_argument("--levels", help="what the folder levels name, from the top: e.g. station/species or -/station")
     p.add_argument("--batch-size", type=int, default=32, help="files committed per transaction")
+    p.add_argument("--only-ingest", action="store_true", help="import photos only: no detection or suggestions")
+    p.add_argument("--detector", default="whole-frame",
+                   help="whole-frame (photos already cropped), or a YOLO detector .onnx/.pt (e.g. MegaDetector)")
+    p.add_argument("--megadetector-json", help="boxes from a MegaDetector batch-output file, matched by file name")
+    p.add_argument("--model", help="re-identification model .onnx (default: the bundled one)")
+    p.add_argument("--species", help="match only against individuals of this species")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("suggestions", help="list detections waiting for a decision")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_suggestions)
+    for name, helptext in (("confirm", "confirm that a detection shows an individual"),
+                           ("reject", "reject a suggested individual (or all suggestions) for a detection"),
+                           ("new-individual", "name a new individual from a detection"),
+                           ("undo", "undo the latest decision (of one detection, if given)")):
+        p = sub.add_parser(name, help=helptext)
+        if name == "undo":
+            p.add_argument("detection", type=int, nargs="?")
+        else:
+            p.add_argument("detection", type=int)
+        if name == "confirm":
+            p.add_argument("individual", help="individual code")
+        if name == "reject":
+            p.add_argument("individual", nargs="?", help="individual code (default: all suggestions)")
+        if name == "new-individual":
+            p.add_argument("code")
+            p.add_argument("--name")
+            p.add_argument("--whole-proposal", action="store_true",
+                           help="also confirm the other photos proposed as this same new animal")
+        p.add_argument("--species")
+        p.add_argument("--who", help="who decides (default: the login name)")
+        p.set_defaults(func=cmd_decide)
 
     p = sub.add_parser("export", help="export sighting histories")
     p.add_argument("format", choices=["sightings", "camtrap-dp"])

@@ -50,7 +50,7 @@ def open_set_calibration(trainer: Trainer) -> dict | None:
     is_new = np.array([i in new_ids for i in ids])
     sim = cosine_similarity(emb, emb)
     exclude = encounter_exclusion([x.encounter for x in s])
-    best, correct = [], []
+    best = []
     for q in range(len(s)):
         valid = ~exclude[q] & ~is_new  # the gallery holds only the known half
         if not valid.any():
@@ -105,6 +105,7 @@ def train_and_export(
         "iicl": config["training"]["losses"]["iicl"]["enabled"],
         "label": config["data"]["label"],
         "open_set_threshold": (metrics["open_set"] or {}).get("threshold"),
+        "held_out_individuals": sorted({s.individual for s in val}),
         "training_command": " ".join(shlex.quote(a) for a in sys.argv),
     }
     write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)

@@ -1,0 +1,168 @@
+"""Suggest which known individual a detection shows, or say 'probably a new individual'.
+
+Policy (Herdbook's own):
+* The gallery is every confirmed sighting embedded with the current model, of the same species when the
+  species is known, and of the same side of the animal when both sides are known (a left flank says nothing
+  about a right flank).
+* An individual's score is the mean of its best ``top_n`` gallery similarities (default 3): one lucky photo
+  does not outrank an individual that matches consistently.
+* Below the open-set threshold stored in the model card the detection is 'probably new'.
+* Within one batch (an import), probably-new detections are linked when they look alike or were taken in one
+  burst by one camera, so ten photos of one new animal become one proposal, not ten.
+Vectors are searched exactly with numpy, and with a faiss HNSW index once the gallery is large.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+ANN_MIN_GALLERY = 50_000  # measured crossover: bench/pipeline.py
+
+
+@dataclass
+class Candidate:
+    individual_id: int
+    score: float
+    best_detection_id: int
+
+
+@dataclass
+class Suggestion:
+    detection_id: int
+    candidates: list[Candidate]
+    probably_new: bool
+    best_score: float
+    proposal: str | None = None
+
+
+class VectorIndex:
+    """Top-k inner-product search over L2-normalised vectors; exact below ``ann_min`` vectors, HNSW above."""
+
+    def __init__(self, vectors: np.ndarray, ann_min: int = ANN_MIN_GALLERY, ef_search: int = 128):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.ann = None
+        if len(self.vectors) >= ann_min:
+            import faiss
+
+            index = faiss.IndexHNSWFlat(self.vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 80
+            index.add(self.vectors)
+            index.hnsw.efSearch = ef_search
+            self.ann = index
+
+    def __len__(self):
+        return len(self.vectors)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, indices), each (n_queries, k), best first; index -1 where fewer than k exist."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k_eff = min(k, len(self.vectors))
+        if k_eff == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        if self.ann is not None:
+            return self.ann.search(queries, k_eff)
+        sims = queries @ self.vectors.T
+        idx = np.argpartition(-sims, k_eff - 1, axis=1)[:, :k_eff]
+        part = np.take_along_axis(sims, idx, 1)
+        order = np.argsort(-part, axis=1)
+        return np.take_along_axis(part, order, 1), np.take_along_axis(idx, order, 1)
+
+
+@dataclass
+class Gallery:
+    vectors: np.ndarray
+    individual_ids: np.ndarray
+    detection_ids: np.ndarray
+    viewpoints: np.ndarray
+    species: np.ndarray
+    _index: VectorIndex | None = field(default=None, repr=False)
+
+    @property
+    def index(self) -> VectorIndex:
+        if self._index is None:
+            self._index = VectorIndex(self.vectors)
+        return self._index
+
+
+def rank_individuals(sims: np.ndarray, gallery_rows: np.ndarray, gallery: Gallery, k: int = 5,
+                     top_n: int = 3) -> list[Candidate]:
+    """Aggregate per-vector similarities into per-individual scores (mean of each one's best top_n)."""
+    per: dict[int, list[tuple[float, int]]] = defaultdict(list)
+    for s, row in zip(sims, gallery_rows, strict=True):
+        if row < 0:
+            continue
+        per[int(gallery.individual_ids[row])].append((float(s), int(gallery.detection_ids[row])))
+    cands = []
+    for ind, items in per.items():
+        items.sort(reverse=True)
+        best = items[:top_n]
+        cands.append(Candidate(ind, float(np.mean([v for v, _ in best])), best[0][1]))
+    cands.sort(key=lambda c: -c.score)
+    return cands[:k]
+
+
+def suggest(query: np.ndarray, gallery: Gallery, threshold: float, viewpoint: str | None = None,
+            species: str | None = None, k: int = 5, top_n: int = 3, search_depth: int = 200,
+            exclude_detection: int | None = None) -> tuple[list[Candidate], bool, float]:
+    """Top-k individuals for one embedding; True when the best is below the open-set threshold."""
+    if len(gallery.vectors) == 0:
+        return [], True, float("-inf")
+    scores, rows = gallery.index.search(query[None], min(search_depth, len(gallery.vectors)))
+    scores, rows = scores[0], rows[0]
+    keep = rows >= 0
+    if species is not None:
+        keep &= gallery.species[np.maximum(rows, 0)] == species
+    if viewpoint is not None:
+        vp = gallery.viewpoints[np.maximum(rows, 0)]
+        keep &= (vp == viewpoint) | (vp == None)  # noqa: E711 (numpy object comparison)
+    if exclude_detection is not None:
+        keep &= gallery.detection_ids[np.maximum(rows, 0)] != exclude_detection
+    cands = rank_individuals(scores[keep], rows[keep], gallery, k, top_n)
+    best = cands[0].score if cands else float("-inf")
+    return cands, best < threshold, best
+
+
+def _parse(ts: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(ts).replace(tzinfo=None) if ts else None
+    except ValueError:
+        return None
+
+
+def group_new(items: list[dict], vectors: np.ndarray, threshold: float, burst_seconds: float = 60.0) -> list[int]:
+    """Connected components over probably-new detections: linked when similar (>= threshold) or in one burst.
+
+    items: dicts with deployment_id, taken_at, media_id, n_in_photo (detections in that photo).
+    A burst only links photos that hold a single animal each (two animals in one burst may be two individuals).
+    """
+    n = len(items)
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a, b):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    sims = vectors @ vectors.T if n else np.zeros((0, 0))
+    times = [_parse(it.get("taken_at")) for it in items]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if items[i]["media_id"] == items[j]["media_id"]:
+                continue  # two animals in one photo are two animals
+            if sims[i, j] >= threshold:
+                union(i, j)
+            elif (items[i]["deployment_id"] == items[j]["deployment_id"] and times[i] and times[j]
+                  and abs((times[i] - times[j]).total_seconds()) <= burst_seconds
+                  and items[i]["n_in_photo"] == 1 and items[j]["n_in_photo"] == 1):
+                union(i, j)
+    return [find(i) for i in range(n)]

@@ -1,0 +1,267 @@
+"""Folder -> suggestions: ingest -> detect -> embed -> suggest, each stage a function of the catalogue's state.
+
+Every stage picks up only the work not yet recorded (photos without a detection pass for this detector,
+detections without an embedding for this model, detections without a suggestion from this model), and
+commits in batches, so a run that is killed or cancelled resumes where it stopped: nothing twice, nothing lost.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .catalogue import Catalogue
+from .detect import load_detector
+from .imageio import ImageError, crop, load_rgb
+from .ingest import ImportSummary, import_folder
+from .match import Gallery, group_new, suggest
+from .reid import Embedder
+
+StageProgress = Callable[[str, int, int], None]  # stage, done, total
+
+
+@dataclass
+class StageStats:
+    items: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def per_second(self) -> float:
+        return self.items / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class PipelineSummary:
+    ingest: ImportSummary | None
+    stages: dict[str, StageStats]
+    device: str
+    cancelled: bool = False
+
+    def lines(self) -> list[str]:
+        out = self.ingest.lines() if self.ingest else []
+        for name, st in self.stages.items():
+            problems = f", {len(st.errors)} problems" if st.errors else ""
+            out.append(f"{name}: {st.items} in {st.seconds:.1f} s ({st.per_second:.1f}/s){problems}")
+            out += [f"  {e}" for e in st.errors[:20]]
+        out.append(f"compute device: {self.device}")
+        return out
+
+
+def load_gallery(catalogue: Catalogue, model_id: int) -> Gallery:
+    rows = catalogue.query(
+        """SELECT e.vector, s.detection_id, COALESCE(i.merged_into, i.id) AS individual_id, d.viewpoint, i.species
+           FROM sightings s JOIN embeddings e ON e.detection_id = s.detection_id AND e.model_id = ?
+           JOIN detections d ON d.id = s.detection_id JOIN individuals i ON i.id = s.individual_id
+           ORDER BY s.detection_id""",
+        [model_id],
+    )
+    dim = len(rows[0]["vector"]) // 4 if rows else 0
+    return Gallery(
+        vectors=np.frombuffer(b"".join(r["vector"] for r in rows), np.float32).reshape(len(rows), dim)
+        if rows else np.zeros((0, 0), np.float32),
+        individual_ids=np.array([r["individual_id"] for r in rows], dtype=np.int64),
+        detection_ids=np.array([r["detection_id"] for r in rows], dtype=np.int64),
+        viewpoints=np.array([r["viewpoint"] for r in rows], dtype=object),
+        species=np.array([r["species"] for r in rows], dtype=object),
+    )
+
+
+class Pipeline:
+    def __init__(self, catalogue: Catalogue, detector=None, reid_model: str | Path | None = None,
+                 species: str | None = None, batch_size: int = 16, who: str | None = None):
+        self.cat = catalogue
+        self.detector = detector if detector is not None and not isinstance(detector, str | Path) \
+            else load_detector(detector)
+        self.embedder = Embedder(reid_model)
+        card = self.embedder.card
+        self.reid_model_id = catalogue.ensure_model(card["name"], card["version"], "reid",
+                                                    card.data.get("onnx_sha256"), card.data)
+        self.detector_model_id = catalogue.ensure_model(self.detector.name, self.detector.version, "detector")
+        self.threshold = float(card.data.get("open_set_threshold") or 0.5)
+        self.species = species
+        self.batch_size = batch_size
+        self.who = who or f"model:{card['name']}-{card['version']}"
+
+    @property
+    def device(self) -> str:
+        devices = {self.embedder.device, getattr(self.detector, "device", "CPU")}
+        return " + ".join(sorted(devices))
+
+    # -- detect ---------------------------------------------------------------------------------------------
+    def pending_detection(self, media_ids: list[int] | None = None) -> list[dict]:
+        sql = """SELECT m.id, m.path FROM media m WHERE m.status = 'ok' AND m.kind = 'image'
+                 AND NOT EXISTS (SELECT 1 FROM detections d WHERE d.media_id = m.id)
+                 AND NOT EXISTS (SELECT 1 FROM media_stages s WHERE s.media_id = m.id AND s.stage = 'detect'
+                                 AND s.model_id = ?)"""
+        rows = self.cat.query(sql + " ORDER BY m.id", [self.detector_model_id])
+        return [r for r in rows if media_ids is None or r["id"] in set(media_ids)]
+
+    def detect(self, media_ids=None, progress: StageProgress | None = None, cancel=None) -> StageStats:
+        stats, t0 = StageStats(), time.perf_counter()
+        todo = self.pending_detection(media_ids)
+        label = self.detector.name
+        for start in range(0, len(todo), self.batch_size):
+            if cancel is not None and cancel.is_set():
+                break
+            found = []
+            for row in todo[start : start + self.batch_size]:
+                try:
+                    found.append((row, self.detector(load_rgb(row["path"]))))
+                except ImageError as exc:
+                    stats.errors.append(str(exc))
+                    found.append((row, []))
+            with self.cat.transaction():
+                for row, boxes in found:
+                    for box in boxes:
+                        self.cat.add_detection(row["id"], box.xywh, score=box.score, label=box.label,
+                                               source=label, model_id=self.detector_model_id)
+                    self.cat.mark_stage(row["id"], "detect", self.detector_model_id)
+            stats.items += len(found)
+            if progress:
+                progress("detect", min(start + self.batch_size, len(todo)), len(todo))
+        stats.seconds = time.perf_counter() - t0
+        return stats
+
+    # -- embed ----------------------------------------------------------------------------------------------
+    def pending_embedding(self) -> list[dict]:
+        return self.cat.query(
+            """SELECT d.id, d.x, d.y, d.w, d.h, m.path FROM detections d JOIN media m ON m.id = d.media_id
+               WHERE m.status = 'ok' AND (d.label IS NULL OR d.label NOT IN ('person', 'vehicle', 'human'))
+               AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.detection_id = d.id AND e.model_id = ?)
+               ORDER BY m.id, d.id""",
+            [self.reid_model_id],
+        )
+
+    def embed(self, progress: StageProgress | None = None, cancel=None) -> StageStats:
+        stats, t0 = StageStats(), time.perf_counter()
+        todo = self.pending_embedding()
+        batch = max(self.batch_size, self.embedder.batch_size)
+        for start in range(0, len(todo), batch):
+            if cancel is not None and cancel.is_set():
+                break
+            crops, ids, photo, photo_path = [], [], None, None
+            for row in todo[start : start + batch]:
+                try:
+                    if row["path"] != photo_path:
+                        photo, photo_path = load_rgb(row["path"]), row["path"]
+                    box = (row["x"], row["y"], row["w"], row["h"]) if row["w"] else None
+                    crops.append(crop(photo, box, source=f"{row['path']} detection {row['id']}"))
+                    ids.append(row["id"])
+                except ImageError as exc:
+                    stats.errors.append(str(exc))
+            vectors = self.embedder.embed(crops) if crops else np.zeros((0, self.embedder.dim), np.float32)
+            with self.cat.transaction():
+                for det_id, vec in zip(ids, vectors, strict=True):
+                    self.cat.db["embeddings"].insert(
+                        {"detection_id": det_id, "model_id": self.reid_model_id, "vector": vec.tobytes()},
+                        replace=True)
+            stats.items += len(ids)
+            if progress:
+                progress("embed", min(start + batch, len(todo)), len(todo))
+        stats.seconds = time.perf_counter() - t0
+        return stats
+
+    # -- suggest --------------------------------------------------------------------------------------------
+    def pending_suggestion(self) -> list[dict]:
+        return self.cat.query(
+            """SELECT d.id, d.media_id, d.viewpoint, e.vector, m.deployment_id, m.taken_at, m.species,
+                      (SELECT count(*) FROM detections d2 WHERE d2.media_id = d.media_id) AS n_in_photo
+               FROM detections d JOIN embeddings e ON e.detection_id = d.id AND e.model_id = ?
+               JOIN media m ON m.id = d.media_id
+               WHERE NOT EXISTS (SELECT 1 FROM effective_assignments a WHERE a.detection_id = d.id)
+                 AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.detection_id = d.id
+                                 AND a.status = 'suggested' AND a.model_id = ?)
+               ORDER BY m.taken_at, d.id""",
+            [self.reid_model_id, self.reid_model_id],
+        )
+
+    def suggest(self, progress: StageProgress | None = None, cancel=None, k: int = 5) -> StageStats:
+        stats, t0 = StageStats(), time.perf_counter()
+        todo = self.pending_suggestion()
+        gallery = load_gallery(self.cat, self.reid_model_id)
+        results, new_items, new_vecs = [], [], []
+        for i, row in enumerate(todo):
+            if cancel is not None and cancel.is_set():
+                break
+            vec = np.frombuffer(row["vector"], np.float32)
+            species = self.species or row["species"]
+            cands, is_new, best = suggest(vec, gallery, self.threshold, row["viewpoint"], species, k=k)
+            results.append((row, cands, is_new, best))
+            if is_new:
+                new_items.append(row)
+                new_vecs.append(vec)
+            if progress and i % 50 == 0:
+                progress("suggest", i, len(todo))
+        groups = group_new(new_items, np.array(new_vecs).reshape(len(new_vecs), -1), self.threshold)
+        batch_key = f"m{self.reid_model_id}-{int(time.time())}"
+        proposal_of = {row["id"]: f"new-{batch_key}-{g}" for row, g in zip(new_items, groups, strict=True)}
+        with self.cat.transaction():
+            for row, cands, is_new, best in results:
+                for rank, c in enumerate(cands, 1):
+                    self.cat.record(row["id"], c.individual_id, "suggested", self.who, score=c.score, rank=rank,
+                                    model_id=self.reid_model_id,
+                                    note=json.dumps({"gallery_detection": c.best_detection_id}))
+                if is_new or not cands:
+                    self.cat.record(row["id"], None, "suggested", self.who, score=best if cands else None,
+                                    rank=0, model_id=self.reid_model_id, proposal=proposal_of.get(row["id"]),
+                                    note="probably a new individual")
+        stats.items = len(results)
+        stats.seconds = time.perf_counter() - t0
+        if progress:
+            progress("suggest", len(todo), len(todo))
+        return stats
+
+    # -- all ------------------------------------------------------------------------------------------------
+    def run(self, folder: str | Path | None = None, site: str | None = None, levels=(),
+            progress: StageProgress | None = None, cancel: threading.Event | None = None) -> PipelineSummary:
+        ingest = None
+        stages: dict[str, StageStats] = {}
+        if folder is not None:
+            t0 = time.perf_counter()
+            ingest = import_folder(self.cat, folder, site=site, levels=levels, cancel=cancel,
+                                   progress=(lambda d, t, _p: progress("import", d, t)) if progress else None)
+            stages["import"] = StageStats(ingest.files_seen, time.perf_counter() - t0)
+        for name, fn in (("detect", self.detect), ("embed", self.embed), ("suggest", self.suggest)):
+            if cancel is not None and cancel.is_set():
+                break
+            stages[name] = fn(progress=progress, cancel=cancel)
+        return PipelineSummary(ingest, stages, self.device, cancelled=bool(cancel and cancel.is_set()))
+
+
+def open_suggestions(catalogue: Catalogue, model_id: int | None = None) -> list[dict]:
+    """Detections waiting for a decision, each with its ranked candidates and the 'new individual' flag."""
+    if model_id is None:
+        row = catalogue.db.execute(
+            "SELECT max(model_id) FROM assignments WHERE status = 'suggested'").fetchone()
+        model_id = row[0]
+    if model_id is None:
+        return []
+    rows = catalogue.query(
+        """SELECT a.detection_id, a.individual_id, a.score, a.rank, a.proposal, i.code, i.name, i.species,
+                  m.path, m.taken_at, d.x, d.y, d.w, d.h
+           FROM assignments a JOIN detections d ON d.id = a.detection_id JOIN media m ON m.id = d.media_id
+           LEFT JOIN individuals i ON i.id = a.individual_id
+           WHERE a.status = 'suggested' AND a.model_id = ?
+             AND NOT EXISTS (SELECT 1 FROM effective_assignments e WHERE e.detection_id = a.detection_id)
+           ORDER BY m.taken_at, a.detection_id, a.rank""",
+        [model_id],
+    )
+    out: dict[int, dict] = {}
+    for r in rows:
+        item = out.setdefault(r["detection_id"], {
+            "detection_id": r["detection_id"], "path": r["path"], "taken_at": r["taken_at"],
+            "box": [r["x"], r["y"], r["w"], r["h"]] if r["w"] else None,
+            "candidates": [], "probably_new": False, "proposal": None})
+        if r["individual_id"] is None:
+            item["probably_new"], item["proposal"] = True, r["proposal"]
+        else:
+            item["candidates"].append({"individual_id": r["individual_id"], "code": r["code"], "name": r["name"],
+                                       "species": r["species"], "score": round(r["score"], 4), "rank": r["rank"]})
+    return list(out.values())

@@ -1,0 +1,69 @@
+"""Matching policy: exact and HNSW search, per-individual aggregation, open-set decision, grouping of new ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.match import Gallery, VectorIndex, group_new, rank_individuals, suggest
+
+
+def unit(rows):
+    rows = np.asarray(rows, np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_hnsw_index_agrees_with_exact_search():
+    rng = np.random.default_rng(0)
+    vectors = unit(rng.normal(size=(5000, 64)))
+    queries = unit(rng.normal(size=(50, 64)))
+    exact = VectorIndex(vectors, ann_min=10**9)
+    ann = VectorIndex(vectors, ann_min=0)
+    assert exact.ann is None and ann.ann is not None
+    _, e_idx = exact.search(queries, 10)
+    a_scores, a_idx = ann.search(queries, 10)
+    recall = np.mean([len(set(e) & set(a)) / 10 for e, a in zip(e_idx, a_idx, strict=True)])
+    assert recall >= 0.9
+    assert np.all(np.diff(a_scores, axis=1) <= 1e-6)  # best first
+
+
+def make_gallery(vectors, individuals, viewpoints=None, species=None):
+    n = len(vectors)
+    return Gallery(unit(vectors), np.array(individuals), np.arange(100, 100 + n),
+                   np.array(viewpoints or [None] * n, dtype=object), np.array(species or ["nyala"] * n, dtype=object))
+
+
+def test_individual_score_is_mean_of_its_best_three():
+    g = make_gallery(np.eye(5), [1, 1, 1, 1, 2])
+    cands = rank_individuals(np.array([0.9, 0.8, 0.7, 0.1, 0.85]), np.arange(5), g, k=5, top_n=3)
+    assert [c.individual_id for c in cands] == [2, 1]  # 0.85 alone beats mean(0.9, 0.8, 0.7) = 0.8
+    assert cands[1].score == pytest.approx(0.8) and cands[1].best_detection_id == 100
+
+
+def test_open_set_threshold_and_viewpoint_filter():
+    g = make_gallery([[1, 0, 0], [0, 1, 0], [0, 0, 1]], [1, 2, 3], viewpoints=["left", "right", None])
+    cands, is_new, best = suggest(unit([[1, 0.1, 0]])[0], g, threshold=0.5)
+    assert cands[0].individual_id == 1 and not is_new and best > 0.9
+    cands, is_new, _ = suggest(unit([[1, 0.1, 0]])[0], g, threshold=0.5, viewpoint="right")
+    assert 1 not in [c.individual_id for c in cands]  # a left flank is no evidence for a right-flank query
+    assert is_new
+    _, is_new, _ = suggest(unit([[-1, -1, -1]])[0], g, threshold=0.5)
+    assert is_new
+
+
+def test_new_individuals_group_by_look_and_by_burst():
+    vecs = unit([[1, 0], [0.99, 0.1], [0, 1], [0.6, -0.8], [0.7, 0.7]])
+    items = [
+        {"media_id": 1, "deployment_id": 1, "taken_at": "2024-01-01T10:00:00", "n_in_photo": 1},
+        {"media_id": 2, "deployment_id": 2, "taken_at": "2024-02-01T10:00:00", "n_in_photo": 1},  # looks alike
+        {"media_id": 3, "deployment_id": 1, "taken_at": "2024-03-01T10:00:00", "n_in_photo": 1},
+        {"media_id": 4, "deployment_id": 1, "taken_at": "2024-03-01T10:00:30", "n_in_photo": 1},  # same burst
+        {"media_id": 4, "deployment_id": 1, "taken_at": "2024-03-01T10:00:30", "n_in_photo": 2},
+    ]
+    items[3]["n_in_photo"] = 2
+    groups = group_new(items, vecs, threshold=0.95)
+    assert groups[0] == groups[1]
+    assert groups[2] != groups[3]  # photo 4 holds two animals: a burst does not link it
+    assert groups[3] != groups[4]  # two animals in one photo are never one proposal
+    items[3]["n_in_photo"] = 1
+    assert group_new(items, vecs, threshold=0.95)[2] == group_new(items, vecs, threshold=0.95)[3]

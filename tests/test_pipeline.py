@@ -1,0 +1,186 @@
+"""The whole pipeline on real photos with the bundled model: import -> detect -> embed -> suggest, decisions from
+the command line, matching quality above chance, and kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from engine.catalogue import Catalogue
+from engine.demo import label_folder_individuals
+from engine.ingest import import_folder
+from engine.metrics import cosine_similarity, encounter_exclusion, evaluate_ranking
+from engine.pipeline import Pipeline, open_suggestions
+from engine.reid import Embedder, default_model_path
+
+pytestmark = pytest.mark.skipif(not default_model_path().is_file(), reason="bundled model not built yet")
+
+# Nyala individuals the bundled model never saw in training (its card lists the held-out ones).
+def held_out_individuals() -> list[str]:
+    card = json.loads(default_model_path().with_suffix(".json").read_text())
+    return sorted(i.split(":", 1)[1] for i in card["held_out_individuals"] if i.startswith("nyala:"))
+
+
+def herdbook(*args):
+    return subprocess.run([sys.executable, "-m", "herdbook", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def card_folders(tmp_path_factory, data_dir):
+    """A labelled gallery (all but the last encounter of 12 unseen individuals) and a new card (the rest)."""
+    root = tmp_path_factory.mktemp("cards")
+    gallery, card = root / "gallery", root / "card"
+    chosen = 0
+    for ind in held_out_individuals():
+        files = sorted((data_dir / "nyala/train" / ind).glob("*.jpg"))
+        numbers = sorted({f.name.split("_")[0] for f in files if "(1)" not in f.name}, key=int)
+        if len(numbers) < 2:
+            continue
+        for f in files:
+            if "(1)" in f.name:
+                continue
+            target = (card if f.name.split("_")[0] == numbers[-1] else gallery) / ind
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, target / f.name)
+        chosen += 1
+        if chosen == 12:
+            break
+    return gallery, card
+
+
+def build(path, gallery, card=None):
+    with Catalogue(path) as cat:
+        imp = import_folder(cat, gallery, site="gallery")
+        label_folder_individuals(cat, imp.import_id, "nyala")
+    if card is not None:
+        return herdbook("--catalogue", path, "import", card, "--site", "new-card", "--species", "nyala")
+    return None
+
+
+def test_import_fills_detections_embeddings_and_suggestions(tmp_path, card_folders):
+    gallery, card = card_folders
+    res = build(tmp_path / "c.sqlite", gallery, card)
+    assert res.returncode == 0, res.stderr
+    assert "detect:" in res.stdout and "embed:" in res.stdout and "suggest:" in res.stdout
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        new_photos = cat.query("SELECT id FROM media WHERE deployment_id = (SELECT id FROM deployments "
+                               "WHERE name = 'new-card')")
+        dets = cat.query("SELECT d.id FROM detections d JOIN media m ON m.id = d.media_id "
+                         "JOIN deployments p ON p.id = m.deployment_id WHERE p.name = 'new-card'")
+        assert len(dets) == len(new_photos) > 0
+        assert cat.db["embeddings"].count == cat.db["detections"].count  # gallery embedded too
+        items = open_suggestions(cat)
+        assert len(items) == len(dets)
+        assert all(it["candidates"] or it["probably_new"] for it in items)
+        before = cat.counts()
+    again = herdbook("--catalogue", tmp_path / "c.sqlite", "import", card)
+    assert again.returncode == 0
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        assert cat.counts() == before  # nothing twice
+
+
+def test_true_individual_ranks_above_chance_on_unseen_nyala(card_folders):
+    gallery, card = card_folders
+    embedder = Embedder()
+    from engine.imageio import load_rgb
+    files = sorted(gallery.rglob("*.jpg")) + sorted(card.rglob("*.jpg"))
+    emb = embedder.embed([load_rgb(f) for f in files])
+    ids = np.array([f.parent.name for f in files], dtype=object)
+    encounters = [f"{f.parent.name}/{f.name.split('_')[0]}" for f in files]
+    result = evaluate_ranking(cosine_similarity(emb, emb), ids, ids, encounter_exclusion(encounters))
+    chance = 1 / len(set(ids))
+    assert result.queries > 20
+    assert result.rank(1) > 2 * chance, result.as_dict()
+
+
+def test_decisions_from_the_command_line(tmp_path, card_folders):
+    gallery, card = card_folders
+    cat_path = tmp_path / "c.sqlite"
+    build(cat_path, gallery, card)
+    items = json.loads(herdbook("--catalogue", cat_path, "suggestions", "--json").stdout)
+    first, second, third = items[0], items[1], items[2]
+    code = first["candidates"][0]["code"]
+    assert herdbook("--catalogue", cat_path, "confirm", first["detection_id"], code, "--who", "ann").returncode == 0
+    assert herdbook("--catalogue", cat_path, "reject", second["detection_id"], "--who", "ann").returncode == 0
+    res = herdbook("--catalogue", cat_path, "new-individual", third["detection_id"], "N-900", "--who", "bob")
+    assert res.returncode == 0, res.stderr
+    left = json.loads(herdbook("--catalogue", cat_path, "suggestions", "--json").stdout)
+    assert len(left) == len(items) - 3
+    assert herdbook("--catalogue", cat_path, "undo", "--who", "bob").returncode == 0
+    with Catalogue(cat_path) as cat:
+        assert cat.sighting_of(first["detection_id"])["who"] == "ann"
+        assert cat.sighting_of(third["detection_id"]) is None  # undone
+        log = cat.query("SELECT status, who FROM assignments WHERE who IN ('ann', 'bob') ORDER BY id")
+        assert [r["status"] for r in log] == ["confirmed", "rejected", "confirmed", "undo"]
+    missing = herdbook("--catalogue", cat_path, "confirm", 999999, code)
+    assert missing.returncode == 1 and "no detection 999999" in missing.stderr
+
+
+def test_pipeline_kill_and_resume_ends_like_one_run(tmp_path, card_folders):
+    gallery, card = card_folders
+    clean, killed = tmp_path / "clean.sqlite", tmp_path / "killed.sqlite"
+    build(clean, gallery, card)
+    build(killed, gallery)
+    proc = subprocess.Popen([sys.executable, "-m", "herdbook", "--catalogue", str(killed), "import", str(card),
+                             "--site", "new-card", "--species", "nyala"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with sqlite3.connect(f"file:{killed}?mode=ro", uri=True, timeout=1) as conn:
+                if conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] > 0:
+                    break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.005)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = herdbook("--catalogue", killed, "import", card, "--site", "new-card", "--species", "nyala")
+    assert res.returncode == 0, res.stderr
+
+    def state(path):
+        with Catalogue(path) as cat:
+            emb = {r["detection_id"]: r["vector"] for r in cat.query("SELECT * FROM embeddings")}
+            sug = sorted((r["detection_id"], r["individual_id"], r["rank"], round(r["score"] or 0, 5))
+                         for r in cat.query("SELECT * FROM assignments WHERE status = 'suggested'"))
+            return cat.counts(), emb, sug
+
+    c_counts, c_emb, c_sug = state(clean)
+    k_counts, k_emb, k_sug = state(killed)
+    assert k_counts == c_counts
+    assert k_emb.keys() == c_emb.keys()
+    assert all(np.allclose(np.frombuffer(c_emb[d], np.float32), np.frombuffer(k_emb[d], np.float32), atol=1e-5)
+               for d in c_emb)
+    assert k_sug == c_sug
+
+
+def test_new_model_triggers_reembedding(tmp_path, card_folders):
+    gallery, _ = card_folders
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        imp = import_folder(cat, gallery, site="gallery")
+        label_folder_individuals(cat, imp.import_id, "nyala")
+        first = Pipeline(cat)
+        first.run()
+        n = cat.db["embeddings"].count
+        assert n == cat.db["detections"].count
+        # The same network under a new version name is a new model: every detection is embedded again.
+        model_dir = tmp_path / "m"
+        model_dir.mkdir()
+        shutil.copy(default_model_path(), model_dir / "next.onnx")
+        card = json.loads(default_model_path().with_suffix(".json").read_text())
+        card["version"] = "next"
+        (model_dir / "next.json").write_text(json.dumps(card))
+        second = Pipeline(cat, reid_model=model_dir / "next.onnx")
+        assert second.reid_model_id != first.reid_model_id
+        stats = second.embed()
+        assert stats.items == n and cat.db["embeddings"].count == 2 * n
