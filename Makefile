@@ -40,5 +40,10 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/reid_accuracy.py
 
+screenshots: $(VENV)/.installed-app
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(BIN)/herdbook --catalogue $(DEMO)/demo.sqlite demo --out $(DEMO)
+	QT_QPA_PLATFORM=offscreen $(BIN)/herdbook --catalogue $(DEMO)/demo.sqlite app --screenshots docs/screenshots
+
 clean:
 	rm -rf $(VENV) $(DEMO) build dist

@@ -48,8 +48,13 @@ print(json.dumps(out))
 
 def throughput(data_dir: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        res = subprocess.run([sys.executable, "-c", CHILD, f"{tmp}/c.sqlite", str(data_dir)], cwd=ROOT,
-                             capture_output=True, text=True, check=True)
+        res = subprocess.run(
+            [sys.executable, "-c", CHILD, f"{tmp}/c.sqlite", str(data_dir)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -70,13 +75,16 @@ def search_scale(sizes: list[int], dim: int = 256, queries: int = 200, k: int = 
         exact = VectorIndex(gallery, ann_min=10**12)
         exact.search(q[:5], k)
         t0 = time.perf_counter()
-        _, e_idx = exact.search(q, k) if n <= 200_000 else (None, np.concatenate(
-            [exact.search(q[i:i + 20], k)[1] for i in range(0, queries, 20)]))
+        _, e_idx = (
+            exact.search(q, k)
+            if n <= 200_000
+            else (None, np.concatenate([exact.search(q[i : i + 20], k)[1] for i in range(0, queries, 20)]))
+        )
         exact_ms = (time.perf_counter() - t0) / queries * 1000
         # one query at a time is what the review screen does
         t0 = time.perf_counter()
         for i in range(20):
-            exact.search(q[i:i + 1], k)
+            exact.search(q[i : i + 1], k)
         exact_single_ms = (time.perf_counter() - t0) / 20 * 1000
         t0 = time.perf_counter()
         ann = VectorIndex(gallery, ann_min=0)
@@ -84,13 +92,20 @@ def search_scale(sizes: list[int], dim: int = 256, queries: int = 200, k: int = 
         ann.search(q[:5], k)
         t0 = time.perf_counter()
         for i in range(queries):
-            ann.search(q[i:i + 1], k)
+            ann.search(q[i : i + 1], k)
         ann_ms = (time.perf_counter() - t0) / queries * 1000
         _, a_idx = ann.search(q, k)
         recall = float(np.mean([len(set(e) & set(a)) / k for e, a in zip(e_idx, a_idx, strict=True)]))
-        rows.append({"gallery": n, "exact_ms_per_query_single": round(exact_single_ms, 3),
-                     "exact_ms_per_query_batched": round(exact_ms, 3), "hnsw_ms_per_query": round(ann_ms, 3),
-                     "hnsw_build_s": round(build_s, 1), "hnsw_recall_at_10": round(recall, 4)})
+        rows.append(
+            {
+                "gallery": n,
+                "exact_ms_per_query_single": round(exact_single_ms, 3),
+                "exact_ms_per_query_batched": round(exact_ms, 3),
+                "hnsw_ms_per_query": round(ann_ms, 3),
+                "hnsw_build_s": round(build_s, 1),
+                "hnsw_recall_at_10": round(recall, 4),
+            }
+        )
         print(rows[-1], flush=True)
         del gallery, exact, ann
     return rows
@@ -115,8 +130,10 @@ def main() -> None:
     out["search"] = search_scale([int(s) for s in args.sizes.split(",")])
     print(f"\n{'gallery':>9}{'exact 1q ms':>13}{'exact batch ms':>16}{'hnsw ms':>9}{'recall@10':>11}{'build s':>9}")
     for r in out["search"]:
-        print(f"{r['gallery']:>9}{r['exact_ms_per_query_single']:>13}{r['exact_ms_per_query_batched']:>16}"
-              f"{r['hnsw_ms_per_query']:>9}{r['hnsw_recall_at_10']:>11}{r['hnsw_build_s']:>9}")
+        print(
+            f"{r['gallery']:>9}{r['exact_ms_per_query_single']:>13}{r['exact_ms_per_query_batched']:>16}"
+            f"{r['hnsw_ms_per_query']:>9}{r['hnsw_recall_at_10']:>11}{r['hnsw_build_s']:>9}"
+        )
     path = ROOT / "bench" / "results" / "pipeline.json"
     path.write_text(json.dumps(out, indent=2))
     print(f"wrote {path.relative_to(ROOT)}")

@@ -220,7 +220,7 @@ def shift_time(iso: str | None, seconds: float) -> str | None:
 class Catalogue:
     """An open catalogue file. Use as a context manager or call :meth:`close`."""
 
-    def __init__(self, path: str | Path, create: bool = True):
+    def __init__(self, path: str | Path, create: bool = True, busy_timeout_s: float = 5.0):
         self.path = Path(path)
         if not create and not self.path.exists():
             raise CatalogueError(f"{self.path}: no such catalogue")
@@ -229,10 +229,10 @@ class Catalogue:
                 if fh.read(16) != b"SQLite format 3\x00":
                     raise CatalogueError(f"{self.path}: not a Herdbook catalogue (not an SQLite file)")
         try:
-            conn = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None)
+            conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
             self.db = sqlite_utils.Database(conn)
             self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.execute("PRAGMA busy_timeout = 5000")
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self.db.enable_wal()
             self._migrate()
@@ -337,20 +337,35 @@ class Catalogue:
         return offset
 
     # -- models and pipeline stages ------------------------------------------------------------------------
-    def ensure_model(self, name: str, version: str, kind: str, onnx_sha256: str | None = None,
-                     card: dict | None = None) -> int:
+    def ensure_model(
+        self, name: str, version: str, kind: str, onnx_sha256: str | None = None, card: dict | None = None
+    ) -> int:
         row = self.db.execute("SELECT id FROM models WHERE name = ? AND version = ?", [name, version]).fetchone()
         if row:
             return row[0]
-        return self.db["models"].insert(
-            {"name": name, "version": version, "kind": kind, "onnx_sha256": onnx_sha256,
-             "card": json.dumps(card) if card else None, "created": utc_now()}
-        ).last_pk
+        return (
+            self.db["models"]
+            .insert(
+                {
+                    "name": name,
+                    "version": version,
+                    "kind": kind,
+                    "onnx_sha256": onnx_sha256,
+                    "card": json.dumps(card) if card else None,
+                    "created": utc_now(),
+                }
+            )
+            .last_pk
+        )
 
     def stage_done(self, media_id: int, stage: str, model_id: int) -> bool:
-        return self.db.execute(
-            "SELECT 1 FROM media_stages WHERE media_id = ? AND stage = ? AND model_id = ?", [media_id, stage, model_id]
-        ).fetchone() is not None
+        return (
+            self.db.execute(
+                "SELECT 1 FROM media_stages WHERE media_id = ? AND stage = ? AND model_id = ?",
+                [media_id, stage, model_id],
+            ).fetchone()
+            is not None
+        )
 
     def mark_stage(self, media_id: int, stage: str, model_id: int) -> None:
         self.db["media_stages"].insert(

@@ -52,14 +52,21 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[fl
     nh, nw = int(round(h * scale)), int(round(w * scale))
     resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     top, left = (size - nh) / 2, (size - nw) / 2
-    out = cv2.copyMakeBorder(resized, int(round(top - 0.1)), int(round(size - nh - top + 0.1)),
-                             int(round(left - 0.1)), int(round(size - nw - left + 0.1)),
-                             cv2.BORDER_CONSTANT, value=(114, 114, 114))
+    out = cv2.copyMakeBorder(
+        resized,
+        int(round(top - 0.1)),
+        int(round(size - nh - top + 0.1)),
+        int(round(left - 0.1)),
+        int(round(size - nw - left + 0.1)),
+        cv2.BORDER_CONSTANT,
+        value=(114, 114, 114),
+    )
     return out, scale, (left, top)
 
 
-def decode_end2end(raw: np.ndarray, scale: float, pad: tuple[float, float], image_shape, names: dict[int, str],
-                   conf: float) -> list[Box]:
+def decode_end2end(
+    raw: np.ndarray, scale: float, pad: tuple[float, float], image_shape, names: dict[int, str], conf: float
+) -> list[Box]:
     """NMS-free exports (ultralytics `end2end`): rows of x1, y1, x2, y2, score, class in letterbox pixels."""
     ih, iw = image_shape[:2]
     out = []
@@ -68,13 +75,15 @@ def decode_end2end(raw: np.ndarray, scale: float, pad: tuple[float, float], imag
             continue
         x0, y0 = np.clip((x1 - pad[0]) / scale, 0, iw), np.clip((y1 - pad[1]) / scale, 0, ih)
         x3, y3 = np.clip((x2 - pad[0]) / scale, 0, iw), np.clip((y2 - pad[1]) / scale, 0, ih)
-        out.append(Box(float(x0), float(y0), float(x3 - x0), float(y3 - y0), float(score),
-                       names.get(int(c), str(int(c)))))
+        out.append(
+            Box(float(x0), float(y0), float(x3 - x0), float(y3 - y0), float(score), names.get(int(c), str(int(c))))
+        )
     return sorted(out, key=lambda b: -b.score)
 
 
-def decode_yolo(raw: np.ndarray, scale: float, pad: tuple[float, float], image_shape, names: dict[int, str],
-                conf: float, iou: float) -> list[Box]:
+def decode_yolo(
+    raw: np.ndarray, scale: float, pad: tuple[float, float], image_shape, names: dict[int, str], conf: float, iou: float
+) -> list[Box]:
     """ultralytics YOLOv8-style output (4 + classes, anchors) in letterbox pixels -> boxes in image pixels."""
     pred = raw[0] if raw.ndim == 3 else raw
     channels = 4 + len(names) if names else min(pred.shape)
@@ -196,9 +205,14 @@ def import_megadetector_json(catalogue: Catalogue, json_path: str | Path, conf: 
                 if det.get("conf", 0) < conf:
                     continue
                 bx, by, bw, bh = det["bbox"]
-                catalogue.add_detection(m["id"], (bx * w, by * h, bw * w, bh * h), score=float(det["conf"]),
-                                        label=categories.get(str(det["category"]), str(det["category"])),
-                                        source="megadetector-json", model_id=model)
+                catalogue.add_detection(
+                    m["id"],
+                    (bx * w, by * h, bw * w, bh * h),
+                    score=float(det["conf"]),
+                    label=categories.get(str(det["category"]), str(det["category"])),
+                    source="megadetector-json",
+                    model_id=model,
+                )
                 added += 1
             catalogue.mark_stage(m["id"], "detect", model)
             matched += 1

@@ -179,11 +179,26 @@ def with_offset(taken_at: str | None, utc_offset: str | None) -> str | None:
     return taken_at
 
 
-def export_sightings_csv(catalogue: Catalogue, out: str | Path) -> ExportReport:
-    """One row per confirmed sighting, oldest first."""
+def export_sightings_csv(
+    catalogue: Catalogue,
+    out: str | Path,
+    species: str | None = None,
+    site: str | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+) -> ExportReport:
+    """One row per confirmed sighting, oldest first; optionally of one species, one site (deployment or site
+    name) and a date range (inclusive, YYYY-MM-DD)."""
     out = Path(out)
     rows = []
     for r in catalogue.query(SIGHTINGS_SQL):
+        day = (r["taken_at"] or "")[:10]
+        if species and r["species"] != species:
+            continue
+        if site and site not in (r["deployment"], r["site"]):
+            continue
+        if (date_from and (not day or day < date_from)) or (date_to and (not day or day > date_to)):
+            continue
         camera = " ".join(p for p in (r["camera_make"], r["camera_model"]) if p) or None
         rows.append(
             {

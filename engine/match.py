@@ -88,8 +88,9 @@ class Gallery:
         return self._index
 
 
-def rank_individuals(sims: np.ndarray, gallery_rows: np.ndarray, gallery: Gallery, k: int = 5,
-                     top_n: int = 3) -> list[Candidate]:
+def rank_individuals(
+    sims: np.ndarray, gallery_rows: np.ndarray, gallery: Gallery, k: int = 5, top_n: int = 3
+) -> list[Candidate]:
     """Aggregate per-vector similarities into per-individual scores (mean of each one's best top_n)."""
     per: dict[int, list[tuple[float, int]]] = defaultdict(list)
     for s, row in zip(sims, gallery_rows, strict=True):
@@ -105,9 +106,17 @@ def rank_individuals(sims: np.ndarray, gallery_rows: np.ndarray, gallery: Galler
     return cands[:k]
 
 
-def suggest(query: np.ndarray, gallery: Gallery, threshold: float, viewpoint: str | None = None,
-            species: str | None = None, k: int = 5, top_n: int = 3, search_depth: int = 200,
-            exclude_detection: int | None = None) -> tuple[list[Candidate], bool, float]:
+def suggest(
+    query: np.ndarray,
+    gallery: Gallery,
+    threshold: float,
+    viewpoint: str | None = None,
+    species: str | None = None,
+    k: int = 5,
+    top_n: int = 3,
+    search_depth: int = 200,
+    exclude_detection: int | None = None,
+) -> tuple[list[Candidate], bool, float]:
     """Top-k individuals for one embedding; True when the best is below the open-set threshold."""
     if len(gallery.vectors) == 0:
         return [], True, float("-inf")
@@ -161,8 +170,13 @@ def group_new(items: list[dict], vectors: np.ndarray, threshold: float, burst_se
                 continue  # two animals in one photo are two animals
             if sims[i, j] >= threshold:
                 union(i, j)
-            elif (items[i]["deployment_id"] == items[j]["deployment_id"] and times[i] and times[j]
-                  and abs((times[i] - times[j]).total_seconds()) <= burst_seconds
-                  and items[i]["n_in_photo"] == 1 and items[j]["n_in_photo"] == 1):
+            elif (
+                items[i]["deployment_id"] == items[j]["deployment_id"]
+                and times[i]
+                and times[j]
+                and abs((times[i] - times[j]).total_seconds()) <= burst_seconds
+                and items[i]["n_in_photo"] == 1
+                and items[j]["n_in_photo"] == 1
+            ):
                 union(i, j)
     return [find(i) for i in range(n)]

@@ -65,7 +65,8 @@ def load_gallery(catalogue: Catalogue, model_id: int) -> Gallery:
     dim = len(rows[0]["vector"]) // 4 if rows else 0
     return Gallery(
         vectors=np.frombuffer(b"".join(r["vector"] for r in rows), np.float32).reshape(len(rows), dim)
-        if rows else np.zeros((0, 0), np.float32),
+        if rows
+        else np.zeros((0, 0), np.float32),
         individual_ids=np.array([r["individual_id"] for r in rows], dtype=np.int64),
         detection_ids=np.array([r["detection_id"] for r in rows], dtype=np.int64),
         viewpoints=np.array([r["viewpoint"] for r in rows], dtype=object),
@@ -74,15 +75,24 @@ def load_gallery(catalogue: Catalogue, model_id: int) -> Gallery:
 
 
 class Pipeline:
-    def __init__(self, catalogue: Catalogue, detector=None, reid_model: str | Path | None = None,
-                 species: str | None = None, batch_size: int = 16, who: str | None = None):
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        detector=None,
+        reid_model: str | Path | None = None,
+        species: str | None = None,
+        batch_size: int = 16,
+        who: str | None = None,
+    ):
         self.cat = catalogue
-        self.detector = detector if detector is not None and not isinstance(detector, str | Path) \
-            else load_detector(detector)
+        self.detector = (
+            detector if detector is not None and not isinstance(detector, str | Path) else load_detector(detector)
+        )
         self.embedder = Embedder(reid_model)
         card = self.embedder.card
-        self.reid_model_id = catalogue.ensure_model(card["name"], card["version"], "reid",
-                                                    card.data.get("onnx_sha256"), card.data)
+        self.reid_model_id = catalogue.ensure_model(
+            card["name"], card["version"], "reid", card.data.get("onnx_sha256"), card.data
+        )
         self.detector_model_id = catalogue.ensure_model(self.detector.name, self.detector.version, "detector")
         self.threshold = float(card.data.get("open_set_threshold") or 0.5)
         self.species = species
@@ -120,8 +130,14 @@ class Pipeline:
             with self.cat.transaction():
                 for row, boxes in found:
                     for box in boxes:
-                        self.cat.add_detection(row["id"], box.xywh, score=box.score, label=box.label,
-                                               source=label, model_id=self.detector_model_id)
+                        self.cat.add_detection(
+                            row["id"],
+                            box.xywh,
+                            score=box.score,
+                            label=box.label,
+                            source=label,
+                            model_id=self.detector_model_id,
+                        )
                     self.cat.mark_stage(row["id"], "detect", self.detector_model_id)
             stats.items += len(found)
             if progress:
@@ -160,8 +176,8 @@ class Pipeline:
             with self.cat.transaction():
                 for det_id, vec in zip(ids, vectors, strict=True):
                     self.cat.db["embeddings"].insert(
-                        {"detection_id": det_id, "model_id": self.reid_model_id, "vector": vec.tobytes()},
-                        replace=True)
+                        {"detection_id": det_id, "model_id": self.reid_model_id, "vector": vec.tobytes()}, replace=True
+                    )
             stats.items += len(ids)
             if progress:
                 progress("embed", min(start + batch, len(todo)), len(todo))
@@ -205,13 +221,28 @@ class Pipeline:
         with self.cat.transaction():
             for row, cands, is_new, best in results:
                 for rank, c in enumerate(cands, 1):
-                    self.cat.record(row["id"], c.individual_id, "suggested", self.who, score=c.score, rank=rank,
-                                    model_id=self.reid_model_id,
-                                    note=json.dumps({"gallery_detection": c.best_detection_id}))
+                    self.cat.record(
+                        row["id"],
+                        c.individual_id,
+                        "suggested",
+                        self.who,
+                        score=c.score,
+                        rank=rank,
+                        model_id=self.reid_model_id,
+                        note=json.dumps({"gallery_detection": c.best_detection_id}),
+                    )
                 if is_new or not cands:
-                    self.cat.record(row["id"], None, "suggested", self.who, score=best if cands else None,
-                                    rank=0, model_id=self.reid_model_id, proposal=proposal_of.get(row["id"]),
-                                    note="probably a new individual")
+                    self.cat.record(
+                        row["id"],
+                        None,
+                        "suggested",
+                        self.who,
+                        score=best if cands else None,
+                        rank=0,
+                        model_id=self.reid_model_id,
+                        proposal=proposal_of.get(row["id"]),
+                        note="probably a new individual",
+                    )
         stats.items = len(results)
         stats.seconds = time.perf_counter() - t0
         if progress:
@@ -219,14 +250,26 @@ class Pipeline:
         return stats
 
     # -- all ------------------------------------------------------------------------------------------------
-    def run(self, folder: str | Path | None = None, site: str | None = None, levels=(),
-            progress: StageProgress | None = None, cancel: threading.Event | None = None) -> PipelineSummary:
+    def run(
+        self,
+        folder: str | Path | None = None,
+        site: str | None = None,
+        levels=(),
+        progress: StageProgress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> PipelineSummary:
         ingest = None
         stages: dict[str, StageStats] = {}
         if folder is not None:
             t0 = time.perf_counter()
-            ingest = import_folder(self.cat, folder, site=site, levels=levels, cancel=cancel,
-                                   progress=(lambda d, t, _p: progress("import", d, t)) if progress else None)
+            ingest = import_folder(
+                self.cat,
+                folder,
+                site=site,
+                levels=levels,
+                cancel=cancel,
+                progress=(lambda d, t, _p: progress("import", d, t)) if progress else None,
+            )
             stages["import"] = StageStats(ingest.files_seen, time.perf_counter() - t0)
         for name, fn in (("detect", self.detect), ("embed", self.embed), ("suggest", self.suggest)):
             if cancel is not None and cancel.is_set():
@@ -238,8 +281,7 @@ class Pipeline:
 def open_suggestions(catalogue: Catalogue, model_id: int | None = None) -> list[dict]:
     """Detections waiting for a decision, each with its ranked candidates and the 'new individual' flag."""
     if model_id is None:
-        row = catalogue.db.execute(
-            "SELECT max(model_id) FROM assignments WHERE status = 'suggested'").fetchone()
+        row = catalogue.db.execute("SELECT max(model_id) FROM assignments WHERE status = 'suggested'").fetchone()
         model_id = row[0]
     if model_id is None:
         return []
@@ -255,13 +297,29 @@ def open_suggestions(catalogue: Catalogue, model_id: int | None = None) -> list[
     )
     out: dict[int, dict] = {}
     for r in rows:
-        item = out.setdefault(r["detection_id"], {
-            "detection_id": r["detection_id"], "path": r["path"], "taken_at": r["taken_at"],
-            "box": [r["x"], r["y"], r["w"], r["h"]] if r["w"] else None,
-            "candidates": [], "probably_new": False, "proposal": None})
+        item = out.setdefault(
+            r["detection_id"],
+            {
+                "detection_id": r["detection_id"],
+                "path": r["path"],
+                "taken_at": r["taken_at"],
+                "box": [r["x"], r["y"], r["w"], r["h"]] if r["w"] else None,
+                "candidates": [],
+                "probably_new": False,
+                "proposal": None,
+            },
+        )
         if r["individual_id"] is None:
             item["probably_new"], item["proposal"] = True, r["proposal"]
         else:
-            item["candidates"].append({"individual_id": r["individual_id"], "code": r["code"], "name": r["name"],
-                                       "species": r["species"], "score": round(r["score"], 4), "rank": r["rank"]})
+            item["candidates"].append(
+                {
+                    "individual_id": r["individual_id"],
+                    "code": r["code"],
+                    "name": r["name"],
+                    "species": r["species"],
+                    "score": round(r["score"], 4),
+                    "rank": r["rank"],
+                }
+            )
     return list(out.values())

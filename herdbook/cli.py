@@ -61,8 +61,10 @@ def cmd_import(args) -> int:
             from engine.detect import import_megadetector_json
 
             md = import_megadetector_json(cat, args.megadetector_json)
-            print(f"megadetector boxes: {md.detections} on {md.media_matched} photos; "
-                  f"{len(md.unmatched_files)} file names matched no photo, {len(md.ambiguous_files)} several")
+            print(
+                f"megadetector boxes: {md.detections} on {md.media_matched} photos; "
+                f"{len(md.unmatched_files)} file names matched no photo, {len(md.ambiguous_files)} several"
+            )
         model = args.model or default_model_path()
         if not Path(model).is_file():
             print(f"no re-identification model at {model}: photos imported, no suggestions made")
@@ -118,11 +120,15 @@ def cmd_suggestions(args) -> int:
 
 
 def _individual(cat, code: str, species: str | None) -> int:
-    rows = cat.query("SELECT id, species FROM individuals WHERE code = ?" + (" AND species = ?" if species else ""),
-                     [code, species] if species else [code])
+    rows = cat.query(
+        "SELECT id, species FROM individuals WHERE code = ?" + (" AND species = ?" if species else ""),
+        [code, species] if species else [code],
+    )
     if len(rows) != 1:
-        raise CommandError(f"{cat.path}: individual {code!r} " +
-                           ("not found" if not rows else "exists in several species: pass --species"))
+        raise CommandError(
+            f"{cat.path}: individual {code!r} "
+            + ("not found" if not rows else "exists in several species: pass --species")
+        )
     return rows[0]["id"]
 
 
@@ -149,8 +155,9 @@ def cmd_decide(args) -> int:
             print(f"detection {det}: rejected {args.individual or 'all suggestions'}")
         else:  # new-individual
             species = args.species or _detection_species(cat, det)
-            if cat.db.execute("SELECT 1 FROM individuals WHERE code = ? AND species = ?",
-                              [args.code, species]).fetchone():
+            if cat.db.execute(
+                "SELECT 1 FROM individuals WHERE code = ? AND species = ?", [args.code, species]
+            ).fetchone():
                 raise CommandError(f"{cat.path}: individual {args.code!r} ({species}) exists already: use confirm")
             with cat.transaction():
                 ind = cat.ensure_individual(args.code, species, name=args.name)
@@ -164,21 +171,29 @@ def cmd_decide(args) -> int:
 
 
 def _detection_species(cat, det: int) -> str:
-    row = cat.db.execute("SELECT m.species FROM detections d JOIN media m ON m.id = d.media_id WHERE d.id = ?",
-                         [det]).fetchone()
+    row = cat.db.execute(
+        "SELECT m.species FROM detections d JOIN media m ON m.id = d.media_id WHERE d.id = ?", [det]
+    ).fetchone()
     if not row or not row[0]:
         raise CommandError(f"{cat.path}: species of detection {det} unknown: pass --species")
     return row[0]
 
 
 def _proposal_detections(cat, det: int) -> list[int]:
-    row = cat.db.execute("SELECT proposal FROM assignments WHERE detection_id = ? AND proposal IS NOT NULL "
-                         "ORDER BY id DESC LIMIT 1", [det]).fetchone()
+    row = cat.db.execute(
+        "SELECT proposal FROM assignments WHERE detection_id = ? AND proposal IS NOT NULL ORDER BY id DESC LIMIT 1",
+        [det],
+    ).fetchone()
     if not row:
         return [det]
-    return [r[0] for r in cat.db.execute(
-        "SELECT DISTINCT a.detection_id FROM assignments a WHERE a.proposal = ? AND NOT EXISTS "
-        "(SELECT 1 FROM effective_assignments e WHERE e.detection_id = a.detection_id)", [row[0]])]
+    return [
+        r[0]
+        for r in cat.db.execute(
+            "SELECT DISTINCT a.detection_id FROM assignments a WHERE a.proposal = ? AND NOT EXISTS "
+            "(SELECT 1 FROM effective_assignments e WHERE e.detection_id = a.detection_id)",
+            [row[0]],
+        )
+    ]
 
 
 def cmd_export(args) -> int:
@@ -306,13 +321,30 @@ def _demo_pipeline(cat, out: Path) -> None:
         items = open_suggestions(cat, pipeline.reid_model_id)
         (out / "suggestions.json").write_text(json.dumps(items, indent=1))
         acc = demo_accuracy(cat, items)
-        print(f"held-out encounters: {acc['held_out_photos']} photos; true individual top-1 {acc['top1']:.1%}, "
-              f"top-5 {acc['top5']:.1%}; flagged probably-new {acc['flagged_new']:.1%} "
-              f"(the bundled model saw some of these individuals in training: see its model card)")
+        print(
+            f"held-out encounters: {acc['held_out_photos']} photos; true individual top-1 {acc['top1']:.1%}, "
+            f"top-5 {acc['top5']:.1%}; flagged probably-new {acc['flagged_new']:.1%} "
+            f"(the bundled model saw some of these individuals in training: see its model card)"
+        )
     else:
         print(f"no re-identification model at {default_model_path()}: suggestions skipped")
     report = export_sightings_csv(cat, out / "sightings.csv")
     print(f"wrote {report.path}: {report.rows['sightings']} sightings")
+
+
+def cmd_app(args) -> int:
+    try:
+        from desktop.app import run
+    except ImportError as exc:
+        raise CommandError(f"the app needs the desktop extra: pip install 'herdbook[desktop]' ({exc})") from None
+    catalogue = args.catalogue if args.catalogue != DEFAULT_CATALOGUE or Path(args.catalogue).exists() else None
+    if args.screenshots:
+        from desktop.screenshots import render_all
+
+        for path in render_all(catalogue or DEFAULT_CATALOGUE, args.screenshots):
+            print(f"wrote {path}")
+        return 0
+    return run(catalogue, args.screenshot, args.tab)
 
 
 def cmd_info(args) -> int:
@@ -332,8 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", help="what the folder levels name, from the top: e.g. station/species or -/station")
     p.add_argument("--batch-size", type=int, default=32, help="files committed per transaction")
     p.add_argument("--only-ingest", action="store_true", help="import photos only: no detection or suggestions")
-    p.add_argument("--detector", default="whole-frame",
-                   help="whole-frame (photos already cropped), or a YOLO detector .onnx/.pt (e.g. MegaDetector)")
+    p.add_argument(
+        "--detector",
+        default="whole-frame",
+        help="whole-frame (photos already cropped), or a YOLO detector .onnx/.pt (e.g. MegaDetector)",
+    )
     p.add_argument("--megadetector-json", help="boxes from a MegaDetector batch-output file, matched by file name")
     p.add_argument("--model", help="re-identification model .onnx (default: the bundled one)")
     p.add_argument("--species", help="match only against individuals of this species")
@@ -342,10 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("suggestions", help="list detections waiting for a decision")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_suggestions)
-    for name, helptext in (("confirm", "confirm that a detection shows an individual"),
-                           ("reject", "reject a suggested individual (or all suggestions) for a detection"),
-                           ("new-individual", "name a new individual from a detection"),
-                           ("undo", "undo the latest decision (of one detection, if given)")):
+    for name, helptext in (
+        ("confirm", "confirm that a detection shows an individual"),
+        ("reject", "reject a suggested individual (or all suggestions) for a detection"),
+        ("new-individual", "name a new individual from a detection"),
+        ("undo", "undo the latest decision (of one detection, if given)"),
+    ):
         p = sub.add_parser(name, help=helptext)
         if name == "undo":
             p.add_argument("detection", type=int, nargs="?")
@@ -358,8 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "new-individual":
             p.add_argument("code")
             p.add_argument("--name")
-            p.add_argument("--whole-proposal", action="store_true",
-                           help="also confirm the other photos proposed as this same new animal")
+            p.add_argument(
+                "--whole-proposal",
+                action="store_true",
+                help="also confirm the other photos proposed as this same new animal",
+            )
         p.add_argument("--species")
         p.add_argument("--who", help="who decides (default: the login name)")
         p.set_defaults(func=cmd_decide)
@@ -408,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="ONNX model (default: the bundled one)")
     p.add_argument("--out", required=True, help=".npy file: one float32 row per photo, in argument order")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("app", help="open the desktop app")
+    p.add_argument("--screenshot", help="render the main window offscreen to this PNG and exit")
+    p.add_argument("--tab", type=int, default=0, help="tab to show: 0 overview, 1 review, 2 individuals")
+    p.add_argument("--screenshots", help="render every screen to PNGs in this folder and exit")
+    p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("info", help="row counts of the catalogue")
     p.set_defaults(func=cmd_info)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +42,50 @@ def tree_digest(folder: Path) -> str:
         digest.update(path.read_bytes())
         digest.update(str(path.stat().st_mtime_ns).encode())
     return digest.hexdigest()
+
+
+# Nyala individuals the bundled model never saw in training (its card lists the held-out ones).
+def held_out_individuals() -> list[str]:
+    from engine.reid import default_model_path
+
+    card = json.loads(default_model_path().with_suffix(".json").read_text())
+    return sorted(i.split(":", 1)[1] for i in card["held_out_individuals"] if i.startswith("nyala:"))
+
+
+def herdbook(*args):
+    return subprocess.run([sys.executable, "-m", "herdbook", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def card_folders(tmp_path_factory, data_dir):
+    """A labelled gallery (all but the last encounter of 12 unseen individuals) and a new card (the rest)."""
+    root = tmp_path_factory.mktemp("cards")
+    gallery, card = root / "gallery", root / "card"
+    chosen = 0
+    for ind in held_out_individuals():
+        files = sorted((data_dir / "nyala/train" / ind).glob("*.jpg"))
+        numbers = sorted({f.name.split("_")[0] for f in files if "(1)" not in f.name}, key=int)
+        if len(numbers) < 2:
+            continue
+        for f in files:
+            if "(1)" in f.name:
+                continue
+            target = (card if f.name.split("_")[0] == numbers[-1] else gallery) / ind
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, target / f.name)
+        chosen += 1
+        if chosen == 12:
+            break
+    return gallery, card
+
+
+def build(path, gallery, card=None):
+    from engine.demo import label_folder_individuals
+    from engine.ingest import import_folder
+
+    with Catalogue(path) as cat:
+        imp = import_folder(cat, gallery, site="gallery")
+        label_folder_individuals(cat, imp.import_id, "nyala")
+    if card is not None:
+        return herdbook("--catalogue", path, "import", card, "--site", "new-card", "--species", "nyala")
+    return None

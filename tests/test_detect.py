@@ -95,12 +95,17 @@ def test_megadetector_boxes_from_real_detections_land_on_the_right_pixels(catalo
             images.setdefault(row["file"], [])
             if not row["conf"]:  # an empty frame: no detection
                 continue
-            det = {"category": row["category"], "conf": float(row["conf"]),
-                   "bbox": [float(row[f"bbox{i}"]) for i in range(1, 5)]}
+            det = {
+                "category": row["category"],
+                "conf": float(row["conf"]),
+                "bbox": [float(row[f"bbox{i}"]) for i in range(1, 5)],
+            }
             images.setdefault(row["file"], []).append(det)
-    md = {"info": {"format_version": "1.4", "detector": "MegaDetector v5a"},
-          "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
-          "images": [{"file": f, "detections": d} for f, d in images.items()]}
+    md = {
+        "info": {"format_version": "1.4", "detector": "MegaDetector v5a"},
+        "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
+        "images": [{"file": f, "detections": d} for f, d in images.items()],
+    }
     (tmp_path / "md.json").write_text(json.dumps(md))
     result = import_megadetector_json(catalogue, tmp_path / "md.json", conf=0.2)
     assert result.media_matched >= 5 and result.detections >= 5
@@ -108,7 +113,8 @@ def test_megadetector_boxes_from_real_detections_land_on_the_right_pixels(catalo
     cougar = catalogue.query("""SELECT d.*, m.width, m.height FROM detections d JOIN media m ON m.id = d.media_id
                                 WHERE m.file_name = '2021-06-30_SYFR0218_cougar.JPG'""")[0]
     assert (cougar["x"], cougar["y"], cougar["w"], cougar["h"]) == pytest.approx(
-        (0.54 * 4032, 0.371 * 3024, 0.243 * 4032, 0.253 * 3024))
+        (0.54 * 4032, 0.371 * 3024, 0.243 * 4032, 0.253 * 3024)
+    )
     assert cougar["label"] == "animal" and cougar["score"] == pytest.approx(0.97)
     again = import_megadetector_json(catalogue, tmp_path / "md.json", conf=0.2)
     assert again.detections == 0  # already imported for these photos
@@ -119,12 +125,19 @@ def test_megadetector_boxes_on_an_exif_rotated_photo(catalogue, data_dir, tmp_pa
     card.mkdir()
     shutil.copy(data_dir / "exif/jpg/orientation/portrait_6.jpg", card / "IMG_0006.JPG")
     import_folder(catalogue, card)
-    md = {"images": [{"file": "D:\\\\cards\\\\IMG_0006.JPG",
-                      "detections": [{"category": "1", "conf": 0.9, "bbox": [0.0, 0.5, 0.5, 0.5]}]}]}
+    md = {
+        "images": [
+            {
+                "file": "D:\\\\cards\\\\IMG_0006.JPG",
+                "detections": [{"category": "1", "conf": 0.9, "bbox": [0.0, 0.5, 0.5, 0.5]}],
+            }
+        ]
+    }
     (tmp_path / "md.json").write_text(json.dumps(md))
     assert import_megadetector_json(catalogue, tmp_path / "md.json").detections == 1
     det = catalogue.query("SELECT * FROM detections")[0]
     upright_h, upright_w = load_rgb(card / "IMG_0006.JPG").shape[:2]
     assert upright_h > upright_w  # a portrait once the orientation is applied
     assert (det["x"], det["y"], det["w"], det["h"]) == pytest.approx(
-        (0.0, 0.5 * upright_h, 0.5 * upright_w, 0.5 * upright_h))
+        (0.0, 0.5 * upright_h, 0.5 * upright_w, 0.5 * upright_h)
+    )

@@ -29,8 +29,13 @@ def test_hnsw_index_agrees_with_exact_search():
 
 def make_gallery(vectors, individuals, viewpoints=None, species=None):
     n = len(vectors)
-    return Gallery(unit(vectors), np.array(individuals), np.arange(100, 100 + n),
-                   np.array(viewpoints or [None] * n, dtype=object), np.array(species or ["nyala"] * n, dtype=object))
+    return Gallery(
+        unit(vectors),
+        np.array(individuals),
+        np.arange(100, 100 + n),
+        np.array(viewpoints or [None] * n, dtype=object),
+        np.array(species or ["nyala"] * n, dtype=object),
+    )
 
 
 def test_individual_score_is_mean_of_its_best_three():

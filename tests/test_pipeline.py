@@ -21,49 +21,9 @@ from engine.ingest import import_folder
 from engine.metrics import cosine_similarity, encounter_exclusion, evaluate_ranking
 from engine.pipeline import Pipeline, open_suggestions
 from engine.reid import Embedder, default_model_path
+from tests.conftest import build, herdbook
 
 pytestmark = pytest.mark.skipif(not default_model_path().is_file(), reason="bundled model not built yet")
-
-# Nyala individuals the bundled model never saw in training (its card lists the held-out ones).
-def held_out_individuals() -> list[str]:
-    card = json.loads(default_model_path().with_suffix(".json").read_text())
-    return sorted(i.split(":", 1)[1] for i in card["held_out_individuals"] if i.startswith("nyala:"))
-
-
-def herdbook(*args):
-    return subprocess.run([sys.executable, "-m", "herdbook", *map(str, args)], capture_output=True, text=True)
-
-
-@pytest.fixture(scope="module")
-def card_folders(tmp_path_factory, data_dir):
-    """A labelled gallery (all but the last encounter of 12 unseen individuals) and a new card (the rest)."""
-    root = tmp_path_factory.mktemp("cards")
-    gallery, card = root / "gallery", root / "card"
-    chosen = 0
-    for ind in held_out_individuals():
-        files = sorted((data_dir / "nyala/train" / ind).glob("*.jpg"))
-        numbers = sorted({f.name.split("_")[0] for f in files if "(1)" not in f.name}, key=int)
-        if len(numbers) < 2:
-            continue
-        for f in files:
-            if "(1)" in f.name:
-                continue
-            target = (card if f.name.split("_")[0] == numbers[-1] else gallery) / ind
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy(f, target / f.name)
-        chosen += 1
-        if chosen == 12:
-            break
-    return gallery, card
-
-
-def build(path, gallery, card=None):
-    with Catalogue(path) as cat:
-        imp = import_folder(cat, gallery, site="gallery")
-        label_folder_individuals(cat, imp.import_id, "nyala")
-    if card is not None:
-        return herdbook("--catalogue", path, "import", card, "--site", "new-card", "--species", "nyala")
-    return None
 
 
 def test_import_fills_detections_embeddings_and_suggestions(tmp_path, card_folders):
@@ -72,10 +32,13 @@ def test_import_fills_detections_embeddings_and_suggestions(tmp_path, card_folde
     assert res.returncode == 0, res.stderr
     assert "detect:" in res.stdout and "embed:" in res.stdout and "suggest:" in res.stdout
     with Catalogue(tmp_path / "c.sqlite") as cat:
-        new_photos = cat.query("SELECT id FROM media WHERE deployment_id = (SELECT id FROM deployments "
-                               "WHERE name = 'new-card')")
-        dets = cat.query("SELECT d.id FROM detections d JOIN media m ON m.id = d.media_id "
-                         "JOIN deployments p ON p.id = m.deployment_id WHERE p.name = 'new-card'")
+        new_photos = cat.query(
+            "SELECT id FROM media WHERE deployment_id = (SELECT id FROM deployments WHERE name = 'new-card')"
+        )
+        dets = cat.query(
+            "SELECT d.id FROM detections d JOIN media m ON m.id = d.media_id "
+            "JOIN deployments p ON p.id = m.deployment_id WHERE p.name = 'new-card'"
+        )
         assert len(dets) == len(new_photos) > 0
         assert cat.db["embeddings"].count == cat.db["detections"].count  # gallery embedded too
         items = open_suggestions(cat)
@@ -92,6 +55,7 @@ def test_true_individual_ranks_above_chance_on_unseen_nyala(card_folders):
     gallery, card = card_folders
     embedder = Embedder()
     from engine.imageio import load_rgb
+
     files = sorted(gallery.rglob("*.jpg")) + sorted(card.rglob("*.jpg"))
     emb = embedder.embed([load_rgb(f) for f in files])
     ids = np.array([f.parent.name for f in files], dtype=object)
@@ -130,9 +94,23 @@ def test_pipeline_kill_and_resume_ends_like_one_run(tmp_path, card_folders):
     clean, killed = tmp_path / "clean.sqlite", tmp_path / "killed.sqlite"
     build(clean, gallery, card)
     build(killed, gallery)
-    proc = subprocess.Popen([sys.executable, "-m", "herdbook", "--catalogue", str(killed), "import", str(card),
-                             "--site", "new-card", "--species", "nyala"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "herdbook",
+            "--catalogue",
+            str(killed),
+            "import",
+            str(card),
+            "--site",
+            "new-card",
+            "--species",
+            "nyala",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         try:
@@ -151,16 +129,19 @@ def test_pipeline_kill_and_resume_ends_like_one_run(tmp_path, card_folders):
     def state(path):
         with Catalogue(path) as cat:
             emb = {r["detection_id"]: r["vector"] for r in cat.query("SELECT * FROM embeddings")}
-            sug = sorted((r["detection_id"], r["individual_id"], r["rank"], round(r["score"] or 0, 5))
-                         for r in cat.query("SELECT * FROM assignments WHERE status = 'suggested'"))
+            sug = sorted(
+                (r["detection_id"], r["individual_id"], r["rank"], round(r["score"] or 0, 5))
+                for r in cat.query("SELECT * FROM assignments WHERE status = 'suggested'")
+            )
             return cat.counts(), emb, sug
 
     c_counts, c_emb, c_sug = state(clean)
     k_counts, k_emb, k_sug = state(killed)
     assert k_counts == c_counts
     assert k_emb.keys() == c_emb.keys()
-    assert all(np.allclose(np.frombuffer(c_emb[d], np.float32), np.frombuffer(k_emb[d], np.float32), atol=1e-5)
-               for d in c_emb)
+    assert all(
+        np.allclose(np.frombuffer(c_emb[d], np.float32), np.frombuffer(k_emb[d], np.float32), atol=1e-5) for d in c_emb
+    )
     assert k_sug == c_sug
 
 

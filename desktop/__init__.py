@@ -1,0 +1,1 @@
+"""Herdbook's desktop app (PySide6). Widgets display Qt models over the engine; work runs in worker threads."""

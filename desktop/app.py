@@ -1,0 +1,203 @@
+"""The main window: catalogue overview, review queue, individuals; import, export and training dialogs.
+
+`herdbook app [--catalogue CAT] [--screenshot FILE]` starts it; with --screenshot it renders the window
+offscreen to a PNG and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.catalogue import Catalogue, CatalogueError
+from engine.reid import Embedder, ModelError, default_model_path
+
+from .dialogs import ExportDialog, ImportDialog, TrainDialog
+from .individuals import IndividualsWidget
+from .review import ReviewWidget
+from .workers import Worker
+
+
+def model_status(model_path: Path | None = None) -> tuple[str, str]:
+    """(model name and version, compute device) as the status bar shows them."""
+    try:
+        emb = Embedder(model_path)
+        return f"{emb.card['name']} {emb.card['version']}", emb.device
+    except ModelError as exc:
+        return f"no model ({exc})", "CPU"
+
+
+class Overview(QWidget):
+    def __init__(self, catalogue: Catalogue, parent=None):
+        super().__init__(parent)
+        self.catalogue = catalogue
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.label)
+        lay.addStretch(1)
+        self.reload()
+
+    def reload(self) -> None:
+        c = self.catalogue.counts()
+        open_items = self.catalogue.db.execute(
+            """SELECT count(DISTINCT a.detection_id) FROM assignments a WHERE a.status = 'suggested'
+               AND NOT EXISTS (SELECT 1 FROM effective_assignments e WHERE e.detection_id = a.detection_id)"""
+        ).fetchone()[0]
+        last = self.catalogue.query("SELECT source, finished_at, status FROM imports ORDER BY id DESC LIMIT 1")
+        errors = self.catalogue.db.execute("SELECT count(*) FROM media WHERE status = 'error'").fetchone()[0]
+        last_text = (
+            f"{last[0]['source']} ({last[0]['status']}, {last[0]['finished_at'] or '—'})" if last else "none yet"
+        )
+        self.label.setText(
+            f"<h2>{self.catalogue.path.name}</h2>"
+            f"<p><b>{c['media']}</b> photos ({errors} unreadable) · <b>{c['detections']}</b> detections · "
+            f"<b>{c['individuals']}</b> individuals · <b>{c['sightings']}</b> confirmed sightings · "
+            f"<b>{open_items}</b> suggestions waiting</p><p>Last import: {last_text}</p>"
+            "<p>Ctrl+I import · Ctrl+E export · Ctrl+T train · open the Review tab and decide with the keys.</p>"
+        )
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, catalogue_path: str | Path, parent=None):
+        super().__init__(parent)
+        self.settings = QSettings("Herdbook", "Herdbook")
+        self.catalogue_path = Path(catalogue_path)
+        self.catalogue = Catalogue(self.catalogue_path)
+        self.setWindowTitle(f"Herdbook — {self.catalogue_path.name}")
+        self.settings.setValue("last_catalogue", str(self.catalogue_path))
+        self.tabs = QTabWidget()
+        self.overview = Overview(self.catalogue)
+        self.review = ReviewWidget(self.catalogue)
+        self.individuals = IndividualsWidget(self.catalogue)
+        self.tabs.addTab(self.overview, "Overview")
+        self.tabs.addTab(self.review, "Review")
+        self.tabs.addTab(self.individuals, "Individuals")
+        self.setCentralWidget(self.tabs)
+        self.review.decided.connect(lambda _t: self.overview.reload())
+        self.review.box_added.connect(self._embed_manual_box)
+        self._actions()
+        model, device = model_status()
+        self.status_label = QLabel(f"catalogue {self.catalogue_path} · model {model} · compute {device}")
+        self.statusBar().addPermanentWidget(self.status_label)
+        self.workers: list[Worker] = []
+        self.resize(1280, 800)
+
+    def _actions(self) -> None:
+        menu = self.menuBar().addMenu("&Catalogue")
+        for text, key, slot in (
+            ("&Open or create catalogue…", "Ctrl+O", self.open_catalogue),
+            ("&Import photos…", "Ctrl+I", self.open_import),
+            ("&Export sightings…", "Ctrl+E", self.open_export),
+            ("&Train on confirmed individuals…", "Ctrl+T", self.open_train),
+        ):
+            action = QAction(text, self)
+            action.setShortcut(QKeySequence(key))
+            action.triggered.connect(slot)
+            menu.addAction(action)
+
+    def show_error(self, text: str) -> None:
+        QMessageBox.critical(self, "Herdbook", text)
+
+    def open_catalogue(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Open or create a catalogue",
+            str(self.catalogue_path.parent),
+            "Herdbook catalogue (*.sqlite)",
+            options=QFileDialog.Option.DontConfirmOverwrite,
+        )
+        if path:
+            try:
+                replacement = MainWindow(path)
+            except CatalogueError as exc:
+                self.show_error(str(exc))
+                return
+            replacement.show()
+            self.close()
+
+    def open_import(self) -> ImportDialog:
+        dialog = ImportDialog(self.catalogue_path, self)
+        dialog.done.connect(lambda _r: self.refresh())
+        dialog.show()
+        return dialog
+
+    def open_export(self) -> ExportDialog:
+        dialog = ExportDialog(self.catalogue, self)
+        dialog.show()
+        return dialog
+
+    def open_train(self) -> TrainDialog:
+        dialog = TrainDialog(self.catalogue_path, self)
+        dialog.model_switched.connect(
+            lambda m: (
+                self.refresh(),
+                self.status_label.setText(
+                    f"catalogue {self.catalogue_path} · model {m} · compute {model_status(Path(m))[1]}"
+                ),
+            )
+        )
+        dialog.show()
+        return dialog
+
+    def _embed_manual_box(self, _detection_id: int) -> None:
+        from .workers import reembed_work
+
+        worker = Worker(reembed_work(self.catalogue_path, default_model_path()))
+        worker.finished.connect(lambda _r: self.refresh())
+        self.workers.append(worker)
+        worker.start()
+
+    def refresh(self) -> None:
+        self.overview.reload()
+        self.review.reload()
+        self.individuals.model.reload()
+
+    def closeEvent(self, event):  # noqa: N802 (Qt API)
+        for worker in self.workers:
+            worker.cancel()
+            worker.wait(10_000)
+        self.catalogue.close()
+        super().closeEvent(event)
+
+
+def default_catalogue() -> Path:
+    last = QSettings("Herdbook", "Herdbook").value("last_catalogue")
+    return Path(last) if last else Path.home() / "herdbook.sqlite"
+
+
+def run(catalogue: str | None = None, screenshot: str | None = None, tab: int = 0) -> int:
+    if screenshot:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    try:
+        window = MainWindow(catalogue or default_catalogue())
+    except CatalogueError as exc:
+        if screenshot:
+            print(f"herdbook: error: {exc}", file=sys.stderr)
+            return 1
+        QMessageBox.critical(None, "Herdbook", str(exc))
+        return 1
+    window.tabs.setCurrentIndex(tab)
+    window.show()
+    if screenshot:
+        app.processEvents()
+        window.grab().save(screenshot)
+        window.close()
+        return 0
+    QTimer.singleShot(0, window.raise_)
+    return app.exec()

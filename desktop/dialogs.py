@@ -1,0 +1,297 @@
+"""Import, Export and Train dialogs. Work runs in desktop.workers; the dialogs only display it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from PySide6.QtCore import QStorageInfo, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDateEdit,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from engine.catalogue import Catalogue
+from engine.export import ExportError, export_camtrap_dp, export_sightings_csv
+
+from .workers import Worker, import_work, reembed_work, train_work
+
+STAGES = ("import", "detect", "embed", "suggest")
+
+
+def removable_drives() -> list[str]:
+    """Mounted volumes that look like SD cards or USB drives (under /media, /run/media, /Volumes, or not C:)."""
+    out = []
+    for vol in QStorageInfo.mountedVolumes():
+        root = vol.rootPath()
+        if (
+            vol.isValid()
+            and vol.isReady()
+            and not vol.isRoot()
+            and (root.startswith(("/media/", "/run/media/", "/Volumes/")) or (len(root) <= 3 and root[:1] not in "Cc/"))
+        ):
+            out.append(root)
+    return out
+
+
+def _fmt_left(seconds: float) -> str:
+    return "" if seconds < 0 else f", about {int(seconds // 60)} min {int(seconds % 60)} s left"
+
+
+class ImportDialog(QDialog):
+    done = Signal(object)
+
+    def __init__(self, catalogue_path: Path, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Import photos")
+        self.catalogue_path = catalogue_path
+        self.worker: Worker | None = None
+        self.result = None
+        self.folder = QComboBox(editable=True)
+        self.folder.addItems(removable_drives())
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.folder, 1)
+        row.addWidget(browse)
+        self.site = QLineEdit(placeholderText="site / camera name (optional)")
+        form = QFormLayout()
+        form.addRow("Folder or card", row)
+        form.addRow("Site", self.site)
+        self.bars = {s: QProgressBar(format=f"{s}: %v / %m") for s in STAGES}
+        self.eta = QLabel()
+        self.summary = QPlainTextEdit(readOnly=True)
+        self.start_button = QPushButton("Import")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        for bar in self.bars.values():
+            lay.addWidget(bar)
+        lay.addWidget(self.eta)
+        lay.addWidget(QLabel("Skipped or unreadable files:"))
+        lay.addWidget(self.summary, 1)
+        lay.addLayout(buttons)
+        self.resize(640, 480)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of camera-trap photos")
+        if folder:
+            self.folder.setEditText(folder)
+
+    def start(self, folder: str | None = None) -> Worker:
+        folder = folder or self.folder.currentText().strip()
+        if not folder or not Path(folder).is_dir():
+            self.eta.setText(f"{folder or '(nothing)'}: not a folder")
+            return None
+        self.worker = Worker(
+            import_work(self.catalogue_path, Path(folder), self.site.text().strip() or None, None, None)
+        )
+        self.worker.progress.connect(self._progress)
+        self.worker.finished.connect(self._finished)
+        self.worker.failed.connect(self._failed)
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.worker.start()
+        return self.worker
+
+    def cancel(self) -> None:
+        if self.worker:
+            self.worker.cancel()
+            self.eta.setText("cancelling: finishing the current batch…")
+
+    def _progress(self, stage: str, done: int, total: int, left: float) -> None:
+        bar = self.bars.get(stage)
+        if bar:
+            bar.setMaximum(max(total, 1))
+            bar.setValue(done)
+        self.eta.setText(f"{stage}: {done} of {total}{_fmt_left(left)}")
+
+    def _finished(self, result) -> None:
+        self.result = result
+        ingest = result["ingest"]
+        lines = ingest.lines()
+        if result["pipeline"] is not None:
+            lines += result["pipeline"].lines()[len(ingest.lines()) :]
+        self.summary.setPlainText("\n".join(lines))
+        self.eta.setText("cancelled: everything imported so far is kept" if ingest.cancelled else "finished")
+        self.cancel_button.setEnabled(False)
+        self.start_button.setEnabled(True)
+        self.done.emit(result)
+
+    def _failed(self, message: str) -> None:
+        self.summary.setPlainText(message)
+        self.eta.setText("import stopped by an error; the catalogue keeps what was committed")
+        self.cancel_button.setEnabled(False)
+        self.start_button.setEnabled(True)
+        self.done.emit(None)
+
+
+class ExportDialog(QDialog):
+    def __init__(self, catalogue: Catalogue, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Export sightings")
+        self.catalogue = catalogue
+        self.format = QComboBox()
+        self.format.addItems(["Sightings CSV", "Camtrap DP package"])
+        self.species = QComboBox()
+        self.species.addItems(
+            ["(all)"]
+            + [r["species"] for r in catalogue.query("SELECT DISTINCT species FROM individuals ORDER BY species")]
+        )
+        self.site = QComboBox()
+        sites = catalogue.query("SELECT name FROM deployments ORDER BY name")
+        self.site.addItems(["(all)"] + [r["name"] for r in sites])
+        self.date_from = QDateEdit(calendarPopup=True, displayFormat="yyyy-MM-dd")
+        self.date_to = QDateEdit(calendarPopup=True, displayFormat="yyyy-MM-dd")
+        self.date_from.setSpecialValueText("(any)")
+        self.date_to.setSpecialValueText("(any)")
+        self.date_from.setDate(self.date_from.minimumDate())
+        self.date_to.setDate(self.date_to.minimumDate())
+        self.utc_offset = QLineEdit(placeholderText="+02:00 (Camtrap DP, for photos without one)")
+        self.out = QLineEdit()
+        browse = QPushButton("Choose…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.out, 1)
+        row.addWidget(browse)
+        form = QFormLayout()
+        for label, widget in (
+            ("Format", self.format),
+            ("Species", self.species),
+            ("Site", self.site),
+            ("From", self.date_from),
+            ("To", self.date_to),
+            ("UTC offset", self.utc_offset),
+        ):
+            form.addRow(label, widget)
+        form.addRow("Save to", row)
+        self.message = QLabel(wordWrap=True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.export_button = buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.export_button.clicked.connect(self.export)
+        buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.message)
+        lay.addWidget(buttons)
+
+    def _browse(self) -> None:
+        if self.format.currentIndex() == 0:
+            path, _ = QFileDialog.getSaveFileName(self, "Sightings CSV", "sightings.csv", "CSV (*.csv)")
+        else:
+            path = QFileDialog.getExistingDirectory(self, "Folder for the Camtrap DP package")
+        if path:
+            self.out.setText(path)
+
+    def filters(self) -> dict:
+        def date(edit):
+            return None if edit.date() == edit.minimumDate() else edit.date().toString("yyyy-MM-dd")
+
+        return {
+            "species": None if self.species.currentIndex() == 0 else self.species.currentText(),
+            "site": None if self.site.currentIndex() == 0 else self.site.currentText(),
+            "date_from": date(self.date_from),
+            "date_to": date(self.date_to),
+        }
+
+    def export(self) -> bool:
+        out = self.out.text().strip()
+        if not out:
+            self.message.setText("Choose where to save the export.")
+            return False
+        try:
+            if self.format.currentIndex() == 0:
+                report = export_sightings_csv(self.catalogue, out, **self.filters())
+            else:
+                report = export_camtrap_dp(self.catalogue, out, utc_offset=self.utc_offset.text().strip() or None)
+        except (ExportError, OSError) as exc:
+            self.message.setText(str(exc))
+            return False
+        self.message.setText(f"Wrote {report.path}: " + ", ".join(f"{n} {k}" for k, n in report.rows.items()))
+        return True
+
+
+class TrainDialog(QDialog):
+    """Fine-tune on the confirmed individuals; switch the catalogue to the new model only when accepted."""
+
+    model_switched = Signal(str)
+
+    def __init__(self, catalogue_path: Path, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Train on confirmed individuals")
+        self.catalogue_path = catalogue_path
+        self.out_dir = Path(tempfile.mkdtemp(prefix="herdbook-train-"))
+        self.budget = QDoubleSpinBox(minimum=1, maximum=600, value=20, suffix=" min")
+        self.log = QPlainTextEdit(readOnly=True)
+        self.metrics = QLabel(wordWrap=True)
+        self.start_button = QPushButton("Start training")
+        self.start_button.clicked.connect(self.start)
+        self.accept_button = QPushButton("Use the new model")
+        self.accept_button.setEnabled(False)
+        self.accept_button.clicked.connect(self.switch_model)
+        self.progress = QProgressBar()
+        form = QFormLayout()
+        form.addRow("Time budget", self.budget)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.log, 1)
+        lay.addWidget(self.metrics)
+        lay.addWidget(self.progress)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.start_button)
+        row.addWidget(self.accept_button)
+        lay.addLayout(row)
+        self.worker: Worker | None = None
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            self.start_button.setEnabled(False)
+            self.log.setPlainText("Training needs the train extra: pip install 'herdbook[train]'.")
+
+    def start(self) -> None:
+        self.worker = Worker(train_work(self.catalogue_path, self.out_dir, self.budget.value()))
+        self.worker.message.connect(self.log.appendPlainText)
+        self.worker.finished.connect(self._finished)
+        self.worker.failed.connect(self.log.appendPlainText)
+        self.start_button.setEnabled(False)
+        self.worker.start()
+
+    def _finished(self, metrics) -> None:
+        if not metrics:
+            return
+        held = metrics.get("held_out") or {}
+        across = held.get("across_encounters", {})
+        self.metrics.setText(
+            f"Held-out individuals: rank-1 {across.get('rank1', float('nan')):.3f}, "
+            f"mAP {across.get('mAP', float('nan')):.3f}. Use it?"
+        )
+        self.accept_button.setEnabled(True)
+
+    def switch_model(self) -> None:
+        model = next(self.out_dir.glob("*.onnx"))
+        self.worker = Worker(reembed_work(self.catalogue_path, model))
+        self.worker.progress.connect(
+            lambda s, d, t, _l: (self.progress.setMaximum(max(t, 1)), self.progress.setValue(d))
+        )
+        self.worker.finished.connect(lambda _r: self.model_switched.emit(str(model)))
+        self.worker.start()

@@ -1,0 +1,200 @@
+"""Individuals: search, gallery by side, sighting history (table, timeline, offline map), rename, merge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from PySide6.QtCore import QPointF, QSize, Qt
+from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.catalogue import Catalogue
+
+from .images import pixmap
+from .models import IndividualsModel, SightingsModel
+
+
+class MapView(QWidget):
+    """Sightings on a plain equirectangular projection around their bounding box: no tile server needed."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.points: list[tuple[float, float, str]] = []
+        self.setMinimumSize(QSize(320, 240))
+
+    def set_points(self, rows: list[dict]) -> None:
+        self.points = [
+            (r["longitude"], r["latitude"], r["taken_at"] or "")
+            for r in rows
+            if r["latitude"] is not None and r["longitude"] is not None
+        ]
+        self.update()
+
+    def paintEvent(self, _event):  # noqa: N802 (Qt API)
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor("#f4f1e8"))
+        if not self.points:
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no GPS positions for these sightings")
+            return
+        lons, lats = [x for x, _, _ in self.points], [y for _, y, _ in self.points]
+        pad = max(max(lons) - min(lons), max(lats) - min(lats), 0.002) * 0.15
+        x0, x1, y0, y1 = min(lons) - pad, max(lons) + pad, min(lats) - pad, max(lats) + pad
+        w, h = self.width() - 20, self.height() - 40
+        p.setPen(QPen(QColor("#999"), 1, Qt.PenStyle.DashLine))
+        p.drawRect(10, 10, w, h)
+
+        def to_xy(lon, lat):
+            return QPointF(10 + (lon - x0) / (x1 - x0) * w, 10 + (y1 - lat) / (y1 - y0) * h)
+
+        p.setPen(QPen(QColor("#c0392b"), 1))
+        p.setBrush(QColor("#c0392b"))
+        ordered = sorted(self.points, key=lambda t: t[2])
+        for a, b in zip(ordered, ordered[1:], strict=False):
+            p.drawLine(to_xy(a[0], a[1]), to_xy(b[0], b[1]))
+        for lon, lat, _ in ordered:
+            p.drawEllipse(to_xy(lon, lat), 4, 4)
+        p.setPen(QColor("#333"))
+        p.drawText(10, self.height() - 12, f"lat {y0:.4f}…{y1:.4f}   lon {x0:.4f}…{x1:.4f}   ({len(ordered)} fixes)")
+
+
+class TimelineView(QWidget):
+    """One tick per sighting along the time axis."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.times: list[datetime] = []
+        self.setMinimumHeight(60)
+
+    def set_rows(self, rows: list[dict]) -> None:
+        self.times = []
+        for r in rows:
+            try:
+                self.times.append(datetime.fromisoformat(r["taken_at"]).replace(tzinfo=None))
+            except (TypeError, ValueError):
+                continue
+        self.update()
+
+    def paintEvent(self, _event):  # noqa: N802
+        p = QPainter(self)
+        mid = self.height() // 2
+        p.setPen(QPen(QColor("#555"), 1))
+        p.drawLine(10, mid, self.width() - 10, mid)
+        if not self.times:
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no dated sightings")
+            return
+        t0, t1 = min(self.times), max(self.times)
+        span = max((t1 - t0).total_seconds(), 1.0)
+        p.setPen(QPen(QColor("#2c7a7b"), 3))
+        for t in self.times:
+            x = 10 + (t - t0).total_seconds() / span * (self.width() - 20)
+            p.drawLine(int(x), mid - 12, int(x), mid + 12)
+        p.setPen(QColor("#333"))
+        p.drawText(10, self.height() - 4, t0.date().isoformat())
+        p.drawText(self.width() - 90, self.height() - 4, t1.date().isoformat())
+
+
+class IndividualsWidget(QWidget):
+    def __init__(self, catalogue: Catalogue, parent=None):
+        super().__init__(parent)
+        self.catalogue = catalogue
+        self.model = IndividualsModel(catalogue, self)
+        self.sightings = SightingsModel(catalogue, self)
+        self.search = QLineEdit(placeholderText="search code, name or species")
+        self.search.textChanged.connect(self._filter)
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.table.selectionModel().selectionChanged.connect(self._selected)
+        rename = QPushButton("Rename…")
+        rename.clicked.connect(self.rename_selected)
+        merge = QPushButton("Merge selected")
+        merge.clicked.connect(self.merge_selected)
+        left = QVBoxLayout()
+        left.addWidget(self.search)
+        left.addWidget(self.table, 1)
+        row = QHBoxLayout()
+        row.addWidget(rename)
+        row.addWidget(merge)
+        left.addLayout(row)
+        self.gallery = QListWidget(viewMode=QListWidget.ViewMode.IconMode, iconSize=QSize(140, 100))
+        self.history = QTableView()
+        self.history.setModel(self.sightings)
+        self.timeline = TimelineView()
+        self.map = MapView()
+        tabs = QTabWidget()
+        tabs.addTab(self.gallery, "Gallery")
+        tabs.addTab(self.history, "Sightings")
+        tabs.addTab(self.map, "Map")
+        right = QVBoxLayout()
+        self.title = QLabel()
+        right.addWidget(self.title)
+        right.addWidget(tabs, 1)
+        right.addWidget(self.timeline)
+        lw, rw = QWidget(), QWidget()
+        lw.setLayout(left)
+        rw.setLayout(right)
+        split = QSplitter()
+        split.addWidget(lw)
+        split.addWidget(rw)
+        split.setStretchFactor(1, 2)
+        lay = QVBoxLayout(self)
+        lay.addWidget(split)
+        self.model.reload()
+
+    def _filter(self, text: str) -> None:
+        self.model.filter = text
+        self.model.reload()
+
+    def selected_ids(self) -> list[int]:
+        return [self.model.rows[i.row()]["id"] for i in self.table.selectionModel().selectedRows()]
+
+    def _selected(self, *_):
+        ids = self.selected_ids()
+        if ids:
+            self.show_individual(ids[0])
+
+    def show_individual(self, individual_id: int) -> None:
+        self.sightings.load(individual_id)
+        rows = self.sightings.rows
+        ind = self.catalogue.db["individuals"].get(individual_id)
+        self.title.setText(f"<b>{ind['code']}</b> {ind['name'] or ''} · {ind['species']} · {len(rows)} sightings")
+        self.gallery.clear()
+        for r in sorted(rows, key=lambda r: (r["viewpoint"] or "", r["taken_at"] or ""))[:60]:
+            item = QListWidgetItem(f"{r['viewpoint'] or 'side ?'} · {(r['taken_at'] or '')[:10]}")
+            item.setIcon(pixmap(r["path"], (r["x"], r["y"], r["w"], r["h"]) if r["w"] else None, 140))
+            self.gallery.addItem(item)
+        self.timeline.set_rows(rows)
+        self.map.set_points(rows)
+
+    def rename_selected(self) -> None:
+        ids = self.selected_ids()
+        if not ids:
+            return
+        ind = self.catalogue.db["individuals"].get(ids[0])
+        name, ok = QInputDialog.getText(self, "Rename", f"Name for {ind['code']}:", text=ind["name"] or "")
+        if ok:
+            self.catalogue.db["individuals"].update(ids[0], {"name": name.strip() or None})
+            self.model.reload()
+
+    def merge_selected(self) -> None:
+        """Two records that turn out to be one animal: the later ones point at the first; sightings follow."""
+        ids = sorted(self.selected_ids())
+        if len(ids) < 2:
+            return
+        with self.catalogue.transaction():
+            for other in ids[1:]:
+                self.catalogue.db["individuals"].update(other, {"merged_into": ids[0]})
+        self.model.reload()

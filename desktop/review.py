@@ -1,0 +1,346 @@
+"""The review queue: the query crop beside its top-5 candidates; decisions from the keyboard.
+
+Keys: 1-5 confirm that candidate, N new individual, R reject all, S skip, U undo, Left/Right move,
+Z compare query and candidate at full resolution, B draw a box by hand on the photo.
+Every decision is a row in the catalogue's append-only log, with who and when.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sqlite3
+from collections.abc import Callable
+
+from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QDialog,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QRubberBand,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.catalogue import Catalogue
+
+from .images import pixmap
+from .models import ReviewQueueModel
+
+
+def ask_new_individual(parent: QWidget, suggestion: str) -> str | None:
+    code, ok = QInputDialog.getText(parent, "New individual", "Code for the new individual:", text=suggestion)
+    return code.strip() if ok and code.strip() else None
+
+
+class CandidateCard(QFrame):
+    def __init__(self, key: int, parent=None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.photo = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.photo.setFixedSize(QSize(220, 150))
+        self.text = QLabel()
+        self.text.setWordWrap(True)
+        lay = QVBoxLayout(self)
+        lay.addWidget(QLabel(f"<b>[{key}]</b>"))
+        lay.addWidget(self.photo)
+        lay.addWidget(self.text)
+
+    def show_candidate(self, cand: dict | None, info: dict | None) -> None:
+        if cand is None:
+            self.photo.clear()
+            self.text.setText("")
+            self.setEnabled(False)
+            return
+        self.setEnabled(True)
+        if info and info.get("path"):
+            self.photo.setPixmap(pixmap(info["path"], info.get("box"), 220))
+        name = f" “{cand['name']}”" if cand.get("name") else ""
+        seen = f"<br>last seen {info['taken_at'] or '?'} at {info['site'] or '?'}" if info else ""
+        self.text.setText(f"<b>{cand['code']}</b>{name}<br>score {cand['score']:.3f}{seen}")
+
+
+class PhotoView(QLabel):
+    """The full photo, scaled; in box mode a drag draws a rectangle, reported in photo pixels."""
+
+    box_drawn = Signal(tuple)
+
+    def __init__(self, parent=None):
+        super().__init__(parent, alignment=Qt.AlignmentFlag.AlignCenter)
+        self.box_mode = False
+        self.scale = 1.0
+        self._origin = QPoint()
+        self._band = QRubberBand(QRubberBand.Shape.Rectangle, self)
+
+    def show_photo(self, path: str, max_side: int, full_width: int) -> None:
+        pm = pixmap(path, None, max_side)
+        self.setPixmap(pm)
+        self.setFixedSize(pm.size())
+        self.scale = full_width / max(pm.width(), 1)
+
+    def mousePressEvent(self, event):  # noqa: N802 (Qt API)
+        if self.box_mode:
+            self._origin = event.position().toPoint()
+            self._band.setGeometry(QRect(self._origin, QSize()))
+            self._band.show()
+
+    def mouseMoveEvent(self, event):  # noqa: N802
+        if self.box_mode:
+            self._band.setGeometry(QRect(self._origin, event.position().toPoint()).normalized())
+
+    def mouseReleaseEvent(self, event):  # noqa: N802
+        if self.box_mode:
+            r = self._band.geometry()
+            self._band.hide()
+            if r.width() > 4 and r.height() > 4:
+                self.box_drawn.emit(
+                    (r.x() * self.scale, r.y() * self.scale, r.width() * self.scale, r.height() * self.scale)
+                )
+
+
+class CompareDialog(QDialog):
+    """Query and candidate side by side at full resolution, each scrollable; also where boxes are drawn."""
+
+    def __init__(self, query: dict, candidate_info: dict | None, full_width: int, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Compare at full resolution (drag with B held on to draw a box)")
+        lay = QHBoxLayout(self)
+        self.query_view = PhotoView()
+        self.query_view.show_photo(query["path"], 1600, full_width)
+        for view in (self.query_view,):
+            area = QScrollArea()
+            area.setWidget(view)
+            lay.addWidget(area)
+        if candidate_info:
+            other = QLabel()
+            other.setPixmap(pixmap(candidate_info["path"], candidate_info.get("box"), 1600))
+            area = QScrollArea()
+            area.setWidget(other)
+            lay.addWidget(area)
+        self.resize(1400, 800)
+
+
+class ReviewWidget(QWidget):
+    decided = Signal(str)  # a one-line description of what was just recorded
+    failed = Signal(str)  # a decision that could not be saved (catalogue locked, read-only, ...)
+    box_added = Signal(int)  # a detection drawn by hand, waiting to be embedded
+
+    def __init__(self, catalogue: Catalogue, who: str | None = None, parent=None):
+        super().__init__(parent)
+        self.catalogue = catalogue
+        self.who = who or getpass.getuser()
+        self.model = ReviewQueueModel(catalogue, self)
+        self.position = 0
+        self.ask_code: Callable[[QWidget, str], str | None] = ask_new_individual  # replaceable prompt
+        self.query = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.query.setMinimumSize(QSize(480, 360))
+        self.caption = QLabel()
+        self.status = QLabel()
+        self.new_hint = QLabel()
+        self.cards = [CandidateCard(i + 1) for i in range(5)]
+        left = QVBoxLayout()
+        left.addWidget(self.query, 1)
+        left.addWidget(self.caption)
+        left.addWidget(self.new_hint)
+        grid = QGridLayout()
+        for i, card in enumerate(self.cards):
+            grid.addWidget(card, i // 3, i % 3)
+        top = QHBoxLayout()
+        top.addLayout(left, 3)
+        top.addLayout(grid, 4)
+        lay = QVBoxLayout(self)
+        lay.addLayout(top, 1)
+        keys = QLabel(
+            "1–5 confirm · N new individual · R reject all · S skip · U undo · ←/→ move · "
+            "Z compare full size · B draw a box"
+        )
+        keys.setObjectName("keys")
+        lay.addWidget(keys)
+        lay.addWidget(self.status)
+        self._bind_keys()
+        self.reload()
+
+    # -- data -----------------------------------------------------------------------------------------
+    def reload(self) -> None:
+        self.model.reload()
+        self.position = min(self.position, max(0, len(self.model.rows) - 1))
+        self.show_current()
+
+    def current(self) -> dict | None:
+        rows = self.model.rows
+        return rows[self.position] if 0 <= self.position < len(rows) else None
+
+    def _candidate_info(self, cand: dict) -> dict | None:
+        """The candidate's best-matching gallery photo, and when and where it was last seen."""
+        rows = self.catalogue.query(
+            """SELECT m.path, m.taken_at, dep.name AS site, d.x, d.y, d.w, d.h FROM sightings s
+               JOIN detections d ON d.id = s.detection_id JOIN media m ON m.id = d.media_id
+               LEFT JOIN deployments dep ON dep.id = m.deployment_id
+               WHERE s.individual_id = ? ORDER BY m.taken_at DESC, s.detection_id DESC""",
+            [cand["individual_id"]],
+        )
+        if not rows:
+            return None
+        best_det = None
+        note = self.catalogue.db.execute(
+            "SELECT note FROM assignments WHERE status = 'suggested' AND individual_id = ? AND detection_id = ? "
+            "ORDER BY id DESC LIMIT 1",
+            [cand["individual_id"], self.current()["detection_id"]],
+        ).fetchone()
+        if note and note[0] and note[0].startswith("{"):
+            best_det = json.loads(note[0]).get("gallery_detection")
+        best = rows[0]
+        if best_det:
+            hit = self.catalogue.query(
+                "SELECT m.path, d.x, d.y, d.w, d.h FROM detections d JOIN media m ON m.id = d.media_id WHERE d.id = ?",
+                [best_det],
+            )
+            if hit:
+                best = {**rows[0], **hit[0]}
+        return {
+            "path": best["path"],
+            "box": (best["x"], best["y"], best["w"], best["h"]) if best["w"] else None,
+            "taken_at": rows[0]["taken_at"],
+            "site": rows[0]["site"],
+        }
+
+    def show_current(self) -> None:
+        item = self.current()
+        total = len(self.model.rows)
+        if item is None:
+            self.query.setText("No suggestions waiting. Import photos to fill the queue.")
+            self.caption.setText("")
+            self.new_hint.setText("")
+            for card in self.cards:
+                card.show_candidate(None, None)
+            self.status.setText("queue empty")
+            return
+        self.query.setPixmap(pixmap(item["path"], item["box"], 480))
+        self.caption.setText(
+            f"{item['file']} · {item['taken_at'] or 'time unknown'} · detection "
+            f"{item['detection_id']} · {self.position + 1} of {total}"
+        )
+        self.new_hint.setText("<b>Probably a new individual</b> — press N to name it" if item["probably_new"] else "")
+        for i, card in enumerate(self.cards):
+            cand = item["candidates"][i] if i < len(item["candidates"]) else None
+            card.show_candidate(cand, self._candidate_info(cand) if cand else None)
+
+    # -- keys -----------------------------------------------------------------------------------------
+    def _bind_keys(self) -> None:
+        bindings = {
+            **{str(i): (lambda i=i: self.confirm(i)) for i in range(1, 6)},
+            "N": self.new_individual,
+            "R": self.reject_all,
+            "S": self.skip,
+            "U": self.undo,
+            "Right": lambda: self.move(1),
+            "Left": lambda: self.move(-1),
+            "Z": self.compare,
+            "B": self.draw_box,
+        }
+        for key, fn in bindings.items():
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(lambda fn=fn: self._guarded(fn))
+
+    def _guarded(self, fn) -> None:
+        """A decision the catalogue refuses (locked by another program, read-only disk) is reported, and nothing
+        half-written is left: each decision is one row."""
+        try:
+            fn()
+        except sqlite3.Error as exc:
+            text = f"not saved: {self.catalogue.path} refused the write ({exc})"
+            self.status.setText(text)
+            self.failed.emit(text)
+
+    def _after_decision(self, text: str) -> None:
+        self.status.setText(text)
+        self.decided.emit(text)
+        self.reload()
+
+    def confirm(self, rank: int) -> None:
+        item = self.current()
+        if not item or rank > len(item["candidates"]):
+            return
+        cand = item["candidates"][rank - 1]
+        self.catalogue.confirm(item["detection_id"], cand["individual_id"], who=self.who, score=cand["score"])
+        self._after_decision(f"detection {item['detection_id']} confirmed as {cand['code']}")
+
+    def reject_all(self) -> None:
+        item = self.current()
+        if item:
+            self.catalogue.reject(item["detection_id"], None, who=self.who)
+            self._after_decision(f"detection {item['detection_id']}: all suggestions rejected")
+
+    def new_individual(self) -> None:
+        item = self.current()
+        if not item:
+            return
+        species = self.catalogue.db.execute(
+            "SELECT COALESCE(m.species, d.label, 'unknown') FROM detections d JOIN media m ON m.id = d.media_id "
+            "WHERE d.id = ?",
+            [item["detection_id"]],
+        ).fetchone()[0]
+        count = self.catalogue.db.execute("SELECT count(*) FROM individuals WHERE species = ?", [species]).fetchone()
+        code = self.ask_code(self, f"{species[:3].upper()}-{count[0] + 1:03d}")
+        if not code:
+            return
+        with self.catalogue.transaction():
+            ind = self.catalogue.ensure_individual(code, species)
+            self.catalogue.confirm(item["detection_id"], ind, who=self.who)
+        self._after_decision(f"detection {item['detection_id']}: new individual {code}")
+
+    def skip(self) -> None:
+        self.move(1)
+
+    def undo(self) -> None:
+        undone = self.catalogue.undo_last(self.who)
+        self._after_decision(f"undid decision {undone}" if undone else "nothing to undo")
+
+    def move(self, step: int) -> None:
+        if self.model.rows:
+            self.position = (self.position + step) % len(self.model.rows)
+            self.show_current()
+
+    def compare(self) -> CompareDialog | None:
+        item = self.current()
+        if not item:
+            return None
+        cand = item["candidates"][0] if item["candidates"] else None
+        dialog = CompareDialog(item, self._candidate_info(cand) if cand else None, self._full_width(item), self)
+        dialog.show()
+        return dialog
+
+    def _full_width(self, item: dict) -> int:
+        from PIL import Image, ImageOps
+
+        from desktop.images import _load  # noqa: F401  (same decode path)
+
+        with Image.open(item["path"]) as im:
+            return ImageOps.exif_transpose(im).size[0]
+
+    def draw_box(self) -> CompareDialog | None:
+        """Open the photo full size in box mode: the drawn box becomes a manual detection."""
+        dialog = self.compare()
+        if dialog is None:
+            return None
+        dialog.query_view.box_mode = True
+        item = self.current()
+        dialog.query_view.box_drawn.connect(lambda box: self.add_manual_box(item, box, dialog))
+        return dialog
+
+    def add_manual_box(self, item: dict, box: tuple, dialog: QDialog | None = None) -> int:
+        media_id = self.catalogue.db.execute(
+            "SELECT media_id FROM detections WHERE id = ?", [item["detection_id"]]
+        ).fetchone()[0]
+        det = self.catalogue.add_detection(media_id, box, source="manual", label="animal", score=1.0)
+        self.status.setText(f"box added by hand as detection {det}; it is embedded and suggested in the background")
+        self.box_added.emit(det)
+        if dialog is not None:
+            dialog.accept()
+        return det

@@ -1,0 +1,134 @@
+"""Long work off the UI thread. Each worker opens its own catalogue connection (SQLite connections belong to
+one thread); WAL lets the window keep reading while a worker writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from engine.catalogue import Catalogue
+
+
+class Worker(QObject):
+    """Runs ``work(worker)`` in its own QThread; reports progress, finishes with a result or an error."""
+
+    progress = Signal(str, int, int, float)  # stage, done, total, seconds left (-1 unknown)
+    message = Signal(str)
+    finished = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, work, parent=None):
+        super().__init__(parent)
+        self._work = work
+        self.cancel_event = threading.Event()
+        self.thread = QThread()
+        self.moveToThread(self.thread)
+        self.thread.started.connect(self._run)
+        self._started: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        """Progress with an estimate of the time left from this stage's rate so far."""
+        t0 = self._started.setdefault(stage, time.monotonic())
+        elapsed = time.monotonic() - t0
+        left = elapsed / done * (total - done) if done and total else -1.0
+        self.progress.emit(stage, done, total, left)
+
+    def _run(self) -> None:
+        try:
+            self.finished.emit(self._work(self))
+        except Exception as exc:  # shown to the user, never a crash of the window
+            self.failed.emit(f"{exc}\n\n{traceback.format_exc(limit=3)}")
+        finally:
+            self.thread.quit()
+
+    def wait(self, ms: int = 60_000) -> bool:
+        return self.thread.wait(ms)
+
+
+def import_work(catalogue_path: Path, folder: Path, site: str | None, detector: str | None, model: str | None):
+    """ingest -> detect -> embed -> suggest, as `herdbook import` does."""
+
+    def work(worker: Worker):
+        from engine.ingest import import_folder
+        from engine.pipeline import Pipeline
+        from engine.reid import default_model_path
+
+        with Catalogue(catalogue_path) as cat:
+            summary = import_folder(
+                cat,
+                folder,
+                site=site,
+                cancel=worker.cancel_event,
+                progress=lambda d, t, _p: worker.report("import", d, t),
+            )
+            result = {"ingest": summary, "pipeline": None}
+            if summary.cancelled or not Path(model or default_model_path()).is_file():
+                return result
+            pipe = Pipeline(cat, detector=detector or "whole-frame", reid_model=model)
+            result["pipeline"] = pipe.run(progress=worker.report, cancel=worker.cancel_event)
+            return result
+
+    return work
+
+
+def train_work(catalogue_path: Path, out_dir: Path, budget_minutes: float):
+    """Fine-tuning runs in a subprocess (torch stays out of the app's process); its epoch lines stream back."""
+
+    def work(worker: Worker):
+        cmd = [
+            sys.executable,
+            "-m",
+            "herdbook",
+            "train",
+            "--catalogue",
+            str(catalogue_path),
+            "--out",
+            str(out_dir),
+            "--budget-minutes",
+            str(budget_minutes),
+            "--val-fraction",
+            "0.3",
+        ]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in proc.stdout:
+            if worker.cancel_event.is_set():
+                proc.terminate()
+                break
+            lines.append(line)
+            if "epoch" in line:
+                worker.message.emit(line.strip())
+        proc.wait()
+        if proc.returncode != 0 and not worker.cancel_event.is_set():
+            raise RuntimeError("training failed:\n" + "".join(lines[-15:]))
+        metrics_path = out_dir / "metrics.json"
+        return json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+
+    return work
+
+
+def reembed_work(catalogue_path: Path, model: Path):
+    def work(worker: Worker):
+        from engine.pipeline import Pipeline
+
+        with Catalogue(catalogue_path) as cat:
+            pipe = Pipeline(cat, reid_model=model)
+            return {
+                "embed": pipe.embed(progress=worker.report, cancel=worker.cancel_event),
+                "suggest": pipe.suggest(progress=worker.report, cancel=worker.cancel_event),
+            }
+
+    return work

@@ -1,0 +1,187 @@
+"""The desktop app driven as a biologist would: real catalogue, real photos, real keys (pytest-qt, offscreen)."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+import time
+
+import pytest
+
+pytest.importorskip("PySide6")
+from PySide6.QtCore import Qt, QTimer  # noqa: E402
+
+from desktop.app import MainWindow, run  # noqa: E402
+from desktop.dialogs import ExportDialog, ImportDialog  # noqa: E402
+from desktop.review import ReviewWidget  # noqa: E402
+from engine.catalogue import Catalogue  # noqa: E402
+from engine.reid import default_model_path  # noqa: E402
+from tests.conftest import build  # noqa: E402
+
+needs_model = pytest.mark.skipif(not default_model_path().is_file(), reason="bundled model not built yet")
+
+
+@pytest.fixture
+def reviewed_catalogue(tmp_path, card_folders):
+    gallery, card = card_folders
+    path = tmp_path / "c.sqlite"
+    res = build(path, gallery, card)
+    assert res.returncode == 0, res.stderr
+    return path
+
+
+@needs_model
+def test_review_five_suggestions_with_the_keys_then_undo_and_new(qtbot, reviewed_catalogue):
+    cat = Catalogue(reviewed_catalogue)
+    widget = ReviewWidget(cat, who="tester")
+    qtbot.addWidget(widget)
+    widget.show()
+    queue = len(widget.model.rows)
+    assert queue >= 8
+    pressed = []
+    for key in ("1", "2", "R", "S", "1"):
+        item = widget.current()
+        pressed.append((key, item["detection_id"], [c["individual_id"] for c in item["candidates"]]))
+        qtbot.keyClick(widget, key)
+    log = cat.query("SELECT detection_id, individual_id, status FROM assignments WHERE who = 'tester' ORDER BY id")
+    expected = []
+    for key, det, cands in pressed:
+        if key in "12":
+            expected.append({"detection_id": det, "individual_id": cands[int(key) - 1], "status": "confirmed"})
+        elif key == "R":
+            expected.append({"detection_id": det, "individual_id": None, "status": "rejected"})
+    assert log == expected
+    assert len(widget.model.rows) == queue - 4  # S only moved on
+    qtbot.keyClick(widget, "U")
+    assert cat.sighting_of(pressed[-1][1]) is None
+    assert len(widget.model.rows) == queue - 3
+    widget.ask_code = lambda _parent, suggestion: "N-NEW-1"
+    target = widget.current()["detection_id"]
+    qtbot.keyClick(widget, "N")
+    sighting = cat.sighting_of(target)
+    assert sighting and cat.db["individuals"].get(sighting["individual_id"])["code"] == "N-NEW-1"
+    cat.close()
+
+
+@needs_model
+def test_key_press_to_next_suggestion_is_fast(qtbot, reviewed_catalogue):
+    """Time from a decision key to the next suggestion drawn (the number the closing note reports)."""
+    cat = Catalogue(reviewed_catalogue)
+    widget = ReviewWidget(cat, who="tester")
+    qtbot.addWidget(widget)
+    widget.show()
+    times = []
+    for _ in range(6):
+        t0 = time.perf_counter()
+        qtbot.keyClick(widget, "R")
+        qtbot.wait(1)
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    assert times[len(times) // 2] < 1000
+    cat.close()
+
+
+@needs_model
+def test_import_through_the_dialog_and_the_ui_never_stalls(qtbot, tmp_path, data_dir):
+    dialog = ImportDialog(tmp_path / "c.sqlite")
+    qtbot.addWidget(dialog)
+    beats, last = [], [time.perf_counter()]
+
+    def beat():
+        now = time.perf_counter()
+        beats.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(beat)
+    timer.start(10)
+    with qtbot.waitSignal(dialog.done, timeout=300_000) as blocker:
+        dialog.start(str(data_dir / "camtrapr"))
+    timer.stop()
+    result = blocker.args[0]
+    assert result["ingest"].added == 164 and result["pipeline"] is not None
+    assert "20251112_100312.mp4" in dialog.summary.toPlainText()
+    assert max(beats) < 0.1, f"UI stalled {max(beats) * 1000:.0f} ms"
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        assert cat.db["embeddings"].count > 100
+
+
+def test_cancel_an_import_midway_leaves_a_consistent_catalogue(qtbot, tmp_path, data_dir):
+    dialog = ImportDialog(tmp_path / "c.sqlite")
+    qtbot.addWidget(dialog)
+    dialog.start(str(data_dir / "nyala/train"))
+    dialog.worker.progress.connect(lambda *a: dialog.cancel())
+    with qtbot.waitSignal(dialog.done, timeout=120_000) as blocker:
+        pass
+    assert blocker.args[0]["ingest"].cancelled
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        n = cat.db["media"].count
+        assert 0 < n < 1205
+        assert cat.db.execute("SELECT status FROM imports").fetchone()[0] == "cancelled"
+        orphans = cat.db.execute(
+            "SELECT count(*) FROM media m WHERE NOT EXISTS (SELECT 1 FROM media_files f WHERE f.media_id = m.id)"
+        ).fetchone()[0]
+        assert orphans == 0
+        assert cat.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_export_csv_from_the_dialog(qtbot, tmp_path, data_dir):
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        from engine.ingest import import_folder
+
+        import_folder(cat, data_dir / "camtrapr/sample_images_indiv_tag")
+        dialog = ExportDialog(cat)
+        qtbot.addWidget(dialog)
+        dialog.out.setText(str(tmp_path / "s.csv"))
+        qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
+        assert "26 sightings" in dialog.message.text()
+        with open(tmp_path / "s.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert len(rows) == 26 and {r["individual_code"] for r in rows} == {"1", "2", "3"}
+        dialog.species.setCurrentText("Leopard Cat")
+        dialog.date_from.setDate(dialog.date_from.date().fromString("2009-05-01", "yyyy-MM-dd"))
+        dialog.out.setText(str(tmp_path / "may.csv"))
+        assert dialog.export()
+        with open(tmp_path / "may.csv", newline="") as fh:
+            may = list(csv.DictReader(fh))
+        assert 0 < len(may) < 26 and all(r["taken_at"] >= "2009-05-01" for r in may)
+
+
+def test_corrupt_catalogue_gives_a_message_not_a_crash(tmp_path, capsys):
+    bad = tmp_path / "field.sqlite"
+    bad.write_bytes(b"SQLite format 3\x00" + b"\xff" * 5000)
+    assert run(str(bad), screenshot=str(tmp_path / "x.png")) == 1
+    assert "field.sqlite" in capsys.readouterr().err
+
+
+def test_locked_catalogue_decision_is_reported(qtbot, tmp_path, data_dir):
+    path = tmp_path / "c.sqlite"
+    with Catalogue(path) as cat:
+        from engine.ingest import import_folder
+
+        import_folder(cat, data_dir / "camtrapr/sample_images_indiv_tag")
+        media = cat.query("SELECT id FROM media LIMIT 1")[0]["id"]
+        det = cat.add_detection(media, (0, 0, 50, 50), source="manual")
+        model = cat.ensure_model("test", "0", "reid")
+        cat.record(det, 1, "suggested", "model:test", score=0.9, rank=1, model_id=model)
+    cat = Catalogue(path, busy_timeout_s=0.2)
+    widget = ReviewWidget(cat, who="tester")
+    qtbot.addWidget(widget)
+    assert widget.current() is not None
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+    with qtbot.waitSignal(widget.failed, timeout=5000) as blocker:
+        widget._guarded(widget.reject_all)
+    assert "c.sqlite" in blocker.args[0] and "locked" in blocker.args[0]
+    other.execute("ROLLBACK")
+    other.close()
+    cat.close()
+
+
+def test_main_window_shows_catalogue_model_and_device(qtbot, tmp_path):
+    window = MainWindow(tmp_path / "new.sqlite")
+    qtbot.addWidget(window)
+    text = window.status_label.text()
+    assert "new.sqlite" in text and "compute" in text and ("CPU" in text or "GPU" in text)
+    window.grab().save(str(tmp_path / "w.png"))
+    assert (tmp_path / "w.png").stat().st_size > 1000
