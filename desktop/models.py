@@ -78,7 +78,8 @@ class IndividualsModel(TableModel):
         like = f"%{self.filter}%"
         self.set_rows(
             self.catalogue.query(
-                """SELECT i.id, i.code, i.name, i.species, count(s.detection_id) AS sightings, max(m.taken_at) AS last_seen
+                """SELECT i.id, i.code, i.name, i.species, count(s.detection_id) AS sightings,
+                      max(m.taken_at) AS last_seen
                FROM individuals i LEFT JOIN individuals src ON COALESCE(src.merged_into, src.id) = i.id
                LEFT JOIN sightings s ON s.individual_id = src.id
                LEFT JOIN detections d ON d.id = s.detection_id LEFT JOIN media m ON m.id = d.media_id
