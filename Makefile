@@ -45,5 +45,17 @@ screenshots: $(VENV)/.installed-app
 	$(BIN)/herdbook --catalogue $(DEMO)/demo.sqlite demo --out $(DEMO)
 	QT_QPA_PLATFORM=offscreen $(BIN)/herdbook --catalogue $(DEMO)/demo.sqlite app --screenshots docs/screenshots
 
+$(VENV)/.installed-installer: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[desktop,installer]'
+	touch $@
+
+installer: $(VENV)/.installed-installer
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build installer/herdbook.spec
+	@du -sh dist/herdbook
+	dist/herdbook/herdbook --selftest
+
+test-installer: $(VENV)/.installed-test $(VENV)/.installed-installer
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m slow tests/test_installer.py
+
 clean:
 	rm -rf $(VENV) $(DEMO) build dist

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from engine.catalogue import Catalogue, CatalogueError
 from engine.reid import Embedder, ModelError, default_model_path
+from engine.resources import resources_dir
 
 from .dialogs import ExportDialog, ImportDialog, TrainDialog
 from .individuals import IndividualsWidget
@@ -184,6 +185,7 @@ def run(catalogue: str | None = None, screenshot: str | None = None, tab: int = 
     if screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setWindowIcon(QIcon(str(resources_dir() / "icons" / "herdbook.png")))
     try:
         window = MainWindow(catalogue or default_catalogue())
     except CatalogueError as exc:

@@ -356,6 +356,7 @@ def cmd_info(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="herdbook", description=__doc__.splitlines()[0])
     parser.add_argument("--catalogue", default=DEFAULT_CATALOGUE, help="catalogue file (default %(default)s)")
+    parser.add_argument("--selftest", action="store_true", help="run the built-in check and exit (use alone)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("import", help="import every photo under a folder")
@@ -461,6 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--selftest"]:
+        from engine.selftest import run_selftest
+
+        ok, verdict = run_selftest()
+        print(verdict if ok else f"selftest FAILED: {verdict}")
+        return 0 if ok else 1
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

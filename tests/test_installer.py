@@ -1,0 +1,38 @@
+"""The PyInstaller build from a clean clone runs its self-test (slow: `make test-installer`)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE_BUDGET_MB = 500
+
+
+def folder_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+@pytest.mark.slow
+def test_build_from_clean_tree_and_selftest(tmp_path):
+    pytest.importorskip("PyInstaller")
+    clone = tmp_path / "herdbook"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    subprocess.run([sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN", "--distpath",
+                    str(tmp_path / "dist"), "--workpath", str(tmp_path / "build"), "installer/herdbook.spec"],
+                   cwd=clone, check=True)
+    built = tmp_path / "dist" / "herdbook"
+    assert folder_mb(built) < SIZE_BUDGET_MB
+    assert not list(built.rglob("libtorch*")), "torch leaked into the inference build"
+    t0 = time.perf_counter()
+    res = subprocess.run([str(built / "herdbook"), "--selftest"], capture_output=True, text=True, timeout=300,
+                         env={"PATH": "/usr/bin:/bin", "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.startswith("selftest OK"), res.stdout
+    assert time.perf_counter() - t0 < 120
+    shutil.rmtree(tmp_path / "build", ignore_errors=True)
