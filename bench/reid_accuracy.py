@@ -47,6 +47,10 @@ VARIANTS = {
         "training": {"losses": {"iicl": {"enabled": False}}},
     },
     "mobilenet_imagenet+ipaid+iicl": {"model": {"backbone": "mobilenet_v2_imagenet", "use_ipaid": True}},
+    "mobilenet_imagenet+ipaid+iicl, backbone lr x0.1": {
+        "model": {"backbone": "mobilenet_v2_imagenet", "use_ipaid": True},
+        "training": {"backbone_lr_mult": 0.1},
+    },
 }
 RELIGHTS = {
     "gamma 0.4": lambda x: gamma_relight(x, 0.4),
@@ -135,7 +139,7 @@ def sift_baseline(samples) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-minutes", type=float, default=5.0)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=";".join(VARIANTS), help="names separated by ';'")
     parser.add_argument("--no-sift", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "reid_accuracy.json"))
     args = parser.parse_args()
@@ -168,7 +172,7 @@ def main() -> None:
         results["variants"]["sift_ransac"] = sift_baseline(val)
         results["variants"]["sift_ransac"]["seconds"] = round(time.time() - t0, 1)
 
-    for name in args.variants.split(","):
+    for name in args.variants.split(";"):
         overrides = {
             "model": {"input_size": INPUT, **VARIANTS[name]["model"]},
             "training": {

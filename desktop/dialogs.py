@@ -70,7 +70,10 @@ class ImportDialog(QDialog):
         form = QFormLayout()
         form.addRow("Folder or card", row)
         form.addRow("Site", self.site)
-        self.bars = {s: QProgressBar(format=f"{s}: %v / %m") for s in STAGES}
+        self.bars = {s: QProgressBar(format=f"{s}: waiting", textVisible=True) for s in STAGES}
+        for bar in self.bars.values():
+            bar.setRange(0, 1)
+            bar.setValue(0)
         self.eta = QLabel()
         self.summary = QPlainTextEdit(readOnly=True)
         self.start_button = QPushButton("Import")
@@ -121,6 +124,7 @@ class ImportDialog(QDialog):
     def _progress(self, stage: str, done: int, total: int, left: float) -> None:
         bar = self.bars.get(stage)
         if bar:
+            bar.setFormat(f"{stage}: %v / %m")
             bar.setMaximum(max(total, 1))
             bar.setValue(done)
         self.eta.setText(f"{stage}: {done} of {total}{_fmt_left(left)}")

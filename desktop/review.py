@@ -338,9 +338,15 @@ class ReviewWidget(QWidget):
         media_id = self.catalogue.db.execute(
             "SELECT media_id FROM detections WHERE id = ?", [item["detection_id"]]
         ).fetchone()[0]
-        det = self.catalogue.add_detection(media_id, box, source="manual", label="animal", score=1.0)
-        self.status.setText(f"box added by hand as detection {det}; it is embedded and suggested in the background")
+        with self.catalogue.transaction():
+            det = self.catalogue.add_detection(media_id, box, source="manual", label="animal", score=1.0)
+            # The hand-drawn box corrects the detector's: the old one leaves the queue (undo brings it back).
+            self.catalogue.record(
+                item["detection_id"], None, "rejected", self.who, note=f"box corrected by hand: detection {det}"
+            )
+        self.status.setText(f"box drawn by hand as detection {det}; it is embedded and suggested in the background")
         self.box_added.emit(det)
+        self.reload()
         if dialog is not None:
             dialog.accept()
         return det

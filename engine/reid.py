@@ -6,7 +6,6 @@ mean and std; the embedder reads them from there, never from constants.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,14 +48,6 @@ def default_model_path() -> Path:
     return resources_dir() / "models" / f"{DEFAULT_MODEL}.onnx"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def choose_providers(prefer_gpu: bool = True) -> list[str]:
     """CUDA first when this onnxruntime build has it (onnxruntime-gpu), always CPU last as the fallback."""
     available = ort.get_available_providers()
@@ -76,6 +67,14 @@ def open_session(path: Path, prefer_gpu: bool = True) -> ort.InferenceSession:
 def describe_device(session: ort.InferenceSession) -> str:
     """What the session really runs on: 'GPU (CUDA)' only when the CUDA provider loaded."""
     return "GPU (CUDA)" if "CUDAExecutionProvider" in session.get_providers() else "CPU"
+
+
+def preprocess(crops: Sequence[np.ndarray], size: tuple[int, int], mean, std) -> np.ndarray:
+    """Resize each crop to (H, W) with area interpolation, scale to 0-1, normalise: N x 3 x H x W float32."""
+    height, width = size
+    batch = np.stack([cv2.resize(c, (width, height), interpolation=cv2.INTER_AREA) for c in crops])
+    x = batch.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    return (x - np.asarray(mean, np.float32).reshape(1, 3, 1, 1)) / np.asarray(std, np.float32).reshape(1, 3, 1, 1)
 
 
 class Embedder:
@@ -99,10 +98,7 @@ class Embedder:
         return int(self.card["embedding_dim"])
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """Resize each crop to the card's input size (area interpolation) and normalise; N x 3 x H x W."""
-        batch = np.stack([cv2.resize(c, (self.width, self.height), interpolation=cv2.INTER_AREA) for c in crops])
-        x = batch.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-        return (x - self.mean) / self.std
+        return preprocess(crops, (self.height, self.width), self.mean, self.std)
 
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         out = np.zeros((len(crops), self.dim), np.float32)

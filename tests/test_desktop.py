@@ -185,3 +185,21 @@ def test_main_window_shows_catalogue_model_and_device(qtbot, tmp_path):
     assert "new.sqlite" in text and "compute" in text and ("CPU" in text or "GPU" in text)
     window.grab().save(str(tmp_path / "w.png"))
     assert (tmp_path / "w.png").stat().st_size > 1000
+
+
+@needs_model
+def test_box_drawn_by_hand_replaces_the_detectors_and_is_suggested(qtbot, reviewed_catalogue):
+    from engine.pipeline import Pipeline
+
+    cat = Catalogue(reviewed_catalogue)
+    widget = ReviewWidget(cat, who="tester")
+    qtbot.addWidget(widget)
+    item = widget.current()
+    new_det = widget.add_manual_box(item, (10.0, 20.0, 300.0, 200.0))
+    row = cat.db["detections"].get(new_det)
+    assert row["source"] == "manual" and (row["x"], row["y"], row["w"], row["h"]) == (10.0, 20.0, 300.0, 200.0)
+    assert item["detection_id"] not in [r["detection_id"] for r in widget.model.rows]  # the old box left the queue
+    Pipeline(cat).run()  # what the window's worker does after the signal
+    widget.reload()
+    assert new_det in [r["detection_id"] for r in widget.model.rows]
+    cat.close()

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from engine.imageio import crop, load_rgb
-from engine.reid import Embedder, sha256_file
+from engine.ingest import sha256_of
+from engine.reid import open_session, preprocess
 
 from .models import ReIDNet, build_model
 
@@ -51,13 +52,14 @@ def export_onnx(model: ReIDNet, out: str | Path, opset: int = 17) -> Path:
 
 
 def parity_check(model: ReIDNet, onnx_path: Path, photos: list[str | Path]) -> float:
-    """Max |torch - onnxruntime| over the embeddings of real photos, preprocessed once for both."""
-    embedder = Embedder(onnx_path, prefer_gpu=False)
+    """Max |torch - onnxruntime| over the embeddings of real photos, preprocessed once for both (as the app
+    does: RGB 0-1, the graph normalises internally)."""
+    session = open_session(Path(onnx_path), prefer_gpu=False)
     crops = [crop(load_rgb(p), None, source=str(p)) for p in photos]
-    x = embedder.preprocess(crops)
+    x = preprocess(crops, model.input_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     with torch.no_grad():
         reference = model(torch.from_numpy(x)).numpy()
-    diff = float(np.abs(reference - embedder.embed(crops)).max())
+    diff = float(np.abs(reference - session.run(None, {INPUT_NAME: x})[0]).max())
     if diff > PARITY_TOLERANCE:
         raise ParityError(f"{onnx_path}: ONNX differs from torch by {diff:.2e} (limit {PARITY_TOLERANCE:.0e})")
     return diff
@@ -76,7 +78,7 @@ def write_card(
     card = {
         "name": name,
         "version": version,
-        "onnx_sha256": sha256_file(onnx_path),
+        "onnx_sha256": sha256_of(onnx_path),
         "input_name": INPUT_NAME,
         "input_size": list(model.input_size),
         "channel_order": "RGB",

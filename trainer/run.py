@@ -85,7 +85,8 @@ def train_and_export(
     result: TrainResult = trainer.fit(progress=progress, cancel=cancel)
     if cancel is not None and cancel.is_set():
         return {"cancelled": True, "out_dir": str(out_dir)}
-    checkpoint = out_dir / ("best.pt" if (out_dir / "best.pt").is_file() else "last.pt")
+    # The end of phase 2 is the model: picking best.pt by the held-out score would bias the reported numbers.
+    checkpoint = out_dir / "last.pt"
     model, _ = load_checkpoint(checkpoint)
     trainer.model = model
     metrics = {

@@ -105,6 +105,15 @@ class Trainer:
         )
         self.state = {"phase": "phase1", "epoch": 0, "elapsed": 0.0, "images": 0, "history": [], "best": None}
 
+    def _param_groups(self) -> list[dict]:
+        """A pretrained backbone can learn slower than the new layers (``backbone_lr_mult``), so a small data set
+        adapts ImageNet features instead of overwriting them."""
+        mult = self.config["training"].get("backbone_lr_mult", 1.0)
+        backbone = list(self.model.backbone.parameters())
+        ids = {id(p) for p in backbone}
+        rest = [p for p in self.model.parameters() if id(p) not in ids]
+        return [{"params": backbone, "lr_mult": mult}, {"params": rest, "lr_mult": 1.0}]
+
     # -- checkpoints ------------------------------------------------------------------------------------------
     def _init_from(self, path) -> None:
         """Start from another model's weights (fine-tuning); classifier heads that do not fit are left new."""
@@ -264,7 +273,7 @@ class Trainer:
                 share = elapsed / budget if budget and phase == "phase2" else None
                 lr = self._lr(phase, self.state["epoch"], planned[phase], share)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_mult", 1.0)
                 sums: dict[str, float] = {}
                 for n, batch in enumerate(self.sampler, 1):
                     if cancel is not None and cancel.is_set():

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .head import SqueezeExcite
+
 LUMA = (0.299, 0.587, 0.114)
 
 
@@ -24,20 +26,6 @@ def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
-class ChannelAttention(nn.Module):
-    def __init__(self, channels, reduction=4):
-        super().__init__()
-        self.fc = nn.Sequential(
-            nn.Linear(channels, channels // reduction),
-            nn.ReLU(),
-            nn.Linear(channels // reduction, channels),
-            nn.Sigmoid(),
-        )
-
-    def forward(self, x):
-        return x * self.fc(x.mean((2, 3)))[:, :, None, None]
-
-
 class IlluminationEstimator(nn.Module):
     """Luminance -> illumination logits, from branches at 1/4, 1/2 and full resolution fused by softmax weights."""
 
@@ -48,7 +36,7 @@ class IlluminationEstimator(nn.Module):
             nn.ReLU(),
             nn.Conv2d(base_channels, base_channels, 3, padding=1),
             nn.ReLU(),
-            ChannelAttention(base_channels),
+            SqueezeExcite(base_channels, reduction=4),
         )
         self.scales = [2 ** (num_scales - 1 - i) for i in range(num_scales)]  # 4, 2, 1
         self.branches = nn.ModuleList(
