@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import Callable
 
 from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDialog,
     QFrame,
@@ -232,21 +231,25 @@ class ReviewWidget(QWidget):
 
     # -- keys -----------------------------------------------------------------------------------------
     def _bind_keys(self) -> None:
-        bindings = {
-            **{str(i): (lambda i=i: self.confirm(i)) for i in range(1, 6)},
-            "N": self.new_individual,
-            "R": self.reject_all,
-            "S": self.skip,
-            "U": self.undo,
-            "Right": lambda: self.move(1),
-            "Left": lambda: self.move(-1),
-            "Z": self.compare,
-            "B": self.draw_box,
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.bindings = {
+            **{getattr(Qt.Key, f"Key_{i}"): (lambda i=i: self.confirm(i)) for i in range(1, 6)},
+            Qt.Key.Key_N: self.new_individual,
+            Qt.Key.Key_R: self.reject_all,
+            Qt.Key.Key_S: self.skip,
+            Qt.Key.Key_U: self.undo,
+            Qt.Key.Key_Right: lambda: self.move(1),
+            Qt.Key.Key_Left: lambda: self.move(-1),
+            Qt.Key.Key_Z: self.compare,
+            Qt.Key.Key_B: self.draw_box,
         }
-        for key, fn in bindings.items():
-            shortcut = QShortcut(QKeySequence(key), self)
-            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-            shortcut.activated.connect(lambda fn=fn: self._guarded(fn))
+
+    def keyPressEvent(self, event):  # noqa: N802 (Qt API)
+        action = self.bindings.get(Qt.Key(event.key())) if not event.modifiers() else None
+        if action is None:
+            super().keyPressEvent(event)
+            return
+        self._guarded(action)
 
     def _guarded(self, fn) -> None:
         """A decision the catalogue refuses (locked by another program, read-only disk) is reported, and nothing

@@ -170,8 +170,10 @@ class Importer:
         layout: CardLayout | None = None,
         batch_size: int = 32,
         workers: int | None = None,
+        species: str | None = None,
     ):
         self.cat = catalogue
+        self.species = species  # for photos whose folders and tags name none
         self.folder = Path(folder).resolve()
         if not self.folder.is_dir():
             raise IngestError(f"{folder}: not a folder")
@@ -241,7 +243,7 @@ class Importer:
             status = "not processed"
         else:
             status = "ok"
-        species = tags.get("species") or from_folders.get("species")
+        species = tags.get("species") or from_folders.get("species") or self.species
         media_id = (
             db["media"]
             .insert(
@@ -341,7 +343,10 @@ def import_folder(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     batch_size: int = 32,
+    species: str | None = None,
 ) -> ImportSummary:
     """Import every photo under ``folder``; see :class:`Importer`."""
-    importer = Importer(catalogue, folder, site=site, layout=CardLayout(tuple(levels)), batch_size=batch_size)
+    importer = Importer(
+        catalogue, folder, site=site, layout=CardLayout(tuple(levels)), batch_size=batch_size, species=species
+    )
     return importer.run(progress=progress, cancel=cancel)

@@ -215,7 +215,7 @@ class Pipeline:
                 new_vecs.append(vec)
             if progress and i % 50 == 0:
                 progress("suggest", i, len(todo))
-        groups = group_new(new_items, np.array(new_vecs).reshape(len(new_vecs), -1), self.threshold)
+        groups = group_new(new_items, np.stack(new_vecs), self.threshold) if new_items else []
         batch_key = f"m{self.reid_model_id}-{int(time.time())}"
         proposal_of = {row["id"]: f"new-{batch_key}-{g}" for row, g in zip(new_items, groups, strict=True)}
         with self.cat.transaction():

@@ -49,7 +49,13 @@ def cmd_import(args) -> int:
         bar, update = _progress_bar("import")
         try:
             summary = import_folder(
-                cat, args.folder, site=args.site, levels=levels, progress=update, batch_size=args.batch_size
+                cat,
+                args.folder,
+                site=args.site,
+                levels=levels,
+                progress=update,
+                batch_size=args.batch_size,
+                species=args.species,
             )
         finally:
             bar.close()
@@ -372,7 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--megadetector-json", help="boxes from a MegaDetector batch-output file, matched by file name")
     p.add_argument("--model", help="re-identification model .onnx (default: the bundled one)")
-    p.add_argument("--species", help="match only against individuals of this species")
+    p.add_argument(
+        "--species",
+        help="the species on this card (for photos whose folders/tags name none); "
+        "matched only against individuals of it",
+    )
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("suggestions", help="list detections waiting for a decision")

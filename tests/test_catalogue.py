@@ -83,3 +83,22 @@ def test_damaged_catalogue_gives_a_clear_error(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(CatalogueError, match="c.sqlite"):
         Catalogue(path)
+
+
+def test_a_version_1_catalogue_is_migrated_forward_with_its_data(tmp_path):
+    import sqlite_utils
+
+    from engine.catalogue import MIGRATIONS
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite_utils.Database(path)
+    db["schema_version"].create({"version": int, "applied_at": str}, pk="version")
+    MIGRATIONS[1](db)
+    db["schema_version"].insert({"version": 1, "applied_at": "2026-01-01"})
+    db["media"].insert({"path": "/card/a.jpg", "file_name": "a.jpg", "kind": "image", "status": "ok", "sha256": "ab"})
+    db.close()
+    with Catalogue(path) as cat:
+        assert cat.version == SCHEMA_VERSION
+        assert cat.db["media"].get(1)["sha256"] == "ab"
+        assert "media_stages" in cat.db.table_names()
+        assert {"model_id", "proposal"} <= set(cat.db["assignments"].columns_dict)

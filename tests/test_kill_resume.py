@@ -26,7 +26,18 @@ def snapshot(path) -> dict:
 
 
 def run_import(catalogue, folder) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "herdbook", "--catalogue", str(catalogue), "import", str(folder), "--batch-size", "8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "herdbook",
+        "--catalogue",
+        str(catalogue),
+        "import",
+        str(folder),
+        "--batch-size",
+        "8",
+        "--only-ingest",
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

@@ -130,7 +130,7 @@ def test_pipeline_kill_and_resume_ends_like_one_run(tmp_path, card_folders):
         with Catalogue(path) as cat:
             emb = {r["detection_id"]: r["vector"] for r in cat.query("SELECT * FROM embeddings")}
             sug = sorted(
-                (r["detection_id"], r["individual_id"], r["rank"], round(r["score"] or 0, 5))
+                (r["detection_id"], r["individual_id"] or -1, r["rank"], round(r["score"] or 0, 5))
                 for r in cat.query("SELECT * FROM assignments WHERE status = 'suggested'")
             )
             return cat.counts(), emb, sug
