@@ -73,10 +73,10 @@ def label_folder_individuals(catalogue: Catalogue, import_id: int, species: str,
              AND NOT EXISTS (SELECT 1 FROM detections d WHERE d.media_id = m.id) ORDER BY m.id""",
         [import_id],
     )
+    held = last_encounters(rows) if hold_out else set()
     with catalogue.transaction():
         for row in rows:
             code = Path(row["path"]).parent.name
-            individual_id = catalogue.ensure_individual(code, species)
             detection_id = catalogue.add_detection(
                 row["id"],
                 (0.0, 0.0, float(row["width"]), float(row["height"])),
@@ -85,9 +85,10 @@ def label_folder_individuals(catalogue: Catalogue, import_id: int, species: str,
                 score=1.0,
                 viewpoint=viewpoint_from_name(row["file_name"], code),
             )
-            catalogue.confirm(detection_id, individual_id, who=DEMO_WHO)
             catalogue.db["media"].update(row["id"], {"species": species})
-    return len(rows)
+            if row["id"] not in held:
+                catalogue.confirm(detection_id, catalogue.ensure_individual(code, species), who=DEMO_WHO)
+    return len(rows) - len(held)
 
 
 def build_demo(
