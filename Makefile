@@ -45,17 +45,22 @@ screenshots: $(VENV)/.installed-app
 	$(BIN)/herdbook --catalogue $(DEMO)/demo.sqlite demo --out $(DEMO)
 	QT_QPA_PLATFORM=offscreen $(BIN)/herdbook --catalogue $(DEMO)/demo.sqlite app --screenshots docs/screenshots
 
-$(VENV)/.installed-installer: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[desktop,installer]'
+# The installer is built from its own environment with the inference dependencies only (no torch,
+# no ultralytics and so no full opencv-python), which keeps the build small.
+IVENV := .venv-installer
+$(IVENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(IVENV)
+	$(IVENV)/bin/python -m pip install -q --upgrade pip
+	$(IVENV)/bin/python -m pip install -q -e '.[desktop,installer]'
 	touch $@
 
-installer: $(VENV)/.installed-installer
-	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build installer/herdbook.spec
+installer: $(IVENV)/.installed
+	$(IVENV)/bin/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build installer/herdbook.spec
 	@du -sh dist/herdbook
-	dist/herdbook/herdbook --selftest
+	QT_QPA_PLATFORM=offscreen dist/herdbook/herdbook --selftest
 
-test-installer: $(VENV)/.installed-test $(VENV)/.installed-installer
+test-installer: $(VENV)/.installed-test
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m slow tests/test_installer.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) build dist
+	rm -rf $(VENV) $(IVENV) $(DEMO) build dist

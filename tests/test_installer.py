@@ -20,7 +20,6 @@ def folder_mb(path: Path) -> float:
 
 @pytest.mark.slow
 def test_build_from_clean_tree_and_selftest(tmp_path):
-    pytest.importorskip("PyInstaller")
     clone = tmp_path / "herdbook"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     subprocess.run(
