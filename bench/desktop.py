@@ -47,6 +47,9 @@ def key_to_next(catalogue: Path, presses: int = 40) -> dict:
     # leave the demo as it was: undo this run's decisions
     while cat.db.execute("SELECT 1 FROM effective_assignments WHERE who = 'bench'").fetchone():
         cat.undo_last("bench")
+    widget.close()
+    widget.deleteLater()
+    QApplication.processEvents()
     cat.close()
     return {"presses": len(times), "median_ms": statistics.median(times), "max_ms": max(times)}
 
@@ -71,7 +74,11 @@ def import_stall(folder: Path) -> dict:
         dialog.start(str(folder))
         loop.exec()
         timer.stop()
-        return {"photos": dialog.result["ingest"].files_seen, "seconds": time.perf_counter() - t0,
+        result = dialog.result
+        dialog.close()
+        dialog.deleteLater()
+        QApplication.processEvents()
+        return {"photos": result["ingest"].files_seen, "seconds": time.perf_counter() - t0,
                 "longest_stall_ms": max(gaps) * 1000, "heartbeats": len(gaps)}
 
 

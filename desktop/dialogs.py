@@ -59,7 +59,8 @@ class ImportDialog(QDialog):
         self.catalogue_path = catalogue_path
         self.worker: Worker | None = None
         self.result = None
-        self.folder = QComboBox(editable=True)
+        self.folder = QComboBox()
+        self.folder.setEditable(True)
         self.folder.addItems(removable_drives())
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
@@ -70,12 +71,15 @@ class ImportDialog(QDialog):
         form = QFormLayout()
         form.addRow("Folder or card", row)
         form.addRow("Site", self.site)
-        self.bars = {s: QProgressBar(format=f"{s}: waiting", textVisible=True) for s in STAGES}
-        for bar in self.bars.values():
+        self.bars = {s: QProgressBar() for s in STAGES}
+        for stage, bar in self.bars.items():
+            bar.setFormat(f"{stage}: waiting")
+            bar.setTextVisible(True)
             bar.setRange(0, 1)
             bar.setValue(0)
         self.eta = QLabel()
-        self.summary = QPlainTextEdit(readOnly=True)
+        self.summary = QPlainTextEdit()
+        self.summary.setReadOnly(True)
         self.start_button = QPushButton("Import")
         self.start_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
@@ -129,7 +133,13 @@ class ImportDialog(QDialog):
             bar.setValue(done)
         self.eta.setText(f"{stage}: {done} of {total}{_fmt_left(left)}")
 
+    def _join(self) -> None:
+        """The worker's thread is quitting: wait for it, so no QThread outlives its dialog."""
+        if self.worker is not None:
+            self.worker.wait(10_000)
+
     def _finished(self, result) -> None:
+        self._join()
         self.result = result
         ingest = result["ingest"]
         lines = ingest.lines()
@@ -142,6 +152,7 @@ class ImportDialog(QDialog):
         self.done.emit(result)
 
     def _failed(self, message: str) -> None:
+        self._join()
         self.summary.setPlainText(message)
         self.eta.setText("import stopped by an error; the catalogue keeps what was committed")
         self.cancel_button.setEnabled(False)
@@ -164,8 +175,10 @@ class ExportDialog(QDialog):
         self.site = QComboBox()
         sites = catalogue.query("SELECT name FROM deployments ORDER BY name")
         self.site.addItems(["(all)"] + [r["name"] for r in sites])
-        self.date_from = QDateEdit(calendarPopup=True, displayFormat="yyyy-MM-dd")
-        self.date_to = QDateEdit(calendarPopup=True, displayFormat="yyyy-MM-dd")
+        self.date_from, self.date_to = QDateEdit(), QDateEdit()
+        for edit in (self.date_from, self.date_to):
+            edit.setCalendarPopup(True)  # set by call: bool keyword properties upset PySide6's refcounts at exit
+            edit.setDisplayFormat("yyyy-MM-dd")
         self.date_from.setSpecialValueText("(any)")
         self.date_to.setSpecialValueText("(any)")
         self.date_from.setDate(self.date_from.minimumDate())
@@ -188,7 +201,8 @@ class ExportDialog(QDialog):
         ):
             form.addRow(label, widget)
         form.addRow("Save to", row)
-        self.message = QLabel(wordWrap=True)
+        self.message = QLabel()
+        self.message.setWordWrap(True)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.export_button = buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
         self.export_button.clicked.connect(self.export)
@@ -245,8 +259,10 @@ class TrainDialog(QDialog):
         self.catalogue_path = catalogue_path
         self.out_dir = Path(tempfile.mkdtemp(prefix="herdbook-train-"))
         self.budget = QDoubleSpinBox(minimum=1, maximum=600, value=20, suffix=" min")
-        self.log = QPlainTextEdit(readOnly=True)
-        self.metrics = QLabel(wordWrap=True)
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.metrics = QLabel()
+        self.metrics.setWordWrap(True)
         self.start_button = QPushButton("Start training")
         self.start_button.clicked.connect(self.start)
         self.accept_button = QPushButton("Use the new model")

@@ -112,14 +112,22 @@ def build_demo(
     return DemoSummary(imports, added)
 
 
-def demo_accuracy(catalogue: Catalogue, suggestions: list[dict]) -> dict:
-    """How often the held-out photos' true individual (their folder) is the top-1 / in the top-5 suggestions."""
-    top1 = top5 = flagged_new = 0
-    for item in suggestions:
-        truth = Path(item["path"]).parent.name
-        codes = [c["code"] for c in item["candidates"]]
-        top1 += bool(codes) and codes[0] == truth
-        top5 += truth in codes[:5]
-        flagged_new += item["probably_new"]
-    n = max(len(suggestions), 1)
-    return {"held_out_photos": len(suggestions), "top1": top1 / n, "top5": top5 / n, "flagged_new": flagged_new / n}
+def demo_accuracy(catalogue: Catalogue, suggestions: list[dict], unseen: set[str] | None = None) -> dict:
+    """How often the held-out photos' true individual (their folder) is the top-1 / in the top-5 suggestions;
+    with ``unseen`` (individuals the model never trained on), also for those alone."""
+
+    def score(items: list[dict]) -> dict:
+        top1 = top5 = flagged_new = 0
+        for item in items:
+            truth = Path(item["path"]).parent.name
+            codes = [c["code"] for c in item["candidates"]]
+            top1 += bool(codes) and codes[0] == truth
+            top5 += truth in codes[:5]
+            flagged_new += item["probably_new"]
+        n = max(len(items), 1)
+        return {"held_out_photos": len(items), "top1": top1 / n, "top5": top5 / n, "flagged_new": flagged_new / n}
+
+    out = score(suggestions)
+    if unseen is not None:
+        out["unseen_individuals"] = score([i for i in suggestions if Path(i["path"]).parent.name in unseen])
+    return out
