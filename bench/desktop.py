@@ -78,8 +78,12 @@ def import_stall(folder: Path) -> dict:
         dialog.close()
         dialog.deleteLater()
         QApplication.processEvents()
-        return {"photos": result["ingest"].files_seen, "seconds": time.perf_counter() - t0,
-                "longest_stall_ms": max(gaps) * 1000, "heartbeats": len(gaps)}
+        return {
+            "photos": result["ingest"].files_seen,
+            "seconds": time.perf_counter() - t0,
+            "longest_stall_ms": max(gaps) * 1000,
+            "heartbeats": len(gaps),
+        }
 
 
 def main() -> None:
@@ -87,8 +91,10 @@ def main() -> None:
     parser.add_argument("--catalogue", default=str(ROOT / "demo-catalogue" / "demo.sqlite"))
     args = parser.parse_args()
     QApplication.instance() or QApplication([])
-    out = {"key_to_next_suggestion": key_to_next(Path(args.catalogue)),
-           "import_nyala_train": import_stall(find_data_dir(ROOT) / "nyala" / "train")}
+    out = {
+        "key_to_next_suggestion": key_to_next(Path(args.catalogue)),
+        "import_nyala_train": import_stall(find_data_dir(ROOT) / "nyala" / "train"),
+    }
     print(json.dumps(out, indent=2))
     path = ROOT / "bench" / "results" / "desktop.json"
     path.write_text(json.dumps(out, indent=2))

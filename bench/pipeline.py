@@ -84,8 +84,13 @@ def detector_speed(data_dir: Path) -> dict | None:
         for img in images:
             det(img)
         seconds = time.perf_counter() - t0
-    return {"photos": len(images), "seconds": seconds, "images_per_s": len(images) / seconds, "device": det.device,
-            "megapixels_mean": float(np.mean([i.shape[0] * i.shape[1] / 1e6 for i in images]))}
+    return {
+        "photos": len(images),
+        "seconds": seconds,
+        "images_per_s": len(images) / seconds,
+        "device": det.device,
+        "megapixels_mean": float(np.mean([i.shape[0] * i.shape[1] / 1e6 for i in images])),
+    }
 
 
 def clustered_vectors(n: int, dim: int, rng: np.random.Generator, per_individual: int = 10) -> np.ndarray:

@@ -330,10 +330,12 @@ def _demo_pipeline(cat, out: Path) -> None:
         unseen = {i.split(":", 1)[1] for i in card.get("held_out_individuals", []) if i.startswith("nyala:")}
         acc = demo_accuracy(cat, items, unseen)
         u = acc["unseen_individuals"]
-        print(f"held-out encounters: {acc['held_out_photos']} photos; true individual top-1 {acc['top1']:.1%}, "
-              f"top-5 {acc['top5']:.1%}, flagged probably-new {acc['flagged_new']:.1%}; of these, individuals the "
-              f"model never trained on: {u['held_out_photos']} photos, top-1 {u['top1']:.1%}, top-5 {u['top5']:.1%}, "
-              f"flagged probably-new {u['flagged_new']:.1%}")
+        print(
+            f"held-out encounters: {acc['held_out_photos']} photos; true individual top-1 {acc['top1']:.1%}, "
+            f"top-5 {acc['top5']:.1%}, flagged probably-new {acc['flagged_new']:.1%}; of these, individuals the "
+            f"model never trained on: {u['held_out_photos']} photos, top-1 {u['top1']:.1%}, top-5 {u['top5']:.1%}, "
+            f"flagged probably-new {u['flagged_new']:.1%}"
+        )
         (out / "demo_accuracy.json").write_text(json.dumps(acc, indent=2))
     else:
         print(f"no re-identification model at {default_model_path()}: suggestions skipped")
