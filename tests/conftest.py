@@ -20,6 +20,7 @@ from engine.demo import find_data_dir  # noqa: E402
 DATA = find_data_dir(Path(__file__))
 if DATA is None:
     raise pytest.UsageError("shared/data not found beside the checkout; set HERDBOOK_DATA")
+DATA = DATA.resolve()  # the importer stores resolved paths; compare like with like
 
 
 @pytest.fixture(scope="session")
