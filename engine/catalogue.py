@@ -442,11 +442,3 @@ class Catalogue:
     def sighting_of(self, detection_id: int) -> dict | None:
         rows = self.query("SELECT * FROM sightings WHERE detection_id = ?", [detection_id])
         return rows[0] if rows else None
-
-    # -- media ----------------------------------------------------------------------------------------
-    @staticmethod
-    def media_row_from_json(row: dict) -> dict:
-        out = dict(row)
-        for key in ("tags", "warnings"):
-            out[key] = json.loads(out[key]) if out.get(key) else []
-        return out
