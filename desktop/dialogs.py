@@ -240,7 +240,9 @@ class ExportDialog(QDialog):
             if self.format.currentIndex() == 0:
                 report = export_sightings_csv(self.catalogue, out, **self.filters())
             else:
-                report = export_camtrap_dp(self.catalogue, out, utc_offset=self.utc_offset.text().strip() or None)
+                report = export_camtrap_dp(
+                    self.catalogue, out, utc_offset=self.utc_offset.text().strip() or None, **self.filters()
+                )
         except (ExportError, OSError) as exc:
             self.message.setText(str(exc))
             return False

@@ -255,13 +255,30 @@ def export_camtrap_dp(
     utc_offset: str | None = None,
     title: str = "Herdbook camera-trap sightings",
     contributor: str = "Herdbook user",
+    species: str | None = None,
+    site: str | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
 ) -> ExportReport:
     """Write datapackage.json, deployments.csv, media.csv and observations.csv (Camtrap DP 1.0).
 
     ``utc_offset`` is used for photos whose EXIF has no offset and whose deployment names none. Raises
     ExportError naming what is missing where the standard requires a value the catalogue cannot give.
+    The optional filters keep the photos of one species (by folder/tag or confirmed individual), one site
+    (deployment or site name) and a date range (inclusive, YYYY-MM-DD), as the sightings CSV does.
     """
     out_dir = Path(out_dir)
+    of_species = None
+    if species:
+        of_species = {
+            r["id"]
+            for r in catalogue.query(
+                """SELECT DISTINCT m.id FROM media m LEFT JOIN detections d ON d.media_id = m.id
+               LEFT JOIN sightings s ON s.detection_id = d.id LEFT JOIN individuals i ON i.id = s.individual_id
+               WHERE m.species = ? OR i.species = ?""",
+                [species, species],
+            )
+        }
     report = ExportReport(out_dir)
     deployments = catalogue.query(
         """SELECT d.*, avg(m.latitude) AS gps_lat, avg(m.longitude) AS gps_lon
@@ -284,6 +301,11 @@ def export_camtrap_dp(
     media_rows, media_time, times_by_dep = [], {}, {}
     for m in catalogue.query("SELECT * FROM media WHERE status != 'error' ORDER BY id"):
         dep = dep_by_id[m["deployment_id"]]
+        day = (m["taken_at"] or "")[:10]
+        if (of_species is not None and m["id"] not in of_species) or (site and site not in (dep["name"], dep["site"])):
+            continue
+        if (date_from and (not day or day < date_from)) or (date_to and (not day or day > date_to)):
+            continue
         stamp = _dp_time(m["taken_at"], dep["utc_offset"], utc_offset)
         if stamp is None:
             why = "no time in its metadata" if not m["taken_at"] else "time without UTC offset"

@@ -149,3 +149,16 @@ def test_formula_injection_is_neutralised(tagged, tmp_path):
     export_camtrap_dp(tagged, tmp_path / "dp")
     obs = read_csv(tmp_path / "dp" / "observations.csv")
     assert any(o["individualID"] == '\'=HYPERLINK("http://x")' for o in obs)
+
+
+def test_camtrap_dp_filters_by_site_date_and_species(tagged, tmp_path):
+    report = export_camtrap_dp(tagged, tmp_path / "dp", site="StationA", date_from="2009-04-22")
+    media = read_csv(tmp_path / "dp" / "media.csv")
+    assert report.rows["media"] == len(media) > 0
+    assert {m["deploymentID"] for m in media} == {"StationA"}
+    assert all(m["timestamp"][:10] >= "2009-04-22" for m in media)
+    assert {d["deploymentID"] for d in read_csv(tmp_path / "dp" / "deployments.csv")} == {"StationA"}
+    export_camtrap_dp(tagged, tmp_path / "cats", species="Leopard Cat")
+    obs = read_csv(tmp_path / "cats" / "observations.csv")
+    assert {o["scientificName"] for o in obs} == {"Prionailurus bengalensis"}  # no other species
+    assert sum(bool(o["individualID"]) for o in obs) == 26
