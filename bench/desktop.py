@@ -19,11 +19,12 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from PySide6.QtCore import QEventLoop, Qt, QTimer  # noqa: E402
+from PySide6.QtCore import QEventLoop, Qt  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from desktop.dialogs import ImportDialog  # noqa: E402
+from desktop.heartbeat import StallMeter  # noqa: E402
 from desktop.review import ReviewWidget  # noqa: E402
 from engine.catalogue import Catalogue  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
@@ -58,22 +59,12 @@ def import_stall(folder: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         dialog = ImportDialog(Path(tmp) / "c.sqlite")
         dialog.show()
-        gaps, last = [], [time.perf_counter()]
-
-        def beat():
-            now = time.perf_counter()
-            gaps.append(now - last[0])
-            last[0] = now
-
-        timer = QTimer()
-        timer.timeout.connect(beat)
-        timer.start(10)
         loop = QEventLoop()
         dialog.done.connect(lambda _r: loop.quit())
         t0 = time.perf_counter()
-        dialog.start(str(folder))
-        loop.exec()
-        timer.stop()
+        with StallMeter(10) as meter:
+            dialog.start(str(folder))
+            loop.exec()
         result = dialog.result
         dialog.close()
         dialog.deleteLater()
@@ -81,8 +72,8 @@ def import_stall(folder: Path) -> dict:
         return {
             "photos": result["ingest"].files_seen,
             "seconds": time.perf_counter() - t0,
-            "longest_stall_ms": max(gaps) * 1000,
-            "heartbeats": len(gaps),
+            "longest_stall_ms": meter.longest_ms,
+            "heartbeats": len(meter.gaps),
         }
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import run_child  # noqa: E402
 
 from engine.demo import find_data_dir  # noqa: E402
 
@@ -34,14 +35,7 @@ print(json.dumps({"files": s.files_seen, "added": s.added, "errors": len(s.error
 
 def run_once(folder: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            [sys.executable, "-c", CHILD, f"{tmp}/c.sqlite", str(folder)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return json.loads(out.stdout)
+        return run_child(CHILD, f"{tmp}/c.sqlite", folder)
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import run_child  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -49,14 +50,7 @@ print(json.dumps(out))
 
 def throughput(data_dir: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        res = subprocess.run(
-            [sys.executable, "-c", CHILD, f"{tmp}/c.sqlite", str(data_dir)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return json.loads(res.stdout.strip().splitlines()[-1])
+        return run_child(CHILD, f"{tmp}/c.sqlite", data_dir)
 
 
 def detector_speed(data_dir: Path) -> dict | None:

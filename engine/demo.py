@@ -15,7 +15,13 @@ from .ingest import ImportSummary, ProgressFn, import_folder
 DEMO_WHO = "demo:folder-label"
 # (sub-folder of the data dir, species, site)
 DEMO_SETS = (("nyala/train", "nyala", "nyala-demo"), ("lion/train", "lion", "lion-demo"))
-_NYALA_FLANK = re.compile(r"_(left|right)photo", re.IGNORECASE)
+_NYALA_PHOTO = re.compile(r"^(?P<photo>.+?)_(?P<side>left|right)photo", re.IGNORECASE)
+
+
+def nyala_photo(file_name: str) -> tuple[str, str] | None:
+    """'<n>_leftphoto.jpg' -> ('<n>', 'left'): the photo number names the encounter, the side the flank."""
+    m = _NYALA_PHOTO.match(file_name)
+    return (m["photo"], m["side"].lower()) if m else None
 
 
 def find_data_dir(start: Path | None = None) -> Path | None:
@@ -32,9 +38,9 @@ def find_data_dir(start: Path | None = None) -> Path | None:
 
 def viewpoint_from_name(file_name: str, individual: str) -> str | None:
     """nyala: left/right flank from '<n>_leftphoto.jpg'; lion: the body part after the name ('Left_Face')."""
-    m = _NYALA_FLANK.search(file_name)
-    if m:
-        return m.group(1).lower()
+    nyala = nyala_photo(file_name)
+    if nyala:
+        return nyala[1]
     stem = Path(file_name).stem
     if stem.startswith(individual + "_"):
         part = re.sub(r"\d+$", "", stem[len(individual) + 1 :])
@@ -53,9 +59,9 @@ def last_encounters(rows: list[dict]) -> set[int]:
     the demo leaves them unlabelled, as a new card whose truth it knows."""
     by_ind: dict[str, dict[str, list[int]]] = {}
     for row in rows:
-        m = re.match(r"(\d+)_(left|right)photo", row["file_name"])
-        if m:
-            by_ind.setdefault(Path(row["path"]).parent.name, {}).setdefault(m.group(1), []).append(row["id"])
+        nyala = nyala_photo(row["file_name"])
+        if nyala:
+            by_ind.setdefault(Path(row["path"]).parent.name, {}).setdefault(nyala[0], []).append(row["id"])
     out: set[int] = set()
     for encounters in by_ind.values():
         if len(encounters) >= 2:

@@ -111,7 +111,10 @@ class Pipeline:
                  AND NOT EXISTS (SELECT 1 FROM media_stages s WHERE s.media_id = m.id AND s.stage = 'detect'
                                  AND s.model_id = ?)"""
         rows = self.cat.query(sql + " ORDER BY m.id", [self.detector_model_id])
-        return [r for r in rows if media_ids is None or r["id"] in set(media_ids)]
+        if media_ids is None:
+            return rows
+        wanted = set(media_ids)
+        return [r for r in rows if r["id"] in wanted]
 
     def detect(self, media_ids=None, progress: StageProgress | None = None, cancel=None) -> StageStats:
         stats, t0 = StageStats(), time.perf_counter()

@@ -9,10 +9,11 @@ import time
 import pytest
 
 pytest.importorskip("PySide6")
-from PySide6.QtCore import Qt, QTimer  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 
 from desktop.app import MainWindow, run  # noqa: E402
 from desktop.dialogs import ExportDialog, ImportDialog  # noqa: E402
+from desktop.heartbeat import StallMeter  # noqa: E402
 from desktop.review import ReviewWidget  # noqa: E402
 from engine.catalogue import Catalogue  # noqa: E402
 from engine.reid import default_model_path  # noqa: E402
@@ -30,12 +31,20 @@ def reviewed_catalogue(tmp_path, card_folders):
     return path
 
 
-@needs_model
-def test_review_five_suggestions_with_the_keys_then_undo_and_new(qtbot, reviewed_catalogue):
+@pytest.fixture
+def review(qtbot, reviewed_catalogue):
+    """The review screen on a catalogue with open suggestions: (catalogue, widget)."""
     cat = Catalogue(reviewed_catalogue)
     widget = ReviewWidget(cat, who="tester")
     qtbot.addWidget(widget)
     widget.show()
+    yield cat, widget
+    cat.close()
+
+
+@needs_model
+def test_review_five_suggestions_with_the_keys_then_undo_and_new(qtbot, review):
+    cat, widget = review
     queue = len(widget.model.rows)
     assert queue >= 8
     pressed = []
@@ -60,16 +69,12 @@ def test_review_five_suggestions_with_the_keys_then_undo_and_new(qtbot, reviewed
     qtbot.keyClick(widget, "N")
     sighting = cat.sighting_of(target)
     assert sighting and cat.db["individuals"].get(sighting["individual_id"])["code"] == "N-NEW-1"
-    cat.close()
 
 
 @needs_model
-def test_key_press_to_next_suggestion_is_fast(qtbot, reviewed_catalogue):
+def test_key_press_to_next_suggestion_is_fast(qtbot, review):
     """Time from a decision key to the next suggestion drawn (the number the closing note reports)."""
-    cat = Catalogue(reviewed_catalogue)
-    widget = ReviewWidget(cat, who="tester")
-    qtbot.addWidget(widget)
-    widget.show()
+    _cat, widget = review
     times = []
     for _ in range(6):
         t0 = time.perf_counter()
@@ -77,31 +82,19 @@ def test_key_press_to_next_suggestion_is_fast(qtbot, reviewed_catalogue):
         qtbot.wait(1)
         times.append((time.perf_counter() - t0) * 1000)
     times.sort()
-    assert times[len(times) // 2] < 1000
-    cat.close()
+    assert times[len(times) // 2] < 250  # 32 ms measured here (bench/desktop.py)
 
 
 @needs_model
 def test_import_through_the_dialog_and_the_ui_never_stalls(qtbot, tmp_path, data_dir):
     dialog = ImportDialog(tmp_path / "c.sqlite")
     qtbot.addWidget(dialog)
-    beats, last = [], [time.perf_counter()]
-
-    def beat():
-        now = time.perf_counter()
-        beats.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.timeout.connect(beat)
-    timer.start(10)
-    with qtbot.waitSignal(dialog.done, timeout=300_000) as blocker:
+    with StallMeter(10) as meter, qtbot.waitSignal(dialog.done, timeout=300_000) as blocker:
         dialog.start(str(data_dir / "camtrapr"))
-    timer.stop()
     result = blocker.args[0]
     assert result["ingest"].added == 164 and result["pipeline"] is not None
     assert "20251112_100312.mp4" in dialog.summary.toPlainText()
-    assert max(beats) < 0.1, f"UI stalled {max(beats) * 1000:.0f} ms"
+    assert len(meter.gaps) > 10 and meter.longest_ms < 100, f"UI stalled {meter.longest_ms:.0f} ms"
     with Catalogue(tmp_path / "c.sqlite") as cat:
         assert cat.db["embeddings"].count > 100
 
@@ -188,12 +181,10 @@ def test_main_window_shows_catalogue_model_and_device(qtbot, tmp_path):
 
 
 @needs_model
-def test_box_drawn_by_hand_replaces_the_detectors_and_is_suggested(qtbot, reviewed_catalogue):
+def test_box_drawn_by_hand_replaces_the_detectors_and_is_suggested(review):
     from engine.pipeline import Pipeline
 
-    cat = Catalogue(reviewed_catalogue)
-    widget = ReviewWidget(cat, who="tester")
-    qtbot.addWidget(widget)
+    cat, widget = review
     item = widget.current()
     new_det = widget.add_manual_box(item, (10.0, 20.0, 300.0, 200.0))
     row = cat.db["detections"].get(new_det)
@@ -202,4 +193,3 @@ def test_box_drawn_by_hand_replaces_the_detectors_and_is_suggested(qtbot, review
     Pipeline(cat).run()  # what the window's worker does after the signal
     widget.reload()
     assert new_det in [r["detection_id"] for r in widget.model.rows]
-    cat.close()

@@ -3,9 +3,7 @@ an in-memory image cache, light augmentation, and the P x K sampler."""
 
 from __future__ import annotations
 
-import hashlib
 import random
-import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +15,9 @@ import numpy as np
 import torch
 
 from engine.catalogue import Catalogue
-from engine.demo import viewpoint_from_name
+from engine.demo import nyala_photo, viewpoint_from_name
 from engine.imageio import crop, load_rgb
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-_NYALA_PHOTO = re.compile(r"^(?P<photo>.+?)_(left|right)photo", re.IGNORECASE)
+from engine.ingest import IMAGE_SUFFIXES, sha256_of
 
 
 @dataclass(frozen=True)
@@ -41,8 +37,8 @@ class Sample:
 
 def encounter_of(path: Path, individual: str) -> str:
     """nyala: '<n>_leftphoto.jpg' and '<n>_rightphoto.jpg' are one encounter; otherwise each file is its own."""
-    m = _NYALA_PHOTO.match(path.name)
-    return f"{individual}/{m['photo']}" if m else f"{individual}/{path.stem}"
+    nyala = nyala_photo(path.name)
+    return f"{individual}/{nyala[0]}" if nyala else f"{individual}/{path.stem}"
 
 
 def folder_samples(root: str | Path, individuals: Sequence[str] | None = None) -> list[Sample]:
@@ -55,7 +51,7 @@ def folder_samples(root: str | Path, individuals: Sequence[str] | None = None) -
         for path in sorted(folder.iterdir()):
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = sha256_of(path)
             if digest in seen:  # e.g. nyala 218's '*(1).jpg' copies
                 continue
             seen.add(digest)
