@@ -85,11 +85,16 @@ def robustness(model, cache, samples) -> dict:
 
 
 class ImageNetBaseline(torch.nn.Module):
-    """Off-the-shelf ImageNet MobileNetV2, GeM-pooled: no training at all."""
+    """Off-the-shelf ImageNet features (MobileNetV2 or EfficientNet-Lite0), GeM-pooled: no training at all."""
 
-    def __init__(self):
+    def __init__(self, backbone: str = "mobilenet"):
         super().__init__()
-        self.net = MobileNetV2Features(pretrained=True)
+        if backbone == "mobilenet":
+            self.net = MobileNetV2Features(pretrained=True)
+        else:
+            from trainer.models.efficientnet import EfficientNetLite0Features
+
+            self.net = EfficientNetLite0Features(pretrained=True)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 

@@ -159,9 +159,14 @@ class MainWindow(QMainWindow):
         from .workers import reembed_work
 
         worker = Worker(reembed_work(self.catalogue_path, default_model_path()))
-        worker.finished.connect(lambda _r: self.refresh())
+        # A bound method of this window (not a lambda): Qt then runs it in the window's thread. A lambda ran
+        # in the worker's thread and used the window's SQLite connection from there.
+        worker.finished.connect(self._worker_done)
         self.workers.append(worker)
         worker.start()
+
+    def _worker_done(self, _result) -> None:
+        self.refresh()
 
     def refresh(self) -> None:
         self.overview.reload()

@@ -312,8 +312,16 @@ class TrainDialog(QDialog):
     def switch_model(self) -> None:
         model = next(self.out_dir.glob("*.onnx"))
         self.worker = Worker(reembed_work(self.catalogue_path, model))
-        self.worker.progress.connect(
-            lambda s, d, t, _l: (self.progress.setMaximum(max(t, 1)), self.progress.setValue(d))
-        )
-        self.worker.finished.connect(lambda _r: self.model_switched.emit(str(model)))
+        self._switched_model = model
+        # Bound methods, not lambdas: Qt runs them in the dialog's (UI) thread. Lambdas ran in the worker's
+        # thread, so the bar never moved and the window refreshed from the wrong thread.
+        self.worker.progress.connect(self._reembed_progress)
+        self.worker.finished.connect(self._reembed_done)
         self.worker.start()
+
+    def _reembed_progress(self, _stage: str, done: int, total: int, _left: float) -> None:
+        self.progress.setMaximum(max(total, 1))
+        self.progress.setValue(done)
+
+    def _reembed_done(self, _result) -> None:
+        self.model_switched.emit(str(self._switched_model))

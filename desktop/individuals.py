@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from datetime import datetime
 
 from PySide6.QtCore import QPointF, QSize, Qt
@@ -13,6 +14,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QPushButton,
     QSplitter,
     QTableView,
@@ -21,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine import decisions
 from engine.catalogue import Catalogue
 
 from .images import pixmap
@@ -107,9 +110,10 @@ class TimelineView(QWidget):
 
 
 class IndividualsWidget(QWidget):
-    def __init__(self, catalogue: Catalogue, parent=None):
+    def __init__(self, catalogue: Catalogue, who: str | None = None, parent=None):
         super().__init__(parent)
         self.catalogue = catalogue
+        self.who = who or getpass.getuser()
         self.model = IndividualsModel(catalogue, self)
         self.sightings = SightingsModel(catalogue, self)
         self.search = QLineEdit(placeholderText="search code, name or species")
@@ -120,15 +124,21 @@ class IndividualsWidget(QWidget):
         self.table.selectionModel().selectionChanged.connect(self._selected)
         rename = QPushButton("Rename…")
         rename.clicked.connect(self.rename_selected)
-        merge = QPushButton("Merge selected")
+        merge = QPushButton("Merge selected…")
         merge.clicked.connect(self.merge_selected)
+        unmerge = QPushButton("Undo merge")
+        unmerge.clicked.connect(self.undo_merge)
+        self.status = QLabel()
+        self.ask_merge = ask_merge  # replaceable prompt (tests answer it)
         left = QVBoxLayout()
         left.addWidget(self.search)
         left.addWidget(self.table, 1)
         row = QHBoxLayout()
         row.addWidget(rename)
         row.addWidget(merge)
+        row.addWidget(unmerge)
         left.addLayout(row)
+        left.addWidget(self.status)
         self.gallery = QListWidget(viewMode=QListWidget.ViewMode.IconMode, iconSize=QSize(140, 100))
         self.history = QTableView()
         self.history.setModel(self.sightings)
@@ -190,11 +200,37 @@ class IndividualsWidget(QWidget):
             self.model.reload()
 
     def merge_selected(self) -> None:
-        """Two records that turn out to be one animal: the later ones point at the first; sightings follow."""
-        ids = sorted(self.selected_ids())
-        if len(ids) < 2:
+        """Two records that turn out to be one animal: the reviewer chooses which survives; the merge is a
+        logged decision ("Undo merge" takes it back) and both histories stay."""
+        ids = self.selected_ids()
+        if len(ids) != 2:
+            QMessageBox.information(self, "Merge", "Select exactly two individuals to merge.")
             return
-        with self.catalogue.transaction():
-            for other in ids[1:]:
-                self.catalogue.db["individuals"].update(other, {"merged_into": ids[0]})
+        inds = [self.catalogue.db["individuals"].get(i) for i in ids]
+        labels = [f"keep {i['code']} ({i['species']}), merge {o['code']} into it" for i, o in (inds, inds[::-1])]
+        choice, ok = self.ask_merge(self, labels)
+        if not ok:
+            return
+        keep, gone = (inds[0], inds[1]) if choice == labels[0] else (inds[1], inds[0])
+        try:
+            decisions.merge(self.catalogue, keep["id"], gone["id"], self.who)
+        except decisions.DecisionError as exc:
+            QMessageBox.warning(self, "Merge", str(exc))
+            return
         self.model.reload()
+        self.show_individual(keep["id"])
+        self.status.setText(f"merged {gone['code']} into {keep['code']} (Undo merge takes it back)")
+
+    def undo_merge(self) -> None:
+        row = decisions.undo_merge(self.catalogue, self.who)
+        self.model.reload()
+        if row is None:
+            self.status.setText("no merge of yours to undo")
+            return
+        kept, gone = (self.catalogue.db["individuals"].get(row[k])["code"] for k in ("kept_id", "merged_id"))
+        self.status.setText(f"undone: merge of {gone} into {kept}")
+        self.show_individual(row["merged_id"])
+
+
+def ask_merge(parent: QWidget, labels: list[str]) -> tuple[str, bool]:
+    return QInputDialog.getItem(parent, "Merge individuals", "Which individual survives?", labels, 0, False)

@@ -20,12 +20,14 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QInputDialog,
     QLabel,
+    QMessageBox,
     QRubberBand,
     QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
+from engine import decisions
 from engine.catalogue import Catalogue
 
 from .images import pixmap
@@ -35,6 +37,21 @@ from .models import ReviewQueueModel
 def ask_new_individual(parent: QWidget, suggestion: str) -> str | None:
     code, ok = QInputDialog.getText(parent, "New individual", "Code for the new individual:", text=suggestion)
     return code.strip() if ok and code.strip() else None
+
+
+def ask_species(parent: QWidget, suggestion: str) -> str | None:
+    text, ok = QInputDialog.getText(parent, "Species", "Species shown in this detection:", text=suggestion)
+    return text.strip() if ok and text.strip() else None
+
+
+def ask_confirm_existing(parent: QWidget, existing: decisions.ExistingIndividual) -> bool:
+    answer = QMessageBox.question(
+        parent,
+        "Individual exists",
+        f"{existing.code} ({existing.species}) is already in the catalogue.\n\n"
+        f"Confirm this detection as {existing.code}?",
+    )
+    return answer == QMessageBox.StandardButton.Yes
 
 
 class CandidateCard(QFrame):
@@ -135,7 +152,10 @@ class ReviewWidget(QWidget):
         self.who = who or getpass.getuser()
         self.model = ReviewQueueModel(catalogue, self)
         self.position = 0
-        self.ask_code: Callable[[QWidget, str], str | None] = ask_new_individual  # replaceable prompt
+        # Replaceable prompts (tests answer them without a modal dialog).
+        self.ask_code: Callable[[QWidget, str], str | None] = ask_new_individual
+        self.ask_species: Callable[[QWidget, str], str | None] = ask_species
+        self.ask_confirm_existing: Callable[[QWidget, decisions.ExistingIndividual], bool] = ask_confirm_existing
         self.query = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
         self.query.setMinimumSize(QSize(480, 360))
         self.caption = QLabel()
@@ -155,7 +175,7 @@ class ReviewWidget(QWidget):
         lay = QVBoxLayout(self)
         lay.addLayout(top, 1)
         keys = QLabel(
-            "1–5 confirm · N new individual · R reject all · S skip · U undo · ←/→ move · "
+            "1–5 confirm · N new individual · R reject all · S skip · U undo · P species · ←/→ move · "
             "Z compare full size · B draw a box"
         )
         keys.setObjectName("keys")
@@ -238,6 +258,7 @@ class ReviewWidget(QWidget):
             Qt.Key.Key_R: self.reject_all,
             Qt.Key.Key_S: self.skip,
             Qt.Key.Key_U: self.undo,
+            Qt.Key.Key_P: self.set_species,
             Qt.Key.Key_Right: lambda: self.move(1),
             Qt.Key.Key_Left: lambda: self.move(-1),
             Qt.Key.Key_Z: self.compare,
@@ -256,6 +277,9 @@ class ReviewWidget(QWidget):
         half-written is left: each decision is one row."""
         try:
             fn()
+        except decisions.DecisionError as exc:
+            self.status.setText(f"not saved: {exc}")
+            self.failed.emit(str(exc))
         except sqlite3.Error as exc:
             text = f"not saved: {self.catalogue.path} refused the write ({exc})"
             self.status.setText(text)
@@ -271,7 +295,7 @@ class ReviewWidget(QWidget):
         if not item or rank > len(item["candidates"]):
             return
         cand = item["candidates"][rank - 1]
-        self.catalogue.confirm(item["detection_id"], cand["individual_id"], who=self.who, score=cand["score"])
+        decisions.confirm(self.catalogue, item["detection_id"], cand["individual_id"], self.who, score=cand["score"])
         self._after_decision(f"detection {item['detection_id']} confirmed as {cand['code']}")
 
     def reject_all(self) -> None:
@@ -281,29 +305,47 @@ class ReviewWidget(QWidget):
             self._after_decision(f"detection {item['detection_id']}: all suggestions rejected")
 
     def new_individual(self) -> None:
+        """Name a new individual; a code that exists already offers to confirm that individual instead."""
         item = self.current()
         if not item:
             return
-        species = self.catalogue.db.execute(
-            "SELECT COALESCE(m.species, d.label, 'unknown') FROM detections d JOIN media m ON m.id = d.media_id "
-            "WHERE d.id = ?",
-            [item["detection_id"]],
-        ).fetchone()[0]
+        det = item["detection_id"]
+        species = decisions.detection_species(self.catalogue, det)
+        if species is None:
+            species = self.ask_species(self, "")
+            if not species:
+                return
+            decisions.set_detection_species(self.catalogue, det, species, self.who)
         count = self.catalogue.db.execute("SELECT count(*) FROM individuals WHERE species = ?", [species]).fetchone()
         code = self.ask_code(self, f"{species[:3].upper()}-{count[0] + 1:03d}")
         if not code:
             return
-        with self.catalogue.transaction():
-            ind = self.catalogue.ensure_individual(code, species)
-            self.catalogue.confirm(item["detection_id"], ind, who=self.who)
-        self._after_decision(f"detection {item['detection_id']}: new individual {code}")
+        try:
+            decisions.name_new_individual(self.catalogue, det, code, self.who, species=species)
+        except decisions.ExistingIndividual as existing:
+            if not self.ask_confirm_existing(self, existing):
+                self.status.setText(f"not saved: {existing}")
+                return
+            decisions.confirm(self.catalogue, det, existing.individual_id, self.who)
+            self._after_decision(f"detection {det} confirmed as the existing {existing.code} ({existing.species})")
+            return
+        self._after_decision(f"detection {det}: new individual {code} ({species})")
+
+    def set_species(self) -> None:
+        item = self.current()
+        if not item:
+            return
+        species = self.ask_species(self, decisions.detection_species(self.catalogue, item["detection_id"]) or "")
+        if species:
+            decisions.set_detection_species(self.catalogue, item["detection_id"], species, self.who)
+            self._after_decision(f"detection {item['detection_id']}: species set to {species}")
 
     def skip(self) -> None:
         self.move(1)
 
     def undo(self) -> None:
-        undone = self.catalogue.undo_last(self.who)
-        self._after_decision(f"undid decision {undone}" if undone else "nothing to undo")
+        undone = decisions.undo_last(self.catalogue, self.who)
+        self._after_decision(f"undone: {decisions.describe(undone)}" if undone else "nothing of yours to undo")
 
     def move(self, step: int) -> None:
         if self.model.rows:

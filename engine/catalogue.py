@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ASSIGNMENT_STATUSES = ("suggested", "confirmed", "rejected", "undo")
 
 
@@ -206,7 +206,41 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db["embeddings"].create_index(["model_id"])
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2}
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Merges become logged, undoable decisions; a reviewer can set a detection's species; indexes for the
+    lookups the review and export make per row."""
+    db["merges"].create(
+        {"id": int, "kept_id": int, "merged_id": int, "who": str, "at": str, "undoes": int},
+        pk="id",
+        not_null={"kept_id", "merged_id", "who", "at"},
+        foreign_keys=[("kept_id", "individuals", "id"), ("merged_id", "individuals", "id"), ("undoes", "merges", "id")],
+    )
+    db.executescript(
+        """
+        CREATE TRIGGER merges_append_only_update BEFORE UPDATE ON merges
+        BEGIN SELECT RAISE(ABORT, 'merges is an append-only log'); END;
+        CREATE TRIGGER merges_append_only_delete BEFORE DELETE ON merges
+        BEGIN SELECT RAISE(ABORT, 'merges is an append-only log'); END;
+        """
+    )
+    # Merges made before the log existed keep their state and get a log row saying so.
+    db.execute(
+        "INSERT INTO merges (kept_id, merged_id, who, at) SELECT merged_into, id, 'migration:3', ? "
+        "FROM individuals WHERE merged_into IS NOT NULL",
+        [utc_now()],
+    )
+    db.execute("ALTER TABLE detections ADD COLUMN species TEXT")
+    db["species_changes"].create(
+        {"id": int, "detection_id": int, "species": str, "who": str, "at": str},
+        pk="id",
+        foreign_keys=[("detection_id", "detections", "id")],
+    )
+    db["assignments"].create_index(["individual_id"])
+    db["assignments"].create_index(["who"])
+    db["individuals"].create_index(["merged_into"])
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
 
 
 def shift_time(iso: str | None, seconds: float) -> str | None:
@@ -222,24 +256,39 @@ class Catalogue:
 
     def __init__(self, path: str | Path, create: bool = True, busy_timeout_s: float = 5.0):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise CatalogueError(f"{self.path}: is a folder, not a catalogue file")
         if not create and not self.path.exists():
             raise CatalogueError(f"{self.path}: no such catalogue")
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as fh:
-                if fh.read(16) != b"SQLite format 3\x00":
-                    raise CatalogueError(f"{self.path}: not a Herdbook catalogue (not an SQLite file)")
+        # The file is never opened by anything but SQLite: closing any other descriptor on a live database
+        # drops every POSIX lock this process holds on it, and a later connection elsewhere then deletes the
+        # WAL under the open app ("How To Corrupt An SQLite Database File", section 2.2). SQLite itself says
+        # "file is not a database" on the first read, which is turned into a clear message below.
+        mode = "rwc" if create else "rw"
         try:
-            conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode={mode}", uri=True, timeout=busy_timeout_s, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise CatalogueError(f"{self.path}: cannot open catalogue ({exc})") from exc
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             self.db = sqlite_utils.Database(conn)
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self.db.enable_wal()
             self._migrate()
-        except sqlite3.OperationalError as exc:
-            raise CatalogueError(f"{self.path}: cannot use catalogue ({exc})") from exc
         except sqlite3.DatabaseError as exc:
+            conn.close()
+            if "not a database" in str(exc):
+                raise CatalogueError(f"{self.path}: not a Herdbook catalogue (not an SQLite file)") from exc
+            if isinstance(exc, sqlite3.OperationalError):
+                raise CatalogueError(f"{self.path}: cannot use catalogue ({exc})") from exc
             raise CatalogueError(f"{self.path}: catalogue is damaged ({exc})") from exc
+        except CatalogueError:
+            conn.close()
+            raise
 
     # -- housekeeping -------------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -427,12 +476,12 @@ class Catalogue:
         return self.record(detection_id, individual_id, "rejected", who)
 
     def undo_last(self, who: str, detection_id: int | None = None) -> int | None:
-        """Cancel the latest decision not yet undone (of one detection, if given). Returns the undone id."""
-        sql = "SELECT id, detection_id FROM effective_assignments"
-        params: list = []
-        if detection_id is not None:
-            sql += " WHERE detection_id = ?"
-            params.append(detection_id)
+        """Cancel ``who``'s latest decision not yet undone; returns the undone id. One reviewer's undo never
+        cancels another's; naming a detection undoes its latest decision, whoever made it (a deliberate fix)."""
+        if detection_id is None:
+            sql, params = "SELECT id, detection_id FROM effective_assignments WHERE who = ?", [who]
+        else:
+            sql, params = "SELECT id, detection_id FROM effective_assignments WHERE detection_id = ?", [detection_id]
         row = self.db.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
         if not row:
             return None

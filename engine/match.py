@@ -1,8 +1,9 @@
 """Suggest which known individual a detection shows, or say 'probably a new individual'.
 
 Policy (Herdbook's own):
-* The gallery is every confirmed sighting embedded with the current model, of the same species when the
-  species is known, and of the same side of the animal when both sides are known (a left flank says nothing
+* The gallery is every confirmed sighting embedded with the current model; an individual of another species is
+  never suggested when both species are known (a generic label such as "animal" is not a species); only the
+  same side of the animal is compared when both sides are known (a left flank says nothing
   about a right flank).
 * An individual's score is the mean of its best ``top_n`` gallery similarities (default 3): one lucky photo
   does not outrank an individual that matches consistently.
@@ -19,6 +20,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+
+# Labels a detector or an import gives when nobody said which species it is.
+GENERIC_SPECIES = {"", "animal", "unknown", "unid", "unidentified", "whole-frame"}
+
+
+def known_species(species: str | None) -> str | None:
+    """The species, or None when it is missing or only a generic label such as 'animal'."""
+    if species is None or str(species).strip().casefold() in GENERIC_SPECIES:
+        return None
+    return str(species).strip()
+
 
 # bench/pipeline.py: exact search takes 2.6 ms a query at 100k vectors and 48 ms at 1M, while building the HNSW
 # index takes 35 s and 11 min; the index is rebuilt for each run, so it only pays at million-vector galleries.
@@ -128,8 +140,10 @@ def suggest(
     scores, rows = gallery.index.search(query[None], min(search_depth, len(gallery.vectors)))
     scores, rows = scores[0], rows[0]
     keep = rows >= 0
-    if species is not None:
-        keep &= gallery.species[np.maximum(rows, 0)] == species
+    species = known_species(species)
+    if species is not None:  # never another species' individual (individuals of unknown species may match)
+        gs = gallery.species[np.maximum(rows, 0)]
+        keep &= np.array([known_species(g) is None or g.casefold() == species.casefold() for g in gs], bool)
     if viewpoint is not None:
         vp = gallery.viewpoints[np.maximum(rows, 0)]
         keep &= (vp == viewpoint) | (vp == None)  # noqa: E711 (numpy object comparison)

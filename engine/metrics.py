@@ -131,3 +131,58 @@ def reid_protocol(embeddings: np.ndarray, identities, encounters, viewpoints) ->
     across = evaluate_ranking(sim, ids, ids, encounter_exclusion(encounters))
     same_side = evaluate_ranking(sim, ids, ids, encounter_exclusion(encounters, viewpoints, True))
     return {"across_encounters": across.as_dict(), "same_side": same_side.as_dict()}
+
+
+def known_new_queries(similarity: np.ndarray, identities, encounters, seed: int = 0) -> dict:
+    """Half of the identities (seeded) are 'known' and form the gallery; the other half are 'new'.
+
+    Every photo is a query against the known half's photos outside its own encounter. Returns, per usable
+    query, its best score, whether its individual is new, and (known ones) whether the best match was right.
+    Known queries whose individual has no other encounter in the gallery cannot be re-identified: skipped."""
+    ids = np.asarray(identities, dtype=object)
+    unique = sorted(set(ids.tolist()))
+    new_ids = set(np.random.default_rng(seed).permutation(unique)[: len(unique) // 2].tolist())
+    is_new = np.array([i in new_ids for i in ids])
+    exclude = encounter_exclusion(encounters)
+    best, new, correct = [], [], []
+    for q in range(len(ids)):
+        valid = ~exclude[q] & ~is_new
+        if not valid.any() or (not is_new[q] and not (valid & (ids == ids[q])).any()):
+            continue
+        j = np.flatnonzero(valid)[np.argmax(similarity[q, valid])]
+        best.append(similarity[q, j])
+        new.append(is_new[q])
+        correct.append(ids[j] == ids[q])
+    return {"best": np.array(best, float), "is_new": np.array(new, bool), "correct": np.array(correct, bool)}
+
+
+def threshold_for_new_share(new_best: np.ndarray, share: float) -> float:
+    """The score below which ``share`` of new individuals' best matches fall."""
+    return float(np.quantile(new_best, share)) if len(new_best) else float("nan")
+
+
+def open_set_protocol(
+    embeddings: np.ndarray,
+    identities,
+    encounters,
+    calibration: tuple | None = None,
+    target_new_flagged: float = 0.7,
+    seed: int = 0,
+) -> dict:
+    """Open-set figures on held-out identities: AUROC known-vs-new, and at a threshold chosen on *other*
+    identities (``calibration`` = (embeddings, identities, encounters)) to flag ``target_new_flagged`` of new
+    ones, the share of known animals wrongly flagged new and of new ones flagged."""
+    q = known_new_queries(cosine_similarity(embeddings, embeddings), identities, encounters, seed)
+    if calibration is not None:
+        c = known_new_queries(cosine_similarity(calibration[0], calibration[0]), calibration[1], calibration[2], seed)
+        threshold = threshold_for_new_share(c["best"][c["is_new"]], target_new_flagged)
+    else:
+        threshold = threshold_for_new_share(q["best"][q["is_new"]], target_new_flagged)
+    known, new = q["best"][~q["is_new"]], q["best"][q["is_new"]]
+    return {
+        "auroc_known_vs_new": auroc(known, new),
+        "threshold": threshold,
+        "known_wrongly_flagged": float(np.mean(known < threshold)) if len(known) else float("nan"),
+        "new_flagged": float(np.mean(new < threshold)) if len(new) else float("nan"),
+        "known_top1_correct": float(np.mean(q["correct"][~q["is_new"]])) if len(known) else float("nan"),
+    }

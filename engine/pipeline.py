@@ -190,7 +190,8 @@ class Pipeline:
     # -- suggest --------------------------------------------------------------------------------------------
     def pending_suggestion(self) -> list[dict]:
         return self.cat.query(
-            """SELECT d.id, d.media_id, d.viewpoint, e.vector, m.deployment_id, m.taken_at, m.species,
+            """SELECT d.id, d.media_id, d.viewpoint, e.vector, m.deployment_id, m.taken_at,
+                      COALESCE(d.species, m.species) AS species,
                       (SELECT count(*) FROM detections d2 WHERE d2.media_id = d.media_id) AS n_in_photo
                FROM detections d JOIN embeddings e ON e.detection_id = d.id AND e.model_id = ?
                JOIN media m ON m.id = d.media_id

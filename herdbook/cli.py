@@ -126,16 +126,15 @@ def cmd_suggestions(args) -> int:
 
 
 def _individual(cat, code: str, species: str | None) -> int:
-    rows = cat.query(
-        "SELECT id, species FROM individuals WHERE code = ?" + (" AND species = ?" if species else ""),
-        [code, species] if species else [code],
-    )
-    if len(rows) != 1:
-        raise CommandError(
-            f"{cat.path}: individual {code!r} "
-            + ("not found" if not rows else "exists in several species: pass --species")
-        )
-    return rows[0]["id"]
+    from engine import decisions
+
+    try:
+        found = decisions.find_individual(cat, code, species)
+    except decisions.DecisionError as exc:
+        raise CommandError(f"{cat.path}: {exc}") from exc
+    if found is None:
+        raise CommandError(f"{cat.path}: individual {code!r} not found")
+    return found["id"]
 
 
 def _detection(cat, detection_id: int) -> int:
@@ -145,44 +144,49 @@ def _detection(cat, detection_id: int) -> int:
 
 
 def cmd_decide(args) -> int:
+    from engine import decisions
+
     with _open(args, create=False) as cat:
         who = _who(args)
-        if args.command == "undo":
-            undone = cat.undo_last(who, detection_id=args.detection)
-            print(f"undid decision {undone}" if undone else "nothing to undo")
-            return 0
-        det = _detection(cat, args.detection)
-        if args.command == "confirm":
-            cat.confirm(det, _individual(cat, args.individual, args.species), who=who)
-            print(f"detection {det}: confirmed as {args.individual}")
-        elif args.command == "reject":
-            ind = _individual(cat, args.individual, args.species) if args.individual else None
-            cat.reject(det, ind, who=who)
-            print(f"detection {det}: rejected {args.individual or 'all suggestions'}")
-        else:  # new-individual
-            species = args.species or _detection_species(cat, det)
-            if cat.db.execute(
-                "SELECT 1 FROM individuals WHERE code = ? AND species = ?", [args.code, species]
-            ).fetchone():
-                raise CommandError(f"{cat.path}: individual {args.code!r} ({species}) exists already: use confirm")
-            with cat.transaction():
-                ind = cat.ensure_individual(args.code, species, name=args.name)
-                dets = [det]
-                if args.whole_proposal:
-                    dets = _proposal_detections(cat, det)
-                for d in dets:
-                    cat.confirm(d, ind, who=who)
-            print(f"new individual {args.code} ({species}): {len(dets)} detection(s) confirmed")
+        try:
+            if args.command == "undo":
+                undone = decisions.undo_last(cat, who, detection_id=args.detection)
+                print(f"undone: {decisions.describe(undone)}" if undone else f"nothing of {who}'s to undo")
+                return 0
+            if args.command == "merge":
+                keep, gone = _individual(cat, args.keep, args.species), _individual(cat, args.gone, args.species)
+                decisions.merge(cat, keep, gone, who)
+                print(f"merged {args.gone} into {args.keep}")
+                return 0
+            if args.command == "undo-merge":
+                row = decisions.undo_merge(cat, who)
+                print(
+                    f"undone: merge of individual {row['merged_id']} into {row['kept_id']}"
+                    if row
+                    else "no merge to undo"
+                )
+                return 0
+            det = _detection(cat, args.detection)
+            if args.command == "confirm":
+                decisions.confirm(cat, det, _individual(cat, args.individual, args.species), who)
+                print(f"detection {det}: confirmed as {args.individual}")
+            elif args.command == "reject":
+                ind = _individual(cat, args.individual, args.species) if args.individual else None
+                decisions.reject(cat, det, ind, who)
+                print(f"detection {det}: rejected {args.individual or 'all suggestions'}")
+            elif args.command == "species":
+                decisions.set_detection_species(cat, det, args.name, who)
+                print(f"detection {det}: species {args.name}")
+            else:  # new-individual
+                dets = _proposal_detections(cat, det) if args.whole_proposal else [det]
+                species = args.species or decisions.detection_species(cat, det)
+                decisions.name_new_individual(cat, dets, args.code, who, species=species, name=args.name)
+                print(f"new individual {args.code} ({species}): {len(dets)} detection(s) confirmed")
+        except decisions.ExistingIndividual as exc:
+            raise CommandError(f"{cat.path}: {exc} (herdbook confirm {args.detection} {exc.code})") from exc
+        except decisions.DecisionError as exc:
+            raise CommandError(f"{cat.path}: {exc}") from exc
     return 0
-
-
-def _detection_species(cat, det: int) -> str:
-    row = cat.db.execute(
-        "SELECT m.species FROM detections d JOIN media m ON m.id = d.media_id WHERE d.id = ?", [det]
-    ).fetchone()
-    if not row or not row[0]:
-        raise CommandError(f"{cat.path}: species of detection {det} unknown: pass --species")
-    return row[0]
 
 
 def _proposal_detections(cat, det: int) -> list[int]:
@@ -397,13 +401,21 @@ def build_parser() -> argparse.ArgumentParser:
         ("confirm", "confirm that a detection shows an individual"),
         ("reject", "reject a suggested individual (or all suggestions) for a detection"),
         ("new-individual", "name a new individual from a detection"),
-        ("undo", "undo the latest decision (of one detection, if given)"),
+        ("undo", "undo your latest decision (or the latest of one detection, if given)"),
+        ("species", "say which species a detection shows"),
+        ("merge", "merge individual GONE into KEEP (both histories kept; undo-merge takes it back)"),
+        ("undo-merge", "undo your latest merge"),
     ):
         p = sub.add_parser(name, help=helptext)
         if name == "undo":
             p.add_argument("detection", type=int, nargs="?")
-        else:
+        elif name == "merge":
+            p.add_argument("keep", help="code of the individual that survives")
+            p.add_argument("gone", help="code of the individual merged into it")
+        elif name != "undo-merge":
             p.add_argument("detection", type=int)
+        if name == "species":
+            p.add_argument("name", help="species name")
         if name == "confirm":
             p.add_argument("individual", help="individual code")
         if name == "reject":

@@ -70,7 +70,8 @@ def test_sightings_csv_reads_back_equal(tagged, tmp_path):
 
 def test_undo_removes_a_sighting_from_the_export(tagged, tmp_path):
     before = len(read_csv(export_sightings_csv(tagged, tmp_path / "a.csv").path))
-    undone = tagged.undo_last(who="tester")
+    latest = tagged.query("SELECT detection_id FROM sightings ORDER BY assignment_id DESC LIMIT 1")[0]
+    undone = tagged.undo_last(who="tester", detection_id=latest["detection_id"])  # a named detection: anyone's
     after_rows = read_csv(export_sightings_csv(tagged, tmp_path / "b.csv").path)
     assert len(after_rows) == before - 1
     undone_detection = tagged.db["assignments"].get(undone)["detection_id"]

@@ -125,21 +125,46 @@ def center_batch(cache: ImageCache, indices: Sequence[int], input_size) -> torch
 
 
 def augment_batch(
-    cache: ImageCache, indices: Sequence[int], input_size, rng: np.random.Generator, erase_prob: float = 0.5
+    cache: ImageCache,
+    indices: Sequence[int],
+    input_size,
+    rng: np.random.Generator,
+    erase_prob: float = 0.5,
+    strength: str = "light",
 ) -> torch.Tensor:
-    """Random crop (scale 0.8-1) resized to the input, mild colour jitter, random erasing. No flips: a
-    mirrored left flank is not a right flank."""
+    """Training views. No flips: a mirrored left flank is not a right flank.
+
+    light: random crop (scale 0.8-1), mild colour jitter, random erasing.
+    strong: crop (scale 0.55-1, aspect 0.8-1.25), small rotation and shear, strong colour jitter, blur,
+    grey (night infrared) and erasing: the network must find the coat pattern, not the photo's look."""
     h, w = input_size
+    strong = strength == "strong"
     out = []
     for i in indices:
         img = cache.images[i]
         ih, iw = img.shape[:2]
-        s = rng.uniform(0.8, 1.0)
-        ch, cw = int(ih * s), int(iw * s)
+        s = rng.uniform(0.55, 1.0) if strong else rng.uniform(0.8, 1.0)
+        aspect = np.exp(rng.uniform(np.log(0.8), np.log(1.25))) if strong else 1.0
+        ch, cw = min(ih, int(ih * s / np.sqrt(aspect))), min(iw, int(iw * s * np.sqrt(aspect)))
         y0, x0 = rng.integers(0, ih - ch + 1), rng.integers(0, iw - cw + 1)
-        view = cv2.resize(img[y0 : y0 + ch, x0 : x0 + cw], (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
-        view = view * rng.uniform(0.85, 1.15) + rng.uniform(-12, 12)  # contrast/brightness
-        view = view * rng.uniform(0.93, 1.07, size=3)  # colour cast
+        view = img[y0 : y0 + ch, x0 : x0 + cw]
+        if strong and rng.random() < 0.5:  # the animal turned a little, or the camera was tilted
+            m = cv2.getRotationMatrix2D((cw / 2, ch / 2), rng.uniform(-10, 10), 1.0)
+            m[0, 1] += rng.uniform(-0.1, 0.1)
+            view = cv2.warpAffine(view, m, (cw, ch), borderMode=cv2.BORDER_REFLECT101)
+        view = cv2.resize(view, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+        if strong:
+            view = view * rng.uniform(0.6, 1.4) + rng.uniform(-30, 30)
+            view = view * rng.uniform(0.85, 1.15, size=3)
+            grey = view.mean(axis=2, keepdims=True)
+            view = grey + (view - grey) * rng.uniform(0.5, 1.5)  # saturation
+            if rng.random() < 0.15:  # night infrared frames are grey
+                view = np.repeat(view.mean(axis=2, keepdims=True), 3, axis=2)
+            if rng.random() < 0.3:
+                view = cv2.GaussianBlur(view, (0, 0), rng.uniform(0.3, 1.5))
+        else:
+            view = view * rng.uniform(0.85, 1.15) + rng.uniform(-12, 12)  # contrast/brightness
+            view = view * rng.uniform(0.93, 1.07, size=3)  # colour cast
         if rng.random() < erase_prob:  # occlusion by vegetation: erase a random rectangle
             eh, ew = int(h * rng.uniform(0.1, 0.4)), int(w * rng.uniform(0.1, 0.4))
             ey, ex = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)

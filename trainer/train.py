@@ -89,17 +89,20 @@ class Trainer:
         self.class_index = {c: i for i, c in enumerate(self.classes)}
         self.input_size = tuple(config["model"]["input_size"])
         self.train_samples, self.val_samples = list(train), list(val)
+        self.device = torch.device(t.get("device") or "cpu")
+        self.augment = config["data"].get("augment", "light")
         self.train_cache = ImageCache(self.train_samples, self.input_size)
         self.val_cache = ImageCache(self.val_samples, self.input_size) if self.val_samples else None
         self.labels = torch.tensor([self.class_index[s.label(self.label_mode)] for s in self.train_samples])
         self.model: ReIDNet = build_model(config, len(self.classes))
         if init_from:
             self._init_from(init_from)
+        self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=t["learning_rate"], weight_decay=t["weight_decay"]
         )
         self.rng = np.random.default_rng(t["seed"])
-        self.relight_gen = torch.Generator().manual_seed(t["seed"])
+        self.relight_gen = torch.Generator(device=self.device).manual_seed(t["seed"])
         self.sampler = PKSampler(
             self.labels.tolist(), [s.encounter or s.path for s in self.train_samples], t["P"], t["K"], t["seed"]
         )
@@ -175,8 +178,8 @@ class Trainer:
 
     def step(self, indices: list[int], phase: str) -> dict:
         cfg, model = self.config, self.model
-        images = augment_batch(self.train_cache, indices, self.input_size, self.rng)
-        labels = self.labels[indices]
+        images = augment_batch(self.train_cache, indices, self.input_size, self.rng, strength=self.augment)
+        images, labels = images.to(self.device, non_blocking=True), self.labels[indices].to(self.device)
         feature, bn_feature, parts = model.features(images, return_parts=True)
         loss, logs = self._reid_loss(feature, bn_feature, labels)
         if phase == "phase2" and parts is not None:
@@ -217,14 +220,20 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def embed(self, cache: ImageCache, batch: int = 64) -> np.ndarray:
+    def embed(self, cache: ImageCache, batch: int = 64, transform=None) -> np.ndarray:
         self.model.eval()
-        out = [
-            self.model(center_batch(cache, range(i, min(i + batch, len(cache))), self.input_size)).numpy()
-            for i in range(0, len(cache), batch)
-        ]
-        self.model.train()
+        out = []
+        for i in range(0, len(cache), batch):
+            x = center_batch(cache, range(i, min(i + batch, len(cache))), self.input_size).to(self.device)
+            out.append(self.model(transform(x) if transform else x).cpu().numpy())
+        self._train_mode()
         return np.concatenate(out)
+
+    def _train_mode(self) -> None:
+        """Train mode, except a frozen backbone, whose batch-norm statistics stay ImageNet's."""
+        self.model.train()
+        if self.config["training"].get("freeze_backbone"):
+            self.model.backbone.eval()
 
     def evaluate(self) -> dict | None:
         if self.val_cache is None:
@@ -235,6 +244,10 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def _set_phase(self, phase: str) -> None:
+        if self.config["training"].get("freeze_backbone"):  # frozen backbone: only the head learns
+            for p in self.model.backbone.parameters():
+                p.requires_grad_(False)
+        self._train_mode()
         frozen = phase == "phase1" and self.config["training"]["phases"]["phase1"].get("freeze_illumination", True)
         if self.model.ipaid is not None:
             for p in self.model.ipaid.parameters():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .efficientnet import efficientnet_lite0_imagenet
 from .mobilenet import mobilenet_v2_imagenet
 from .osnet import osnet_ain_x1_0, osnet_x1_0
 from .reidnet import ReIDNet
@@ -10,6 +11,7 @@ BACKBONES = {
     "osnet_ain_x1_0": osnet_ain_x1_0,
     "osnet_x1_0": osnet_x1_0,
     "mobilenet_v2_imagenet": mobilenet_v2_imagenet,
+    "efficientnet_lite0_imagenet": efficientnet_lite0_imagenet,
 }
 
 
