@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from engine.demo import find_data_dir  # noqa: E402
 from engine.metrics import cosine_similarity, encounter_exclusion, evaluate_ranking, reid_protocol  # noqa: E402
 from trainer.data import ImageCache, center_batch, folder_samples, split_by_identity  # noqa: E402
-from trainer.models.mobilenet import MobileNetV2Features  # noqa: E402
+from trainer.models.offtheshelf import OffTheShelf  # noqa: E402
 from trainer.relight import gamma_relight, hard_shadow  # noqa: E402
 from trainer.train import Trainer, load_config  # noqa: E402
 
@@ -84,23 +84,9 @@ def robustness(model, cache, samples) -> dict:
     return out
 
 
-class ImageNetBaseline(torch.nn.Module):
-    """Off-the-shelf ImageNet features (MobileNetV2 or EfficientNet-Lite0), GeM-pooled: no training at all."""
-
-    def __init__(self, backbone: str = "mobilenet"):
-        super().__init__()
-        if backbone == "mobilenet":
-            self.net = MobileNetV2Features(pretrained=True)
-        else:
-            from trainer.models.efficientnet import EfficientNetLite0Features
-
-            self.net = EfficientNetLite0Features(pretrained=True)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-
-    def forward(self, x):
-        f = self.net((x - self.mean) / self.std).clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3)
-        return torch.nn.functional.normalize(f, dim=1)
+def ImageNetBaseline(backbone: str = "mobilenet"):  # noqa: N802 (kept name: a model, as before)
+    """Off-the-shelf ImageNet features, GeM-pooled (trainer/models/offtheshelf.py)."""
+    return OffTheShelf(backbone, INPUT)
 
 
 def sift_baseline(samples) -> dict:

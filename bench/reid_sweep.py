@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.reid_accuracy import RELIGHTS, ImageNetBaseline  # noqa: E402
+from bench.reid_accuracy import RELIGHTS  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
 from engine.metrics import (  # noqa: E402
     cosine_similarity,
@@ -36,6 +36,7 @@ from engine.metrics import (  # noqa: E402
     reid_protocol,
 )
 from trainer.data import ImageCache, center_batch, folder_samples, split_by_identity  # noqa: E402
+from trainer.models.offtheshelf import OffTheShelf  # noqa: E402
 from trainer.train import Trainer, load_config  # noqa: E402
 
 STRONG = {"data": {"augment": "strong"}}
@@ -121,7 +122,7 @@ def main() -> None:
     parser.add_argument("--save", help="keep each variant's best checkpoint here")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "reid_sweep.json"))
     args = parser.parse_args()
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    torch.set_num_threads(int(os.environ.get("HERDBOOK_THREADS", max(1, (os.cpu_count() or 2) // 2))))
     input_size = [int(v) for v in args.input.split(",")]
     data = Path(args.data) if args.data else find_data_dir(ROOT)
     train, val, test = split(folder_samples(data / "nyala" / "train"))
@@ -143,7 +144,7 @@ def main() -> None:
 
     if args.baseline:
         for name, backbone in (("imagenet mnv2 off the shelf", "mobilenet"), ("imagenet effl0 off the shelf", "effl0")):
-            base = ImageNetBaseline(backbone).to(device)
+            base = OffTheShelf(backbone, input_size).to(device)
             results["variants"][name] = figures(
                 embed(base, test_cache, input_size, device),
                 test,

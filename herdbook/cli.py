@@ -362,6 +362,20 @@ def cmd_app(args) -> int:
     return run(catalogue, args.screenshot, args.tab)
 
 
+def cmd_evaluate(args) -> int:
+    from engine.evaluate import evaluate_folder, report_lines
+
+    try:
+        result = evaluate_folder(args.data, args.model)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(report_lines(result)))
+    return 0
+
+
 def cmd_info(args) -> int:
     with _open(args, create=False) as cat:
         print(json.dumps({"catalogue": str(cat.path), "schema": cat.version, **cat.counts()}, indent=2))
@@ -482,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tab", type=int, default=0, help="tab to show: 0 overview, 1 review, 2 individuals")
     p.add_argument("--screenshots", help="render every screen to PNGs in this folder and exit")
     p.set_defaults(func=cmd_app)
+
+    p = sub.add_parser("evaluate", help="measure re-identification on a folder of identified photos")
+    p.add_argument("--data", required=True, help="folder per individual (or per individual/encounter)")
+    p.add_argument("--model", help="ONNX re-identification model (default: the bundled one)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="row counts of the catalogue")
     p.set_defaults(func=cmd_info)

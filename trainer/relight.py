@@ -47,6 +47,6 @@ def gamma_relight(image: torch.Tensor, gamma: float) -> torch.Tensor:
 def hard_shadow(image: torch.Tensor, strength: float = 0.35) -> torch.Tensor:
     """A sharp diagonal shadow over half the image (light multiplied by ``strength`` there)."""
     h, w = image.shape[-2:]
-    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    yy, xx = torch.meshgrid(torch.arange(h, device=image.device), torch.arange(w, device=image.device), indexing="ij")
     mask = (xx / w + yy / h < 1.0).to(image.dtype)
     return image * (1 - mask * (1 - strength))

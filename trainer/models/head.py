@@ -28,7 +28,7 @@ class GeM(nn.Module):
         """
         p = self.p.clamp(1.0, 8.0)
         rows = x.clamp(min=self.eps).pow(p).mean(3)  # (B, C, H)
-        bins = torch.from_numpy(stripe_matrix(int(x.shape[2]), parts)).to(x.dtype)  # a constant in ONNX
+        bins = torch.from_numpy(stripe_matrix(int(x.shape[2]), parts)).to(x.device, x.dtype)  # an ONNX constant
         return torch.matmul(rows, bins).pow(1.0 / p)
 
 
