@@ -45,6 +45,16 @@ def cmd_import(args) -> int:
     from engine.reid import ModelError, default_model_path
 
     levels = tuple(p for p in args.levels.split("/") if p) if args.levels else ()
+    # Everything that can be checked is checked before the catalogue is created or anything imported.
+    if not Path(args.folder).is_dir():
+        raise CommandError(f"{args.folder}: not a folder")
+    detector_spec = args.detector
+    if detector_spec and detector_spec != "whole-frame" and not Path(detector_spec).is_file():
+        raise CommandError(f"{detector_spec}: no such detector file")
+    if args.model and not Path(args.model).is_file():
+        raise CommandError(f"{args.model}: no such re-identification model")
+    if args.megadetector_json and not Path(args.megadetector_json).is_file():
+        raise CommandError(f"{args.megadetector_json}: no such MegaDetector file")
     with _open(args) as cat:
         bar, update = _progress_bar("import")
         try:
@@ -208,10 +218,13 @@ def _proposal_detections(cat, det: int) -> list[int]:
 
 def cmd_export(args) -> int:
     with _open(args, create=False) as cat:
-        if args.format == "sightings":
-            report = export_sightings_csv(cat, args.out)
-        else:
-            report = export_camtrap_dp(cat, args.out, utc_offset=args.utc_offset)
+        try:
+            if args.format == "sightings":
+                report = export_sightings_csv(cat, args.out)
+            else:
+                report = export_camtrap_dp(cat, args.out, utc_offset=args.utc_offset)
+        except OSError as exc:
+            raise CommandError(f"{args.out}: cannot write the export ({exc.strerror or exc})") from exc
     print(f"wrote {report.path}: " + ", ".join(f"{n} {k}" for k, n in report.rows.items()))
     for line in report.skipped:
         print(f"  skipped: {line}")
@@ -508,6 +521,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+VALUE_OPTIONS = ("--utc-offset",)
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """'--utc-offset -07:00' -> '--utc-offset=-07:00': argparse takes a value starting with '-' for an option,
+    which refused every deployment west of Greenwich."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--selftest"]:
@@ -517,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         print(verdict if ok else f"selftest FAILED: {verdict}")
         return 0 if ok else 1
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(argv))
     try:
         return args.func(args)
     except (CatalogueError, IngestError, ExportError, CommandError) as exc:

