@@ -90,3 +90,17 @@ def build(path, gallery, card=None):
     if card is not None:
         return herdbook("--catalogue", path, "import", card, "--site", "new-card", "--species", "nyala")
     return None
+
+
+@pytest.fixture
+def decision_catalogue(tmp_path, data_dir) -> Path:
+    """Five real camera-trap photos with one whole-frame 'animal' detection each: something to decide on."""
+    from engine.ingest import import_folder
+
+    path = tmp_path / "decide.sqlite"
+    with Catalogue(path) as cat:
+        summary = import_folder(cat, data_dir / "camtraps" / "megadetector", site="test")
+        with cat.transaction():
+            for row in cat.query("SELECT id, width, height FROM media WHERE import_id = ?", [summary.import_id]):
+                cat.add_detection(row["id"], (0, 0, row["width"], row["height"]), source="whole-frame", label="animal")
+    return path

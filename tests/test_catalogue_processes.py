@@ -19,22 +19,15 @@ from pathlib import Path
 import pytest
 
 from engine.catalogue import Catalogue
-from engine.ingest import import_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def small_catalogue(tmp_path, data_dir) -> Path:
-    """Five real camera-trap photos with a whole-frame detection each: something to decide on."""
-    path = tmp_path / "app.sqlite"
-    with Catalogue(path) as cat:
-        summary = import_folder(cat, data_dir / "camtraps" / "megadetector", site="test")
-        with cat.transaction():
-            for row in cat.query("SELECT id, width, height FROM media WHERE import_id = ?", [summary.import_id]):
-                cat.add_detection(row["id"], (0, 0, row["width"], row["height"]), source="whole-frame", label="test")
-            cat.ensure_individual("P1", "test")
-    return path
+def small_catalogue(decision_catalogue) -> Path:
+    with Catalogue(decision_catalogue) as cat:
+        cat.ensure_individual("P1", "test")
+    return decision_catalogue
 
 
 def child(*args: str) -> subprocess.Popen:

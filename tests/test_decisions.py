@@ -8,19 +8,14 @@ import pytest
 
 from engine import decisions
 from engine.catalogue import Catalogue
-from engine.ingest import import_folder
 from engine.match import Gallery, suggest
 from tests.conftest import herdbook
 
 
 @pytest.fixture
-def cat(tmp_path, data_dir):
-    """Five real camera-trap photos as unidentified 'animal' detections, and a nyala '100' in the catalogue."""
-    c = Catalogue(tmp_path / "c.sqlite")
-    summary = import_folder(c, data_dir / "camtraps" / "megadetector", site="test")
-    with c.transaction():
-        for row in c.query("SELECT id, width, height FROM media WHERE import_id = ?", [summary.import_id]):
-            c.add_detection(row["id"], (0, 0, row["width"], row["height"]), source="whole-frame", label="animal")
+def cat(decision_catalogue):
+    """The shared five-photo catalogue, and a nyala '100' in it."""
+    c = Catalogue(decision_catalogue)
     c.ensure_individual("100", "nyala")
     yield c
     c.close()

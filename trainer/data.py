@@ -15,9 +15,7 @@ import numpy as np
 import torch
 
 from engine.catalogue import Catalogue
-from engine.demo import nyala_photo, viewpoint_from_name
 from engine.imageio import crop, load_rgb
-from engine.ingest import IMAGE_SUFFIXES, sha256_of
 
 
 @dataclass(frozen=True)
@@ -35,32 +33,15 @@ class Sample:
         return self.individual
 
 
-def encounter_of(path: Path, individual: str) -> str:
-    """nyala: '<n>_leftphoto.jpg' and '<n>_rightphoto.jpg' are one encounter; otherwise each file is its own."""
-    nyala = nyala_photo(path.name)
-    return f"{individual}/{nyala[0]}" if nyala else f"{individual}/{path.stem}"
-
-
 def folder_samples(root: str | Path, individuals: Sequence[str] | None = None) -> list[Sample]:
-    """One sample per distinct image (by content) under root/<individual>/*."""
-    root = Path(root)
-    seen, out = set(), []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if individuals is not None and folder.name not in individuals:
-            continue
-        for path in sorted(folder.iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            digest = sha256_of(path)
-            if digest in seen:  # e.g. nyala 218's '*(1).jpg' copies
-                continue
-            seen.add(digest)
-            out.append(
-                Sample(
-                    str(path), folder.name, viewpoint_from_name(path.name, folder.name), encounter_of(path, folder.name)
-                )
-            )
-    return out
+    """One sample per distinct image (by content) under root/<individual>/* (engine.evaluate's layouts)."""
+    from engine.evaluate import identified_photos
+
+    return [
+        Sample(str(p.path), p.individual, p.viewpoint, p.encounter)
+        for p in identified_photos(root)
+        if individuals is None or p.individual in individuals
+    ]
 
 
 def catalogue_samples(catalogue: Catalogue, min_per_individual: int = 2) -> list[Sample]:

@@ -78,6 +78,8 @@ def main(argv=None) -> int:
         "trained_individuals": [],
         "training_command": "python -m trainer.release_offtheshelf " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "why_this_model": "no trained recipe beat it on unseen individuals (see sweep)",
+        # This model *is* the off-the-shelf ImageNet baseline, so the baseline of this same run is these figures.
+        "baseline_imagenet_off_the_shelf_same_run": {"same_as": "metrics", **metrics["held_out"]["across_encounters"]},
     }
     if sweep.is_file():
         extra["sweep"] = {
