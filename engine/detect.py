@@ -1,5 +1,6 @@
-"""Find animals in photos: an ultralytics YOLO detector exported to ONNX (run by onnxruntime), boxes computed
-elsewhere (MegaDetector batch-output JSON), or the whole frame for photos that are already crops.
+"""Find animals in photos: the bundled COCO detector (default), an ultralytics YOLO detector exported to ONNX
+(a MegaDetector release, or the user's own), boxes computed elsewhere (MegaDetector batch-output JSON), or the
+whole frame for photos that are already crops. All run through onnxruntime.
 
 Boxes are (x, y, w, h) in pixels of the upright photo (EXIF orientation applied), top-left origin.
 """
@@ -16,7 +17,9 @@ import numpy as np
 
 from .catalogue import Catalogue
 from .exif import upright_size
+from .metrics import box_iou
 from .reid import ModelError, describe_device, open_session
+from .resources import resources_dir
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,33 @@ class Box:
         return (self.x, self.y, self.w, self.h)
 
 
+BUNDLED_DETECTOR = "herdbook-detector"
+# COCO's animal and vehicle classes folded into MegaDetector's three: a camera trap's species are rarely COCO's,
+# so a cougar scored "horse" 0.33 and "cow" 0.22 is one animal at 0.55.
+COCO_ANIMALS = frozenset("bird cat dog horse sheep cow elephant bear zebra giraffe".split())
+COCO_VEHICLES = frozenset("bicycle car motorcycle airplane bus train truck boat".split())
+
+
+def megadetector_class(coco_name: str) -> str | None:
+    """'animal', 'person', 'vehicle', or None for COCO classes a camera trap does not report (chairs, cups)."""
+    if coco_name in COCO_ANIMALS:
+        return "animal"
+    if coco_name in COCO_VEHICLES:
+        return "vehicle"
+    return "person" if coco_name == "person" else None
+
+
+def bundled_detector_path() -> Path:
+    return resources_dir() / "models" / f"{BUNDLED_DETECTOR}.onnx"
+
+
 class WholeFrameDetector:
     """For photos that are already crops of one animal (the nyala and lion sets)."""
 
     name = "whole-frame"
     version = "1"
     device = "CPU"
+    input_size = 32  # only the frame's size matters: decode as little as the JPEG allows
 
     def __call__(self, image: np.ndarray) -> list[Box]:
         h, w = image.shape[:2]
@@ -125,7 +149,7 @@ class YoloOnnxDetector:
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         size = inp.shape[2]
-        self.size = int(size) if isinstance(size, int) else 640
+        self.input_size = int(size) if isinstance(size, int) else 640
         meta = self.session.get_modelmeta().custom_metadata_map
         self.names = {int(k): v for k, v in ast.literal_eval(meta["names"]).items()} if "names" in meta else {}
         self.end2end = meta.get("end2end", "False") == "True"
@@ -134,12 +158,106 @@ class YoloOnnxDetector:
         self.conf, self.iou = conf, iou
 
     def __call__(self, image: np.ndarray) -> list[Box]:
-        boxed, scale, pad = letterbox(image, self.size)
+        boxed, scale, pad = letterbox(image, self.input_size)
         x = boxed.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
         raw = self.session.run(None, {self.input_name: x})[0]
         if self.end2end:
             return decode_end2end(raw, scale, pad, image.shape, self.names, self.conf)
         return decode_yolo(raw, scale, pad, image.shape, self.names, self.conf, self.iou)
+
+
+def fold_detections(
+    boxes: np.ndarray, scores: np.ndarray, groups: list[str], conf: float, iou: float = 0.3, inside: float = 0.7
+) -> list[tuple[np.ndarray, float, str]]:
+    """One box per animal from a COCO detector's per-class rows (x0, y0, x1, y1).
+
+    Rows of one group on the same box (IoU > 0.9: CenterNet repeats its box once per class) add their scores,
+    capped at 1; then non-maximum suppression (IoU > `iou`) and suppression of a box lying mostly (> `inside` of
+    its area) within a better one of its group: a leg or a head boxed beside the whole animal.
+    """
+    kept: list[tuple[np.ndarray, float, str]] = []
+    for group in sorted(set(groups)):
+        idx = [i for i, g in enumerate(groups) if g == group]
+        order = sorted(idx, key=lambda i: -scores[i])
+        merged: list[list] = []
+        for i in order:
+            for m in merged:
+                if box_iou(boxes[i][None], m[0][None])[0, 0] > 0.9:
+                    m[1] = min(1.0, m[1] + float(scores[i]))
+                    break
+            else:
+                merged.append([boxes[i], float(scores[i])])
+        merged.sort(key=lambda m: -m[1])
+        chosen: list[list] = []
+        for box, score in merged:
+            if score < conf:
+                break
+            if chosen:
+                others = np.stack([c[0] for c in chosen])
+                inter_iou = box_iou(box[None], others)[0]
+                ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+                iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+                area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
+                if (inter_iou > iou).any() or ((ix * iy) / area > inside).any():
+                    continue
+            chosen.append([box, score])
+        kept += [(box, score, group) for box, score in chosen]
+    return sorted(kept, key=lambda k: -k[1])
+
+
+DATA_STRIP = 0.07  # trail cameras burn date, temperature and logo into the top or bottom 2-6% of the frame
+
+
+def in_data_strip(boxes: np.ndarray, height: int) -> np.ndarray:
+    """Boxes (x0, y0, x1, y1) lying wholly in the frame's top or bottom band: the burned-in data strip and its
+    logos, never an animal. A real animal at the edge reaches further into the frame."""
+    band = DATA_STRIP * height
+    return (boxes[:, 3] <= band) | (boxes[:, 1] >= height - band)
+
+
+class CocoOnnxDetector:
+    """The bundled detector: COCO CenterNet (MobileNetV3) converted from TF.js (trainer/release_detector.py).
+
+    Input: the photo letterboxed into the top-left of a 512 x 512 RGB square, 0-255. Output: 100 rows of
+    x0, y0, x1, y1 (input pixels), score, COCO class. Classes fold into animal / person / vehicle; the
+    threshold comes from the card (`herdbook-detector.json`), measured by bench/detector.py.
+    """
+
+    def __init__(self, path: str | Path | None = None, conf: float | None = None, prefer_gpu: bool = True):
+        self.path = Path(path) if path else bundled_detector_path()
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: no such detector file")
+        self.session = open_session(self.path, prefer_gpu)
+        self.device = describe_device(self.session)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("herdbook_format") != "centernet-tfjs":
+            raise ModelError(f"{self.path}: not a Herdbook COCO detector (no herdbook_format metadata)")
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_size = int(meta["input_size"])
+        names = {int(k): v for k, v in json.loads(meta["names"]).items()}
+        self.groups = {k: megadetector_class(v) for k, v in names.items()}
+        card_path = self.path.with_suffix(".json")
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        self.name = card.get("name", self.path.stem)
+        self.version = card.get("version", "unknown")
+        self.conf = float(conf if conf is not None else card.get("threshold", 0.3))
+
+    def __call__(self, image: np.ndarray) -> list[Box]:
+        h, w = image.shape[:2]
+        scale = self.input_size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        x = np.zeros((1, self.input_size, self.input_size, 3), np.float32)
+        x[0, :nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        rows = self.session.run(None, {self.input_name: x})[0].reshape(-1, 6)
+        keep = [i for i, c in enumerate(rows[:, 5]) if self.groups.get(int(c))]
+        if not keep:
+            return []
+        rows = rows[keep]
+        boxes = np.clip(rows[:, :4] / scale, 0, [w, h, w, h])
+        outside_strips = ~in_data_strip(boxes, h)
+        rows, boxes = rows[outside_strips], boxes[outside_strips]
+        found = fold_detections(boxes, rows[:, 4], [self.groups[int(c)] for c in rows[:, 5]], self.conf)
+        return [Box(float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1]), s, g) for b, s, g in found]
 
 
 def export_ultralytics(pt_path: str | Path, imgsz: int = 640) -> Path:
@@ -149,9 +267,12 @@ def export_ultralytics(pt_path: str | Path, imgsz: int = 640) -> Path:
     return Path(YOLO(str(pt_path)).export(format="onnx", imgsz=imgsz, dynamic=False, simplify=False))
 
 
-def load_detector(spec: str | Path | None, conf: float = 0.25):
-    """'whole-frame', an .onnx file, or an ultralytics .pt file (exported once to ONNX)."""
-    if spec is None or str(spec) == "whole-frame":
+def load_detector(spec: str | Path | None = None, conf: float | None = None):
+    """The bundled detector (None or 'bundled'), 'whole-frame', a YOLO .onnx file, or an ultralytics .pt file
+    (exported once to ONNX)."""
+    if spec is None or str(spec) == "bundled":
+        return CocoOnnxDetector(conf=conf)
+    if str(spec) == "whole-frame":
         return WholeFrameDetector()
     path = Path(spec)
     if path.suffix == ".pt":
@@ -162,7 +283,11 @@ def load_detector(spec: str | Path | None, conf: float = 0.25):
             except ImportError as exc:
                 raise ModelError(f"{path}: exporting a .pt detector needs the train extra ({exc})") from None
         path = onnx_path
-    return YoloOnnxDetector(path, conf=conf)
+    if path.is_file() and open_session(path, prefer_gpu=False).get_modelmeta().custom_metadata_map.get(
+        "herdbook_format"
+    ):
+        return CocoOnnxDetector(path, conf=conf)
+    return YoloOnnxDetector(path, conf=0.25 if conf is None else conf)
 
 
 @dataclass

@@ -186,3 +186,61 @@ def open_set_protocol(
         "new_flagged": float(np.mean(new < threshold)) if len(new) else float("nan"),
         "known_top1_correct": float(np.mean(q["correct"][~q["is_new"]])) if len(known) else float("nan"),
     }
+
+
+def detection_scores(frames: list[dict], found: list[list[tuple]], iou_min: float = 0.3) -> dict:
+    """Recall and precision of animal boxes against hand-drawn ones (tests/data/trailcam_boxes.json layout).
+
+    frames[i]['boxes'] holds {'label', 'box': [x0, y0, x1, y1] normalised, 'difficult'?}; found[i] holds
+    (x0, y0, x1, y1, score, label) normalised. Greedy matching by score at IoU >= iou_min (0.3: boxes drawn by
+    eye on 100 px thumbnails are loose); a match on a 'difficult' box counts neither way; a second box on an
+    animal already matched is a false positive. Frames whose animal cannot be made out are skipped. Also
+    frame-level: animal frames with at least one animal box, empty frames with none.
+    """
+    tp = fp = fn = animal_frames = animal_frames_found = empty_frames = empty_frames_clean = 0
+    for frame, boxes in zip(frames, found, strict=True):
+        if frame.get("status", "labelled") != "labelled":
+            continue
+        truth = [b for b in frame["boxes"] if b["label"] == "animal"]
+        animals = sorted((b for b in boxes if b[5] == "animal"), key=lambda b: -b[4])
+        matched: set[int] = set()
+        for box in animals:
+            if truth:
+                ious = box_iou(np.asarray([box[:4]]), np.asarray([t["box"] for t in truth]))[0]
+                best = int(ious.argmax())
+                if ious[best] >= iou_min:
+                    if truth[best].get("difficult"):
+                        continue
+                    if best not in matched:
+                        matched.add(best)
+                        tp += 1
+                        continue
+            fp += 1
+        fn += sum(1 for i, t in enumerate(truth) if i not in matched and not t.get("difficult"))
+        if truth:
+            animal_frames += 1
+            animal_frames_found += bool(animals)
+        else:
+            empty_frames += 1
+            empty_frames_clean += not animals
+    return {
+        "recall": tp / max(tp + fn, 1),
+        "precision": tp / max(tp + fp, 1),
+        "true_positives": tp,
+        "false_positives": fp,
+        "missed": fn,
+        "animal_frames": animal_frames,
+        "animal_frames_found": animal_frames_found,
+        "empty_frames": empty_frames,
+        "empty_frames_clean": empty_frames_clean,
+    }
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of x0, y0, x1, y1 boxes: a (N, 4) against b (M, 4) -> (N, M)."""
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)

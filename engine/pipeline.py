@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,11 +19,12 @@ import numpy as np
 
 from .catalogue import Catalogue
 from .detect import load_detector
-from .imageio import ImageError, crop, load_rgb
+from .imageio import ImageError, crop, load_rgb, load_rgb_reduced
 from .ingest import ImportSummary, import_folder
 from .match import Gallery, group_new, suggest
 from .reid import Embedder
 
+CROP_MARGIN = 0.05  # a detector's box is tight; re-identification sees a little of the animal's outline too
 StageProgress = Callable[[str, int, int], None]  # stage, done, total
 
 
@@ -30,6 +32,7 @@ StageProgress = Callable[[str, int, int], None]  # stage, done, total
 class StageStats:
     items: int = 0
     seconds: float = 0.0
+    empty: int = 0  # detect stage: photos where no animal was found
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -48,7 +51,8 @@ class PipelineSummary:
         out = self.ingest.lines() if self.ingest else []
         for name, st in self.stages.items():
             problems = f", {len(st.errors)} problems" if st.errors else ""
-            out.append(f"{name}: {st.items} in {st.seconds:.1f} s ({st.per_second:.1f}/s){problems}")
+            empty = f", {st.empty} with no animal (empty frames)" if name == "detect" else ""
+            out.append(f"{name}: {st.items} in {st.seconds:.1f} s ({st.per_second:.1f}/s){empty}{problems}")
             out += [f"  {e}" for e in st.errors[:20]]
         out.append(f"compute device: {self.device}")
         return out
@@ -108,9 +112,10 @@ class Pipeline:
     def pending_detection(self, media_ids: list[int] | None = None) -> list[dict]:
         sql = """SELECT m.id, m.path FROM media m WHERE m.status = 'ok' AND m.kind = 'image'
                  AND NOT EXISTS (SELECT 1 FROM detections d WHERE d.media_id = m.id)
-                 AND NOT EXISTS (SELECT 1 FROM media_stages s WHERE s.media_id = m.id AND s.stage = 'detect'
-                                 AND s.model_id = ?)"""
-        rows = self.cat.query(sql + " ORDER BY m.id", [self.detector_model_id])
+                 AND NOT EXISTS (SELECT 1 FROM media_stages s WHERE s.media_id = m.id AND s.stage = 'detect')"""
+        # A photo is searched once, by whichever detector came first (a MegaDetector file's empty frame stays
+        # empty; the bundled detector covers only the photos that file does not name).
+        rows = self.cat.query(sql + " ORDER BY m.id")
         if media_ids is None:
             return rows
         wanted = set(media_ids)
@@ -120,31 +125,53 @@ class Pipeline:
         stats, t0 = StageStats(), time.perf_counter()
         todo = self.pending_detection(media_ids)
         label = self.detector.name
-        for start in range(0, len(todo), self.batch_size):
-            if cancel is not None and cancel.is_set():
-                break
-            found = []
-            for row in todo[start : start + self.batch_size]:
-                try:
-                    found.append((row, self.detector(load_rgb(row["path"]))))
-                except ImageError as exc:
-                    stats.errors.append(str(exc))
-                    found.append((row, []))
-            with self.cat.transaction():
-                for row, boxes in found:
-                    for box in boxes:
-                        self.cat.add_detection(
-                            row["id"],
-                            box.xywh,
-                            score=box.score,
-                            label=box.label,
-                            source=label,
-                            model_id=self.detector_model_id,
-                        )
-                    self.cat.mark_stage(row["id"], "detect", self.detector_model_id)
-            stats.items += len(found)
-            if progress:
-                progress("detect", min(start + self.batch_size, len(todo)), len(todo))
+        min_side = getattr(self.detector, "input_size", None)
+
+        def load(row):
+            try:
+                if min_side:
+                    return load_rgb_reduced(row["path"], min_side)
+                image = load_rgb(row["path"])
+                return image, (image.shape[1], image.shape[0])
+            except ImageError as exc:
+                return exc
+
+        # Decoding (PIL releases the GIL) runs in threads, one batch ahead of the detector.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            batches = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+            pending = pool.map(load, batches[0]) if batches else None
+            for number, batch in enumerate(batches):
+                if cancel is not None and cancel.is_set():
+                    break
+                loaded = list(pending)
+                if number + 1 < len(batches):
+                    pending = pool.map(load, batches[number + 1])
+                found = []
+                for row, item in zip(batch, loaded, strict=True):
+                    if isinstance(item, ImageError):
+                        stats.errors.append(str(item))
+                        found.append((row, []))
+                        continue
+                    image, (full_w, full_h) = item
+                    sx, sy = full_w / image.shape[1], full_h / image.shape[0]
+                    boxes = [(b.x * sx, b.y * sy, b.w * sx, b.h * sy, b) for b in self.detector(image)]
+                    found.append((row, boxes))
+                with self.cat.transaction():
+                    for row, boxes in found:
+                        for *xywh, box in boxes:
+                            self.cat.add_detection(
+                                row["id"],
+                                tuple(xywh),
+                                score=box.score,
+                                label=box.label,
+                                source=label,
+                                model_id=self.detector_model_id,
+                            )
+                        self.cat.mark_stage(row["id"], "detect", self.detector_model_id)
+                        stats.empty += not any(b.label == "animal" for *_, b in boxes)
+                stats.items += len(found)
+                if progress:
+                    progress("detect", min((number + 1) * self.batch_size, len(todo)), len(todo))
         stats.seconds = time.perf_counter() - t0
         return stats
 
@@ -171,7 +198,7 @@ class Pipeline:
                     if row["path"] != photo_path:
                         photo, photo_path = load_rgb(row["path"]), row["path"]
                     box = (row["x"], row["y"], row["w"], row["h"]) if row["w"] else None
-                    crops.append(crop(photo, box, source=f"{row['path']} detection {row['id']}"))
+                    crops.append(crop(photo, box, f"{row['path']} detection {row['id']}", CROP_MARGIN))
                     ids.append(row["id"])
                 except ImageError as exc:
                     stats.errors.append(str(exc))
