@@ -50,6 +50,13 @@ def _fmt_left(seconds: float) -> str:
     return "" if seconds < 0 else f", about {int(seconds // 60)} min {int(seconds % 60)} s left"
 
 
+DETECTOR_CHOICES = [
+    ("find them in each photo (bundled detector)", "bundled"),
+    ("each photo is already a crop of one animal", "whole-frame"),
+    ("my own detector file (.onnx / .pt, e.g. MegaDetector)…", "choose"),
+]
+
+
 class ImportDialog(QDialog):
     done = Signal(object)
 
@@ -68,9 +75,14 @@ class ImportDialog(QDialog):
         row.addWidget(self.folder, 1)
         row.addWidget(browse)
         self.site = QLineEdit(placeholderText="site / camera name (optional)")
+        self.detector = QComboBox()
+        for text, spec in DETECTOR_CHOICES:
+            self.detector.addItem(text, spec)
+        self.detector.activated.connect(self._detector_chosen)
         form = QFormLayout()
         form.addRow("Folder or card", row)
         form.addRow("Site", self.site)
+        form.addRow("Animals", self.detector)
         self.bars = {s: QProgressBar() for s in STAGES}
         for stage, bar in self.bars.items():
             bar.setFormat(f"{stage}: waiting")
@@ -104,13 +116,25 @@ class ImportDialog(QDialog):
         if folder:
             self.folder.setEditText(folder)
 
+    def _detector_chosen(self, index: int) -> None:
+        if self.detector.itemData(index) != "choose":
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Detector", "", "Detectors (*.onnx *.pt)")
+        if path:
+            self.detector.insertItem(index, Path(path).name, path)
+            self.detector.setCurrentIndex(index)
+        else:
+            self.detector.setCurrentIndex(0)
+
     def start(self, folder: str | None = None) -> Worker:
         folder = folder or self.folder.currentText().strip()
         if not folder or not Path(folder).is_dir():
             self.eta.setText(f"{folder or '(nothing)'}: not a folder")
             return None
         self.worker = Worker(
-            import_work(self.catalogue_path, Path(folder), self.site.text().strip() or None, None, None)
+            import_work(
+                self.catalogue_path, Path(folder), self.site.text().strip() or None, self.detector.currentData(), None
+            )
         )
         self.worker.progress.connect(self._progress)
         self.worker.finished.connect(self._finished)

@@ -242,7 +242,7 @@ class ReviewWidget(QWidget):
         self.query.setPixmap(pixmap(item["path"], item["box"], 480))
         self.caption.setText(
             f"{item['file']} · {item['taken_at'] or 'time unknown'} · detection "
-            f"{item['detection_id']} · {self.position + 1} of {total}"
+            f"{item['detection_id']} ({_found_by(item)}) · {self.position + 1} of {total}"
         )
         self.new_hint.setText("<b>Probably a new individual</b> — press N to name it" if item["probably_new"] else "")
         for i, card in enumerate(self.cards):
@@ -395,3 +395,12 @@ class ReviewWidget(QWidget):
         if dialog is not None:
             dialog.accept()
         return det
+
+
+def _found_by(item: dict) -> str:
+    """What boxed this animal: 'animal 0.87 by herdbook-detector', or the whole frame / a hand-drawn box."""
+    if item.get("detector") in (None, "whole-frame"):
+        return "whole frame"
+    score = item.get("detector_score")
+    score_text = f" {score:.2f}" if score is not None and item.get("detector") != "manual" else ""
+    return f"{item.get('detector_label') or 'animal'}{score_text} by {item['detector']}"

@@ -77,7 +77,7 @@ def import_work(catalogue_path: Path, folder: Path, site: str | None, detector: 
             result = {"ingest": summary, "pipeline": None}
             if summary.cancelled or not Path(model or default_model_path()).is_file():
                 return result
-            pipe = Pipeline(cat, detector=detector or "whole-frame", reid_model=model)
+            pipe = Pipeline(cat, detector=detector or "bundled", reid_model=model)
             result["pipeline"] = pipe.run(progress=worker.report, cancel=worker.cancel_event)
             return result
 

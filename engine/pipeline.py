@@ -318,7 +318,8 @@ def open_suggestions(catalogue: Catalogue, model_id: int | None = None) -> list[
         return []
     rows = catalogue.query(
         """SELECT a.detection_id, a.individual_id, a.score, a.rank, a.proposal, i.code, i.name, i.species,
-                  m.path, m.taken_at, d.x, d.y, d.w, d.h
+                  m.path, m.taken_at, d.x, d.y, d.w, d.h, d.label AS detector_label, d.score AS detector_score,
+                  d.source AS detector
            FROM assignments a JOIN detections d ON d.id = a.detection_id JOIN media m ON m.id = d.media_id
            LEFT JOIN individuals i ON i.id = a.individual_id
            WHERE a.status = 'suggested' AND a.model_id = ?
@@ -335,6 +336,9 @@ def open_suggestions(catalogue: Catalogue, model_id: int | None = None) -> list[
                 "path": r["path"],
                 "taken_at": r["taken_at"],
                 "box": [r["x"], r["y"], r["w"], r["h"]] if r["w"] else None,
+                "detector": r["detector"],
+                "detector_label": r["detector_label"],
+                "detector_score": r["detector_score"],
                 "candidates": [],
                 "probably_new": False,
                 "proposal": None,

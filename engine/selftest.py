@@ -1,7 +1,8 @@
 """`herdbook --selftest`: the whole chain on bundled real photos, offline and without a display.
 
-temporary catalogue -> import 4 photos -> detect (whole frame) -> embed -> suggest -> name a new individual ->
-a second view of that animal is matched back to it -> CSV export read back. Prints one verdict line.
+the bundled detector boxes the animal in each of 4 camera-trap photos -> temporary catalogue -> import them ->
+detect (whole frame) -> embed -> suggest -> name a new individual -> a second view of that animal is matched back
+to it -> CSV export read back. Prints one verdict line.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import time
 from pathlib import Path
 
 from .catalogue import Catalogue
+from .detect import load_detector
 from .export import export_sightings_csv
+from .imageio import load_rgb_reduced
 from .ingest import import_folder
 from .pipeline import Pipeline, open_suggestions
 from .resources import resources_dir
@@ -21,6 +24,14 @@ from .resources import resources_dir
 def run_selftest() -> tuple[bool, str]:
     t0 = time.perf_counter()
     checks: list[str] = []
+    detector = load_detector()
+    photos = sorted(p for p in (resources_dir() / "selftest").iterdir() if p.suffix == ".jpg")
+    for photo in photos:
+        image, _ = load_rgb_reduced(photo, detector.input_size)
+        boxes = [b for b in detector(image) if b.label == "animal"]
+        if not boxes or max(b.w * b.h for b in boxes) > 0.9 * image.shape[0] * image.shape[1]:
+            return False, f"detector: no animal box in {photo.name}"
+    checks.append(f"detector ({len(photos)} photos boxed on {detector.device})")
     with tempfile.TemporaryDirectory() as tmp:
         with Catalogue(Path(tmp) / "selftest.sqlite") as cat:
             summary = import_folder(cat, resources_dir() / "selftest", site="selftest")

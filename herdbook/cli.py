@@ -49,7 +49,7 @@ def cmd_import(args) -> int:
     if not Path(args.folder).is_dir():
         raise CommandError(f"{args.folder}: not a folder")
     detector_spec = args.detector
-    if detector_spec and detector_spec != "whole-frame" and not Path(detector_spec).is_file():
+    if detector_spec not in ("bundled", "whole-frame") and not Path(detector_spec).is_file():
         raise CommandError(f"{detector_spec}: no such detector file")
     if args.model and not Path(args.model).is_file():
         raise CommandError(f"{args.model}: no such re-identification model")
@@ -409,10 +409,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only-ingest", action="store_true", help="import photos only: no detection or suggestions")
     p.add_argument(
         "--detector",
-        default="whole-frame",
-        help="whole-frame (photos already cropped), or a YOLO detector .onnx/.pt (e.g. MegaDetector)",
+        default="bundled",
+        help="bundled (the animal detector Herdbook ships, default), whole-frame (photos already cropped to one "
+        "animal), or your own YOLO detector .onnx/.pt (e.g. MegaDetector)",
     )
-    p.add_argument("--megadetector-json", help="boxes from a MegaDetector batch-output file, matched by file name")
+    p.add_argument(
+        "--megadetector-json",
+        help="boxes from a MegaDetector batch-output file, matched by file name; photos it names are not "
+        "searched again (its empty frames stay empty), the others go through --detector",
+    )
     p.add_argument("--model", help="re-identification model .onnx (default: the bundled one)")
     p.add_argument(
         "--species",

@@ -88,7 +88,10 @@ def build(path, gallery, card=None):
         imp = import_folder(cat, gallery, site="gallery")
         label_folder_individuals(cat, imp.import_id, "nyala")
     if card is not None:
-        return herdbook("--catalogue", path, "import", card, "--site", "new-card", "--species", "nyala")
+        # nyala photos are already crops of one animal: the user says so, as they would in the Import dialog
+        return herdbook(
+            "--catalogue", path, "import", card, "--site", "new-card", "--species", "nyala", "--detector", "whole-frame"
+        )
     return None
 
 

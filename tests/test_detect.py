@@ -62,7 +62,7 @@ def yolo_onnx(tmp_path_factory):
 def test_ultralytics_onnx_detector_runs_on_a_rotated_real_photo(yolo_onnx, data_dir):
     detector = YoloOnnxDetector(yolo_onnx, conf=0.0)  # untrained: keep every candidate to test the plumbing
     # Built from the yaml without a dataset, its 80 classes are named '0'..'79' in the ONNX metadata.
-    assert detector.size == 160 and len(detector.names) == 80 and detector.names[79] == "79"
+    assert detector.input_size == 160 and len(detector.names) == 80 and detector.names[79] == "79"
     assert detector.device in ("CPU", "GPU (CUDA)")
     photo = load_rgb(data_dir / "exif/jpg/orientation/portrait_6.jpg")
     boxes = detector(photo)

@@ -107,6 +107,8 @@ def test_pipeline_kill_and_resume_ends_like_one_run(tmp_path, card_folders):
             "new-card",
             "--species",
             "nyala",
+            "--detector",
+            "whole-frame",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -123,7 +125,9 @@ def test_pipeline_kill_and_resume_ends_like_one_run(tmp_path, card_folders):
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    res = herdbook("--catalogue", killed, "import", card, "--site", "new-card", "--species", "nyala")
+    res = herdbook(
+        "--catalogue", killed, "import", card, "--site", "new-card", "--species", "nyala", "--detector", "whole-frame"
+    )
     assert res.returncode == 0, res.stderr
 
     def state(path):

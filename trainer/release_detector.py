@@ -52,7 +52,17 @@ def convert(tgz: Path, out: Path) -> None:
         # TFLITE mode splits every fused op (_FusedConv2D), which tf2onnx cannot read.
         graph_model_to_saved_model(f"{tmp}/{MEMBER}.json", str(saved), ["serve"], compat_mode=CompatMode.TFLITE)
         subprocess.run(
-            [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved), "--output", str(out), "--opset", "17"],
+            [
+                sys.executable,
+                "-m",
+                "tf2onnx.convert",
+                "--saved-model",
+                str(saved),
+                "--output",
+                str(out),
+                "--opset",
+                "17",
+            ],
             check=True,
         )
 
