@@ -298,13 +298,18 @@ class MegaDetectorImport:
     ambiguous_files: list[str]
 
 
-def import_megadetector_json(catalogue: Catalogue, json_path: str | Path, conf: float = 0.2) -> MegaDetectorImport:
+def import_megadetector_json(
+    catalogue: Catalogue, json_path: str | Path, conf: float | None = None
+) -> MegaDetectorImport:
     """Boxes from a MegaDetector batch-output file (format 1.x-3.x, as AddaxAI writes it).
 
     Its file paths are the original author's, so photos are matched by file name; names that match no photo,
     or several, are reported, not guessed. Boxes are normalised [x, y, w, h] of the upright image.
     """
     doc = json.loads(Path(json_path).read_text())
+    if conf is None:  # the threshold the file's own detector recommends (format 1.2+), else MegaDetector's 0.2
+        meta = doc.get("info", {}).get("detector_metadata", {})
+        conf = float(meta.get("typical_detection_threshold", 0.2))
     categories = doc.get("detection_categories", {"1": "animal", "2": "person", "3": "vehicle"})
     by_name: dict[str, list[dict]] = {}
     for m in catalogue.query("SELECT id, file_name, width, height, orientation FROM media WHERE status = 'ok'"):

@@ -120,6 +120,28 @@ def test_megadetector_boxes_from_real_detections_land_on_the_right_pixels(catalo
     assert again.detections == 0  # already imported for these photos
 
 
+def test_megadetector_threshold_comes_from_the_file(catalogue, data_dir, tmp_path):
+    """A batch file that names its detector's typical threshold (format 1.2+) is read at that threshold."""
+    import_folder(catalogue, data_dir / ANIML)
+    photos = {r["file_name"] for r in catalogue.query("SELECT file_name FROM media")}
+    images: dict[str, list] = {}
+    with open(data_dir / ANIML / "tests/GroundTruth/main/Detections.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            box = [float(r[f"bbox{i}"]) for i in range(1, 5)] if r["conf"] else None
+            det = {"category": r["category"], "conf": float(r["conf"] or 0), "bbox": box}
+            images.setdefault(r["file"], []).extend([det] if box else [])
+    weak = [d["conf"] for f, ds in images.items() if f.rsplit("/", 1)[-1] in photos for d in ds if d["conf"] < 0.9]
+    assert weak  # the file does hold boxes of photos here that a 0.2 threshold would keep
+    md = {
+        "info": {"format_version": "1.4", "detector_metadata": {"typical_detection_threshold": 0.9}},
+        "images": [{"file": f, "detections": ds} for f, ds in images.items()],
+    }
+    (tmp_path / "md.json").write_text(json.dumps(md))
+    result = import_megadetector_json(catalogue, tmp_path / "md.json")
+    scores = [d["score"] for d in catalogue.query("SELECT score FROM detections")]
+    assert scores and min(scores) >= 0.9 and result.detections == len(scores)
+
+
 def test_megadetector_boxes_on_an_exif_rotated_photo(catalogue, data_dir, tmp_path):
     card = tmp_path / "card"
     card.mkdir()
