@@ -16,3 +16,18 @@ def run_child(code: str, *args: str) -> dict:
         [sys.executable, "-c", code, *map(str, args)], cwd=ROOT, capture_output=True, text=True, check=True
     )
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def yolov8n_onnx(directory: str | Path, imgsz: int = 640) -> Path:
+    """YOLOv8n built from its yaml (no weights can be downloaded) and exported to ONNX in ``directory``: the
+    speed baseline for detectors, since a network's speed does not depend on its weights. Needs ultralytics."""
+    import os
+
+    from ultralytics import YOLO
+
+    cwd = os.getcwd()
+    os.chdir(directory)  # ultralytics writes yolov8n.onnx into the working directory
+    try:
+        return Path(directory) / YOLO("yolov8n.yaml").export(format="onnx", imgsz=imgsz, dynamic=False, simplify=False)
+    finally:
+        os.chdir(cwd)

@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import run_child  # noqa: E402
+from common import run_child, yolov8n_onnx  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -57,19 +57,14 @@ def detector_speed(data_dir: Path) -> dict | None:
     """YOLOv8n at 640 px through onnxruntime on real full-size camera-trap photos. Built from its yaml (no weights
     can be downloaded): the speed of a network does not depend on its weights."""
     try:
-        from ultralytics import YOLO
+        import ultralytics  # noqa: F401
     except ImportError:
         return None
     from engine.detect import YoloOnnxDetector
     from engine.imageio import load_rgb
 
     with tempfile.TemporaryDirectory() as tmp:
-        cwd = os.getcwd()
-        os.chdir(tmp)
-        try:
-            path = Path(tmp) / YOLO("yolov8n.yaml").export(format="onnx", imgsz=640, dynamic=False, simplify=False)
-        finally:
-            os.chdir(cwd)
+        path = yolov8n_onnx(tmp)
         det = YoloOnnxDetector(path, conf=0.25)
         photos = sorted((data_dir / "camtraps").rglob("*.[jJ][pP]*[gG]"))
         images = [load_rgb(p) for p in photos]

@@ -17,7 +17,8 @@ import numpy as np
 
 from .catalogue import Catalogue
 from .exif import upright_size
-from .metrics import box_iou
+from .imageio import load_rgb_reduced
+from .metrics import box_intersection, box_iou
 from .reid import ModelError, describe_device, open_session
 from .resources import resources_dir
 
@@ -37,6 +38,8 @@ class Box:
 
 
 BUNDLED_DETECTOR = "herdbook-detector"
+COCO_FORMAT = "centernet-tfjs"  # the `herdbook_format` metadata trainer/release_detector.py writes
+DETECTOR_NAMES = ("bundled", "whole-frame")  # what --detector accepts besides a file
 # COCO's animal and vehicle classes folded into MegaDetector's three: a camera trap's species are rarely COCO's,
 # so a cougar scored "horse" 0.33 and "cow" 0.22 is one animal at 0.55.
 COCO_ANIMALS = frozenset("bird cat dog horse sheep cow elephant bear zebra giraffe".split())
@@ -137,20 +140,27 @@ def decode_yolo(
     return sorted(out, key=lambda b: -b.score)
 
 
+def open_detector_session(path: str | Path, prefer_gpu: bool = True, session=None):
+    """The onnxruntime session of a detector file (or the one `load_detector` already opened) and its metadata;
+    a missing file is named."""
+    if session is None:
+        if not Path(path).is_file():
+            raise ModelError(f"{path}: no such detector file")
+        session = open_session(Path(path), prefer_gpu)
+    return session, session.get_modelmeta().custom_metadata_map
+
+
 class YoloOnnxDetector:
     """Any ultralytics detector exported to ONNX (a MegaDetector release, or one trained by the user)."""
 
-    def __init__(self, path: str | Path, conf: float = 0.25, iou: float = 0.45, prefer_gpu: bool = True):
+    def __init__(self, path: str | Path, conf: float = 0.25, iou: float = 0.45, prefer_gpu: bool = True, session=None):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: no such detector file")
-        self.session = open_session(self.path, prefer_gpu)
+        self.session, meta = open_detector_session(self.path, prefer_gpu, session)
         self.device = describe_device(self.session)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         size = inp.shape[2]
         self.input_size = int(size) if isinstance(size, int) else 640
-        meta = self.session.get_modelmeta().custom_metadata_map
         self.names = {int(k): v for k, v in ast.literal_eval(meta["names"]).items()} if "names" in meta else {}
         self.end2end = meta.get("end2end", "False") == "True"
         self.name = self.path.stem
@@ -194,11 +204,9 @@ def fold_detections(
                 break
             if chosen:
                 others = np.stack([c[0] for c in chosen])
-                inter_iou = box_iou(box[None], others)[0]
-                ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-                iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
                 area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
-                if (inter_iou > iou).any() or ((ix * iy) / area > inside).any():
+                within = box_intersection(box[None], others)[0] / area
+                if (box_iou(box[None], others)[0] > iou).any() or (within > inside).any():
                     continue
             chosen.append([box, score])
         kept += [(box, score, group) for box, score in chosen]
@@ -223,14 +231,13 @@ class CocoOnnxDetector:
     threshold comes from the card (`herdbook-detector.json`), measured by bench/detector.py.
     """
 
-    def __init__(self, path: str | Path | None = None, conf: float | None = None, prefer_gpu: bool = True):
+    def __init__(
+        self, path: str | Path | None = None, conf: float | None = None, prefer_gpu: bool = True, session=None
+    ):
         self.path = Path(path) if path else bundled_detector_path()
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: no such detector file")
-        self.session = open_session(self.path, prefer_gpu)
+        self.session, meta = open_detector_session(self.path, prefer_gpu, session)
         self.device = describe_device(self.session)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("herdbook_format") != "centernet-tfjs":
+        if meta.get("herdbook_format") != COCO_FORMAT:
             raise ModelError(f"{self.path}: not a Herdbook COCO detector (no herdbook_format metadata)")
         self.input_name = self.session.get_inputs()[0].name
         self.input_size = int(meta["input_size"])
@@ -260,6 +267,14 @@ class CocoOnnxDetector:
         return [Box(float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1]), s, g) for b, s, g in found]
 
 
+def normalised_boxes(detector, path: str | Path) -> list[tuple[float, float, float, float, float, str]]:
+    """A photo's boxes as (x0, y0, x1, y1, score, label), normalised to the upright frame: the layout of the
+    hand-drawn labels (tests/data/trailcam_boxes.json) and of `engine.metrics.detection_scores`."""
+    image, _ = load_rgb_reduced(path, detector.input_size)
+    h, w = image.shape[:2]
+    return [(b.x / w, b.y / h, (b.x + b.w) / w, (b.y + b.h) / h, b.score, b.label) for b in detector(image)]
+
+
 def export_ultralytics(pt_path: str | Path, imgsz: int = 640) -> Path:
     """A user's ultralytics .pt detector -> .onnx beside it (needs the train extra)."""
     from ultralytics import YOLO
@@ -283,11 +298,10 @@ def load_detector(spec: str | Path | None = None, conf: float | None = None):
             except ImportError as exc:
                 raise ModelError(f"{path}: exporting a .pt detector needs the train extra ({exc})") from None
         path = onnx_path
-    if path.is_file() and open_session(path, prefer_gpu=False).get_modelmeta().custom_metadata_map.get(
-        "herdbook_format"
-    ):
-        return CocoOnnxDetector(path, conf=conf)
-    return YoloOnnxDetector(path, conf=0.25 if conf is None else conf)
+    session, meta = open_detector_session(path)  # opened once; its metadata says which decoder reads it
+    if meta.get("herdbook_format") == COCO_FORMAT:
+        return CocoOnnxDetector(path, conf=conf, session=session)
+    return YoloOnnxDetector(path, conf=0.25 if conf is None else conf, session=session)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -89,23 +90,32 @@ class Pipeline:
         who: str | None = None,
     ):
         self.cat = catalogue
-        self.detector = (
-            detector if detector is not None and not isinstance(detector, str | Path) else load_detector(detector)
-        )
+        self._detector_spec = detector
         self.embedder = Embedder(reid_model)
         card = self.embedder.card
         self.reid_model_id = catalogue.ensure_model(
             card["name"], card["version"], "reid", card.data.get("onnx_sha256"), card.data
         )
-        self.detector_model_id = catalogue.ensure_model(self.detector.name, self.detector.version, "detector")
         self.threshold = float(card.data.get("open_set_threshold") or 0.5)
         self.species = species
         self.batch_size = batch_size
         self.who = who or f"model:{card['name']}-{card['version']}"
 
+    @cached_property
+    def detector(self):
+        """Loaded on first use: re-embedding and suggesting never pay for a detector session."""
+        spec = self._detector_spec
+        return spec if spec is not None and not isinstance(spec, str | Path) else load_detector(spec)
+
+    @cached_property
+    def detector_model_id(self) -> int:
+        return self.cat.ensure_model(self.detector.name, self.detector.version, "detector")
+
     @property
     def device(self) -> str:
-        devices = {self.embedder.device, getattr(self.detector, "device", "CPU")}
+        devices = {self.embedder.device}
+        if "detector" in self.__dict__:  # only a detector that ran says where it ran
+            devices.add(self.detector.device)
         return " + ".join(sorted(devices))
 
     # -- detect ---------------------------------------------------------------------------------------------
@@ -125,14 +135,10 @@ class Pipeline:
         stats, t0 = StageStats(), time.perf_counter()
         todo = self.pending_detection(media_ids)
         label = self.detector.name
-        min_side = getattr(self.detector, "input_size", None)
 
         def load(row):
-            try:
-                if min_side:
-                    return load_rgb_reduced(row["path"], min_side)
-                image = load_rgb(row["path"])
-                return image, (image.shape[1], image.shape[0])
+            try:  # every detector says the least it needs to see (`input_size`)
+                return load_rgb_reduced(row["path"], self.detector.input_size)
             except ImageError as exc:
                 return exc
 

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 from .catalogue import Catalogue
-from .detect import load_detector
+from .detect import load_detector, normalised_boxes
 from .export import export_sightings_csv
-from .imageio import load_rgb_reduced
 from .ingest import import_folder
 from .pipeline import Pipeline, open_suggestions
 from .resources import resources_dir
@@ -27,9 +26,8 @@ def run_selftest() -> tuple[bool, str]:
     detector = load_detector()
     photos = sorted(p for p in (resources_dir() / "selftest").iterdir() if p.suffix == ".jpg")
     for photo in photos:
-        image, _ = load_rgb_reduced(photo, detector.input_size)
-        boxes = [b for b in detector(image) if b.label == "animal"]
-        if not boxes or max(b.w * b.h for b in boxes) > 0.9 * image.shape[0] * image.shape[1]:
+        animals = [b for b in normalised_boxes(detector, photo) if b[5] == "animal"]
+        if not animals or max((b[2] - b[0]) * (b[3] - b[1]) for b in animals) > 0.9:  # a box, not the frame
             return False, f"detector: no animal box in {photo.name}"
     checks.append(f"detector ({len(photos)} photos boxed on {detector.device})")
     with tempfile.TemporaryDirectory() as tmp:

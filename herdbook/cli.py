@@ -42,6 +42,7 @@ def _open(args, create: bool = True) -> Catalogue:
 
 def cmd_import(args) -> int:
     """ingest -> detect -> embed -> suggest (or ingest alone with --only-ingest / without a model)."""
+    from engine.detect import DETECTOR_NAMES
     from engine.reid import ModelError, default_model_path
 
     levels = tuple(p for p in args.levels.split("/") if p) if args.levels else ()
@@ -49,7 +50,7 @@ def cmd_import(args) -> int:
     if not Path(args.folder).is_dir():
         raise CommandError(f"{args.folder}: not a folder")
     detector_spec = args.detector
-    if detector_spec not in ("bundled", "whole-frame") and not Path(detector_spec).is_file():
+    if detector_spec not in DETECTOR_NAMES and not Path(detector_spec).is_file():
         raise CommandError(f"{detector_spec}: no such detector file")
     if args.model and not Path(args.model).is_file():
         raise CommandError(f"{args.model}: no such re-identification model")
