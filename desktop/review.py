@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Callable
 
 from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QDialog,
     QFrame,
@@ -29,6 +30,8 @@ from PySide6.QtWidgets import (
 
 from engine import decisions
 from engine.catalogue import Catalogue
+from engine.imageio import ImageError
+from engine.pipeline import explain_match
 
 from .images import pixmap
 from .models import ReviewQueueModel
@@ -78,7 +81,8 @@ class CandidateCard(QFrame):
             self.photo.setPixmap(pixmap(info["path"], info.get("box"), 220))
         name = f" “{cand['name']}”" if cand.get("name") else ""
         seen = f"<br>last seen {info['taken_at'] or '?'} at {info['site'] or '?'}" if info else ""
-        self.text.setText(f"<b>{cand['code']}</b>{name}<br>score {cand['score']:.3f}{seen}")
+        reason = cand.get("reason") or f"score {cand['score']:.3f}"
+        self.text.setText(f"<b>{cand['code']}</b>{name}<br>{reason}{seen}")
 
 
 class PhotoView(QLabel):
@@ -139,6 +143,18 @@ class CompareDialog(QDialog):
             area.setWidget(other)
             lay.addWidget(area)
         self.resize(1400, 800)
+
+    def show_pattern_match(self, picture, reason: str) -> None:
+        """Above the photos: the two crops with the matched coat-pattern points joined, and why they match."""
+        h, w = picture.shape[:2]
+        image = QImage(picture.tobytes(), w, h, w * 3, QImage.Format.Format_RGB888).copy()
+        self.pattern_view = QLabel()
+        self.pattern_view.setPixmap(QPixmap.fromImage(image))
+        self.pattern_reason = QLabel(reason)
+        column = QVBoxLayout()
+        column.addWidget(self.pattern_view)
+        column.addWidget(self.pattern_reason)
+        self.layout().insertLayout(0, column)
 
 
 class ReviewWidget(QWidget):
@@ -358,6 +374,12 @@ class ReviewWidget(QWidget):
             return None
         cand = item["candidates"][0] if item["candidates"] else None
         dialog = CompareDialog(item, self._candidate_info(cand) if cand else None, self._full_width(item), self)
+        if cand and cand.get("gallery_detection"):
+            try:
+                picture, _ = explain_match(self.catalogue, item["detection_id"], cand["gallery_detection"])
+                dialog.show_pattern_match(picture, f"{cand['code']}: {cand.get('reason') or ''}")
+            except (ImageError, IndexError) as exc:  # a photo moved away since import: the photos still show
+                self.failed.emit(f"cannot draw the pattern match: {exc}")
         dialog.show()
         return dialog
 

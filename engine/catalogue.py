@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ASSIGNMENT_STATUSES = ("suggested", "confirmed", "rejected", "undo")
 
 
@@ -240,7 +240,18 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     db["individuals"].create_index(["merged_into"])
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """Coat-pattern keypoints per detection (engine.pattern), stored once so that verifying a candidate costs
+    only the matching. ``method`` names the feature recipe: features of another recipe are recomputed."""
+    db["patterns"].create(
+        {"detection_id": int, "method": str, "features": bytes},
+        pk="detection_id",
+        not_null={"method", "features"},
+        foreign_keys=[("detection_id", "detections", "id")],
+    )
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}
 
 
 def shift_time(iso: str | None, seconds: float) -> str | None:

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .calibration import Fusion
 from .demo import nyala_photo, viewpoint_from_name
 from .imageio import load_rgb
 from .ingest import IMAGE_SUFFIXES, sha256_of
+from .match import Gallery, suggest
 from .metrics import auroc, cosine_similarity, known_new_queries, reid_protocol
+from .pattern import PatternFeatures
 from .reid import Embedder
 
 
@@ -81,6 +84,119 @@ def evaluate_folder(root: str | Path, model: str | Path | None = None, progress=
     out["encounters"] = len(set(enc))
     out["model"] = f"{embedder.card['name']} {embedder.card['version']}"
     return out
+
+
+@dataclass
+class SuggestionRun:
+    """The candidates the product's suggestion path gave for every query photo of a held-out set.
+
+    Per query: (appearance, pattern inliers or -1 when not verified, is the true individual, individual) for
+    the global top-k individuals. Fused scores are computed from these, so one verified pass measures global-only
+    ranking, any fusion, and the open set (the product verifies the same top-k before it re-ranks)."""
+
+    queries: list[list[tuple[float, int, bool, int]]]
+    seconds_per_query: float
+
+
+def run_suggestions(
+    vectors: np.ndarray,
+    identities,
+    encounters,
+    viewpoints,
+    patterns: list[PatternFeatures] | None = None,
+    candidates: int = 20,
+    progress=None,
+) -> SuggestionRun:
+    """Every photo as a query against all the others outside its own encounter, through engine.match.suggest
+    (same side only when sides are known; each candidate's best photos pattern-verified when ``patterns``)."""
+    import time
+
+    names = sorted(set(identities))
+    code = {n: i for i, n in enumerate(names)}
+    ids = np.array([code[i] for i in identities], np.int64)
+    enc = np.asarray(encounters, dtype=object)
+    gallery = Gallery(
+        np.ascontiguousarray(vectors, np.float32),
+        ids,
+        np.arange(len(ids), dtype=np.int64),
+        np.asarray(viewpoints, dtype=object),
+        np.array([None] * len(ids), dtype=object),
+    )
+    # Ranking by appearance (weight 1, pattern 0): the verified top-k are the product's, in appearance order.
+    probe = Fusion(1.0, 0.0, 0.0, float("-inf"), candidates=candidates) if patterns is not None else None
+    queries = []
+    t0 = time.perf_counter()
+    for q in range(len(ids)):
+        if not ((ids == ids[q]) & (enc != enc[q])).any():
+            continue  # no other encounter of this individual: cannot be re-identified
+        cands, _, _ = suggest(
+            vectors[q],
+            gallery,
+            float("-inf"),
+            viewpoints[q],
+            k=candidates,
+            exclude_detections=set(np.flatnonzero(enc == enc[q]).tolist()),
+            fusion=probe,
+            query_pattern=patterns[q] if patterns is not None else None,
+            gallery_pattern=(lambda i: patterns[i]) if patterns is not None else None,
+        )
+        queries.append(
+            [
+                (
+                    c.appearance,
+                    -1 if c.pattern_inliers is None else c.pattern_inliers,
+                    c.individual_id == ids[q],
+                    c.individual_id,
+                )
+                for c in cands
+            ]
+        )
+        if progress and len(queries) % 50 == 0:
+            progress(q + 1, len(ids))
+    return SuggestionRun(queries, (time.perf_counter() - t0) / max(len(queries), 1))
+
+
+def fused_scores(run: SuggestionRun, fusion: Fusion | None) -> list[np.ndarray]:
+    """Each query's candidate scores: appearance alone, or the fusion's probability."""
+    if fusion is None:
+        return [np.array([c[0] for c in q]) for q in run.queries]
+    return [np.array([fusion.probability(a, max(n, 0)) for a, n, _, _ in q]) for q in run.queries]
+
+
+def suggestion_figures(run: SuggestionRun, fusion: Fusion | None, threshold: float) -> dict:
+    """Top-1, top-5 and mean reciprocal rank of the true individual, and the open set at ``threshold``: a
+    query's best score is its 'known' score; the best among other individuals' is its score as a 'new' animal
+    (its individual removed from the catalogue), so every held-out photo serves both roles."""
+    ranks, known, new = [], [], []
+    for q, scores in zip(run.queries, fused_scores(run, fusion), strict=True):
+        order = np.argsort(-scores, kind="stable")
+        truth = [r for r, i in enumerate(order, 1) if q[i][2]]
+        ranks.append(truth[0] if truth else 0)
+        known.append(scores.max() if len(scores) else float("-inf"))
+        others = [s for s, c in zip(scores, q, strict=True) if not c[2]]
+        new.append(max(others) if others else float("-inf"))
+    r, known, new = np.array(ranks), np.array(known), np.array(new)
+    return {
+        "top1": float(np.mean(r == 1)),
+        "top5": float(np.mean((r >= 1) & (r <= 5))),
+        "mrr": float(np.mean(np.where(r > 0, 1.0 / np.maximum(r, 1), 0.0))),
+        "queries": int(len(r)),
+        "auroc_known_vs_new": auroc(known, new),
+        "threshold": threshold,
+        "known_wrongly_flagged": float(np.mean(known < threshold)),
+        "new_flagged": float(np.mean(new < threshold)),
+        "ms_per_query": 1000 * run.seconds_per_query,
+    }
+
+
+def new_animal_scores(run: SuggestionRun, fusion: Fusion | None) -> np.ndarray:
+    """Each query's best score among other individuals: what a never-seen animal would get."""
+    return np.array(
+        [
+            max((s for s, c in zip(sc, q, strict=True) if not c[2]), default=float("-inf"))
+            for q, sc in zip(run.queries, fused_scores(run, fusion), strict=True)
+        ]
+    )
 
 
 def report_lines(result: dict) -> list[str]:

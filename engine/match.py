@@ -7,7 +7,11 @@ Policy (Herdbook's own):
   about a right flank).
 * An individual's score is the mean of its best ``top_n`` gallery similarities (default 3): one lucky photo
   does not outrank an individual that matches consistently.
-* Below the open-set threshold stored in the model card the detection is 'probably new'.
+* When the model card carries a fusion (engine.calibration), the global top ``fusion.candidates`` individuals are
+  re-ranked by the calibrated probability that combines appearance with coat-pattern verification
+  (engine.pattern) of each candidate's best photos; otherwise by appearance alone.
+* Below the open-set threshold stored in the model card (a probability when fused) the detection is
+  'probably new'.
 * Within one batch (an import), probably-new detections are linked when they look alike or were taken in one
   burst by one camera, so ten photos of one new animal become one proposal, not ten.
 Vectors are searched exactly with numpy, and with a faiss HNSW index once the gallery is large.
@@ -20,6 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+
+from .calibration import Fusion
+from .pattern import PatternFeatures
+from .pattern import match as match_pattern
 
 # Labels a detector or an import gives when nobody said which species it is.
 GENERIC_SPECIES = {"", "animal", "unknown", "unid", "unidentified", "whole-frame"}
@@ -40,8 +48,11 @@ ANN_MIN_GALLERY = 1_000_000
 @dataclass
 class Candidate:
     individual_id: int
-    score: float
-    best_detection_id: int
+    score: float  # what the ranking used: the fused probability when verified, else the appearance score
+    best_detection_id: int  # the gallery photo that supports the suggestion best
+    appearance: float = float("nan")  # mean of the individual's best top_n gallery similarities
+    detection_ids: list[int] = field(default_factory=list)  # its best gallery detections by appearance
+    pattern_inliers: int | None = None  # verified coat-pattern matches with best_detection_id (None: not verified)
 
 
 @dataclass
@@ -118,7 +129,8 @@ def rank_individuals(
     for ind, items in per.items():
         items.sort(reverse=True)
         best = items[:top_n]
-        cands.append(Candidate(ind, float(np.mean([v for v, _ in best])), best[0][1]))
+        score = float(np.mean([v for v, _ in best]))
+        cands.append(Candidate(ind, score, best[0][1], score, [d for _, d in best]))
     cands.sort(key=lambda c: -c.score)
     return cands[:k]
 
@@ -133,8 +145,15 @@ def suggest(
     top_n: int = 3,
     search_depth: int = 200,
     exclude_detection: int | None = None,
+    fusion: Fusion | None = None,
+    query_pattern: PatternFeatures | None = None,
+    gallery_pattern=None,
+    exclude_detections: set[int] | None = None,
 ) -> tuple[list[Candidate], bool, float]:
-    """Top-k individuals for one embedding; True when the best is below the open-set threshold."""
+    """Top-k individuals for one embedding; True when the best is below the open-set threshold.
+
+    With ``fusion``, ``query_pattern`` and ``gallery_pattern`` (detection id -> PatternFeatures or None), the
+    candidates are verified and ranked by calibrated probability and ``fusion.threshold`` decides 'new'."""
     if len(gallery.vectors) == 0:
         return [], True, float("-inf")
     scores, rows = gallery.index.search(query[None], min(search_depth, len(gallery.vectors)))
@@ -149,9 +168,41 @@ def suggest(
         keep &= (vp == viewpoint) | (vp == None)  # noqa: E711 (numpy object comparison)
     if exclude_detection is not None:
         keep &= gallery.detection_ids[np.maximum(rows, 0)] != exclude_detection
-    cands = rank_individuals(scores[keep], rows[keep], gallery, k, top_n)
+    if exclude_detections:
+        keep &= np.array([d not in exclude_detections for d in gallery.detection_ids[np.maximum(rows, 0)]], bool)
+    verify = fusion is not None and query_pattern is not None and gallery_pattern is not None
+    cands = rank_individuals(scores[keep], rows[keep], gallery, fusion.candidates if verify else k, top_n)
+    if verify:
+        cands = verify_candidates(cands, query_pattern, gallery_pattern, fusion)[:k]
+        threshold = fusion.threshold
     best = cands[0].score if cands else float("-inf")
     return cands, best < threshold, best
+
+
+def match_reason(score: float, appearance: float | None, pattern_inliers: int | None) -> str:
+    """Why a candidate is suggested, in words a biologist can check against the photos."""
+    if pattern_inliers is None:
+        return f"appearance score {score:.2f}"
+    points = f"{pattern_inliers} matching pattern point{'s' if pattern_inliers != 1 else ''} on the coat"
+    return f"{points}; appearance score {appearance:.2f}; match probability {score:.0%}"
+
+
+def verify_candidates(
+    cands: list[Candidate], query_pattern: PatternFeatures, gallery_pattern, fusion: Fusion
+) -> list[Candidate]:
+    """Match the query's coat pattern against each candidate's best photos; rank by fused probability."""
+    for c in cands:
+        best_inliers, best_detection = 0, c.best_detection_id
+        for detection_id in c.detection_ids[: fusion.photos_per_candidate]:
+            features = gallery_pattern(detection_id)
+            if features is None:
+                continue
+            inliers = match_pattern(query_pattern, features).inliers
+            if inliers > best_inliers:
+                best_inliers, best_detection = inliers, detection_id
+        c.pattern_inliers, c.best_detection_id = best_inliers, best_detection
+        c.score = fusion.probability(c.appearance, best_inliers)
+    return sorted(cands, key=lambda c: -c.score)
 
 
 def _parse(ts: str | None) -> datetime | None:

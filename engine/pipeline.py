@@ -1,4 +1,5 @@
-"""Folder -> suggestions: ingest -> detect -> embed -> suggest, each stage a function of the catalogue's state.
+"""Folder -> suggestions: ingest -> detect -> embed (and coat pattern) -> suggest, each stage a function of the
+catalogue's state.
 
 Every stage picks up only the work not yet recorded (photos without a detection pass for this detector,
 detections without an embedding for this model, detections without a suggestion from this model), and
@@ -18,11 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .calibration import Fusion
 from .catalogue import Catalogue
 from .detect import load_detector
 from .imageio import ImageError, crop, load_rgb, load_rgb_reduced
 from .ingest import ImportSummary, import_folder
-from .match import Gallery, group_new, suggest
+from .match import Gallery, group_new, match_reason, suggest
+from .pattern import PATTERN_METHOD, PatternFeatures, PatternMatch, draw_match
+from .pattern import extract as extract_pattern
+from .pattern import match as match_pattern
 from .reid import Embedder
 
 CROP_MARGIN = 0.05  # a detector's box is tight; re-identification sees a little of the animal's outline too
@@ -57,6 +62,22 @@ class PipelineSummary:
             out += [f"  {e}" for e in st.errors[:20]]
         out.append(f"compute device: {self.device}")
         return out
+
+
+class PatternStore:
+    """Detection id -> its stored coat-pattern features (current recipe), read once per suggestion run."""
+
+    def __init__(self, catalogue: Catalogue):
+        self.cat = catalogue
+        self.cache: dict[int, PatternFeatures | None] = {}
+
+    def __call__(self, detection_id: int) -> PatternFeatures | None:
+        if detection_id not in self.cache:
+            row = self.cat.db.execute(
+                "SELECT features FROM patterns WHERE detection_id = ? AND method = ?", [detection_id, PATTERN_METHOD]
+            ).fetchone()
+            self.cache[detection_id] = PatternFeatures.from_bytes(row[0]) if row else None
+        return self.cache[detection_id]
 
 
 def load_gallery(catalogue: Catalogue, model_id: int) -> Gallery:
@@ -96,7 +117,10 @@ class Pipeline:
         self.reid_model_id = catalogue.ensure_model(
             card["name"], card["version"], "reid", card.data.get("onnx_sha256"), card.data
         )
-        self.threshold = float(card.data.get("open_set_threshold") or 0.5)
+        # Appearance similarity above which two new detections look alike (and, without fusion, the open set).
+        self.appearance_threshold = float(card.data.get("open_set_threshold") or 0.5)
+        self.fusion = Fusion.from_card(card.data)
+        self.threshold = self.fusion.threshold if self.fusion else self.appearance_threshold
         self.species = species
         self.batch_size = batch_size
         self.who = who or f"model:{card['name']}-{card['version']}"
@@ -183,12 +207,20 @@ class Pipeline:
 
     # -- embed ----------------------------------------------------------------------------------------------
     def pending_embedding(self) -> list[dict]:
+        """Animal detections without an embedding from this model, or (when the model's card fuses coat
+        patterns) without pattern features of the current recipe."""
+        method = PATTERN_METHOD if self.fusion else None
         return self.cat.query(
-            """SELECT d.id, d.x, d.y, d.w, d.h, m.path FROM detections d JOIN media m ON m.id = d.media_id
+            """SELECT d.id, d.x, d.y, d.w, d.h, m.path,
+                      EXISTS (SELECT 1 FROM embeddings e WHERE e.detection_id = d.id AND e.model_id = :model)
+                        AS has_embedding,
+                      (:method IS NULL OR EXISTS (SELECT 1 FROM patterns p WHERE p.detection_id = d.id
+                                                   AND p.method = :method)) AS has_pattern
+               FROM detections d JOIN media m ON m.id = d.media_id
                WHERE m.status = 'ok' AND (d.label IS NULL OR d.label NOT IN ('person', 'vehicle', 'human'))
-               AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.detection_id = d.id AND e.model_id = ?)
+               AND NOT (has_embedding AND has_pattern)
                ORDER BY m.id, d.id""",
-            [self.reid_model_id],
+            {"model": self.reid_model_id, "method": method},
         )
 
     def embed(self, progress: StageProgress | None = None, cancel=None) -> StageStats:
@@ -198,23 +230,31 @@ class Pipeline:
         for start in range(0, len(todo), batch):
             if cancel is not None and cancel.is_set():
                 break
-            crops, ids, photo, photo_path = [], [], None, None
+            crops, rows, photo, photo_path = [], [], None, None
             for row in todo[start : start + batch]:
                 try:
                     if row["path"] != photo_path:
                         photo, photo_path = load_rgb(row["path"]), row["path"]
                     box = (row["x"], row["y"], row["w"], row["h"]) if row["w"] else None
                     crops.append(crop(photo, box, f"{row['path']} detection {row['id']}", CROP_MARGIN))
-                    ids.append(row["id"])
+                    rows.append(row)
                 except ImageError as exc:
                     stats.errors.append(str(exc))
-            vectors = self.embedder.embed(crops) if crops else np.zeros((0, self.embedder.dim), np.float32)
+            to_embed = [i for i, r in enumerate(rows) if not r["has_embedding"]]
+            vectors = self.embedder.embed([crops[i] for i in to_embed]) if to_embed else []
+            patterns = {i: extract_pattern(crops[i]) for i, r in enumerate(rows) if not r["has_pattern"]}
             with self.cat.transaction():
-                for det_id, vec in zip(ids, vectors, strict=True):
+                for i, vec in zip(to_embed, vectors, strict=True):
                     self.cat.db["embeddings"].insert(
-                        {"detection_id": det_id, "model_id": self.reid_model_id, "vector": vec.tobytes()}, replace=True
+                        {"detection_id": rows[i]["id"], "model_id": self.reid_model_id, "vector": vec.tobytes()},
+                        replace=True,
                     )
-            stats.items += len(ids)
+                for i, features in patterns.items():
+                    self.cat.db["patterns"].insert(
+                        {"detection_id": rows[i]["id"], "method": PATTERN_METHOD, "features": features.to_bytes()},
+                        replace=True,
+                    )
+            stats.items += len(rows)
             if progress:
                 progress("embed", min(start + batch, len(todo)), len(todo))
         stats.seconds = time.perf_counter() - t0
@@ -239,20 +279,31 @@ class Pipeline:
         stats, t0 = StageStats(), time.perf_counter()
         todo = self.pending_suggestion()
         gallery = load_gallery(self.cat, self.reid_model_id)
+        patterns = PatternStore(self.cat)
         results, new_items, new_vecs = [], [], []
         for i, row in enumerate(todo):
             if cancel is not None and cancel.is_set():
                 break
             vec = np.frombuffer(row["vector"], np.float32)
             species = self.species or row["species"]
-            cands, is_new, best = suggest(vec, gallery, self.threshold, row["viewpoint"], species, k=k)
+            cands, is_new, best = suggest(
+                vec,
+                gallery,
+                self.threshold,
+                row["viewpoint"],
+                species,
+                k=k,
+                fusion=self.fusion,
+                query_pattern=patterns(row["id"]),
+                gallery_pattern=patterns,
+            )
             results.append((row, cands, is_new, best))
             if is_new:
                 new_items.append(row)
                 new_vecs.append(vec)
             if progress and i % 50 == 0:
                 progress("suggest", i, len(todo))
-        groups = group_new(new_items, np.stack(new_vecs), self.threshold) if new_items else []
+        groups = group_new(new_items, np.stack(new_vecs), self.appearance_threshold) if new_items else []
         batch_key = f"m{self.reid_model_id}-{int(time.time())}"
         proposal_of = {row["id"]: f"new-{batch_key}-{g}" for row, g in zip(new_items, groups, strict=True)}
         with self.cat.transaction():
@@ -266,7 +317,10 @@ class Pipeline:
                         score=c.score,
                         rank=rank,
                         model_id=self.reid_model_id,
-                        note=json.dumps({"gallery_detection": c.best_detection_id}),
+                        note=json.dumps(
+                            {"gallery_detection": c.best_detection_id, "appearance": c.appearance}
+                            | ({"pattern_inliers": c.pattern_inliers} if c.pattern_inliers is not None else {})
+                        ),
                     )
                 if is_new or not cands:
                     self.cat.record(
@@ -323,7 +377,7 @@ def open_suggestions(catalogue: Catalogue, model_id: int | None = None) -> list[
     if model_id is None:
         return []
     rows = catalogue.query(
-        """SELECT a.detection_id, a.individual_id, a.score, a.rank, a.proposal, i.code, i.name, i.species,
+        """SELECT a.detection_id, a.individual_id, a.score, a.rank, a.proposal, a.note, i.code, i.name, i.species,
                   m.path, m.taken_at, d.x, d.y, d.w, d.h, d.label AS detector_label, d.score AS detector_score,
                   d.source AS detector
            FROM assignments a JOIN detections d ON d.id = a.detection_id JOIN media m ON m.id = d.media_id
@@ -353,6 +407,7 @@ def open_suggestions(catalogue: Catalogue, model_id: int | None = None) -> list[
         if r["individual_id"] is None:
             item["probably_new"], item["proposal"] = True, r["proposal"]
         else:
+            note = json.loads(r["note"]) if r["note"] and r["note"].startswith("{") else {}
             item["candidates"].append(
                 {
                     "individual_id": r["individual_id"],
@@ -361,6 +416,31 @@ def open_suggestions(catalogue: Catalogue, model_id: int | None = None) -> list[
                     "species": r["species"],
                     "score": round(r["score"], 4),
                     "rank": r["rank"],
+                    "gallery_detection": note.get("gallery_detection"),
+                    "reason": match_reason(r["score"], note.get("appearance"), note.get("pattern_inliers")),
                 }
             )
     return list(out.values())
+
+
+def detection_crop(catalogue: Catalogue, detection_id: int) -> np.ndarray:
+    """The crop of one detection exactly as it was embedded (box plus the pipeline's margin)."""
+    row = catalogue.query(
+        "SELECT d.x, d.y, d.w, d.h, m.path FROM detections d JOIN media m ON m.id = d.media_id WHERE d.id = ?",
+        [detection_id],
+    )[0]
+    box = (row["x"], row["y"], row["w"], row["h"]) if row["w"] else None
+    return crop(load_rgb(row["path"]), box, f"{row['path']} detection {detection_id}", CROP_MARGIN)
+
+
+def explain_match(
+    catalogue: Catalogue, query_detection: int, gallery_detection: int
+) -> tuple[np.ndarray, PatternMatch]:
+    """The query and a candidate's photo side by side with the matched coat-pattern points joined by lines."""
+    crops = [detection_crop(catalogue, d) for d in (query_detection, gallery_detection)]
+    store = PatternStore(catalogue)
+    features = [
+        store(d) or extract_pattern(c) for d, c in zip((query_detection, gallery_detection), crops, strict=True)
+    ]
+    found = match_pattern(*features)
+    return draw_match(crops[0], crops[1], found), found

@@ -205,3 +205,21 @@ def test_box_drawn_by_hand_replaces_the_detectors_and_is_suggested(review):
     Pipeline(cat).run()  # what the window's worker does after the signal
     widget.reload()
     assert new_det in [r["detection_id"] for r in widget.model.rows]
+
+
+@needs_model
+def test_compare_view_shows_the_matched_coat_points_and_why(qtbot, review):
+    cat, widget = review
+    item = next(it for it in widget.model.rows if it["candidates"])
+    widget.position = widget.model.rows.index(item)
+    widget.show_current()
+    failures = []
+    widget.failed.connect(failures.append)
+    dialog = widget.compare()
+    qtbot.addWidget(dialog)
+    assert not failures
+    cand = item["candidates"][0]
+    assert dialog.pattern_reason.text() == f"{cand['code']}: {cand['reason']}"
+    assert "matching pattern point" in dialog.pattern_reason.text()
+    picture = dialog.pattern_view.pixmap()
+    assert picture.height() == 360 and picture.width() > 360  # both crops, side by side

@@ -41,9 +41,14 @@ def test_import_fills_detections_embeddings_and_suggestions(tmp_path, card_folde
         )
         assert len(dets) == len(new_photos) > 0
         assert cat.db["embeddings"].count == cat.db["detections"].count  # gallery embedded too
+        assert cat.db["patterns"].count == cat.db["detections"].count  # coat patterns stored once, beside them
         items = open_suggestions(cat)
         assert len(items) == len(dets)
         assert all(it["candidates"] or it["probably_new"] for it in items)
+        # the bundled card fuses appearance with pattern verification: each candidate says why, in words
+        reasons = [c["reason"] for it in items for c in it["candidates"]]
+        assert reasons and all("matching pattern point" in r and "appearance score" in r for r in reasons)
+        assert all(0.0 <= c["score"] <= 1.0 for it in items for c in it["candidates"])  # probabilities
         before = cat.counts()
     again = herdbook("--catalogue", tmp_path / "c.sqlite", "import", card)
     assert again.returncode == 0

@@ -1,0 +1,136 @@
+"""Coat-pattern verification: does this crop show the same stripes and spots as that one?
+
+What identifies a nyala (and most striped or spotted animals) is the layout of thin light stripes and spots on
+the flank; backgrounds and body pose change between encounters, the pattern does not. So the verifier looks at
+the pattern only:
+
+1. The crop is scaled to a fixed width and reduced to its thin bright structures: a white top-hat with a short
+   horizontal element keeps what is brighter than its surroundings and narrower than ``TOPHAT_WIDTH`` pixels
+   across (near-vertical light stripes, spots, the throat bib), and drops grass, sky and the dark coat.
+2. SIFT keypoints on that stripe image, compared as RootSIFT (Arandjelović & Zisserman 2012).
+3. A pair of crops is matched by mutual nearest neighbours passing Lowe's ratio test, then verified by an
+   affine model fitted with RANSAC: an affine map tolerates the stretch and shear of a walking body that a single
+   homography or a rigid model would reject. The score is the number of inliers, and the inlier pairs are kept
+   so that a person can see them drawn between the two photos.
+
+Measured on nyala individuals no model was fitted to (bench/reid_fusion.py): see resources/models/README.md.
+Same idea as HotSpotter's local-feature matching, made to look at stripes instead of the whole photo.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# One name per feature recipe: features stored in a catalogue under another name are recomputed.
+PATTERN_METHOD = "stripe-tophat-rootsift/1"
+WORK_WIDTH = 288  # crops are compared at this width (chosen in bench/reid_fusion.py: 224 / 288 / 384 / 512)
+TOPHAT_WIDTH = 9  # light structures narrower than this (pixels at WORK_WIDTH) count as pattern
+MAX_KEYPOINTS = 600
+RATIO = 0.85  # Lowe's ratio test
+RANSAC_PIXELS = 10.0
+MIN_MATCHES = 4
+
+
+@dataclass
+class PatternFeatures:
+    """Keypoints of one crop: positions in the work image (width WORK_WIDTH) and SIFT descriptors (uint8)."""
+
+    points: np.ndarray  # (n, 2) float32, pixels of the work image
+    descriptors: np.ndarray  # (n, 128) uint8, raw SIFT (integer-valued, so uint8 loses nothing)
+    size: tuple[int, int]  # work image (width, height)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def root_sift(self) -> np.ndarray:
+        d = self.descriptors.astype(np.float32)
+        return np.sqrt(d / np.maximum(d.sum(1, keepdims=True), 1e-7))
+
+    def to_bytes(self) -> bytes:
+        head = struct.pack("<III", len(self.points), *self.size)
+        return head + self.points.astype("<f4").tobytes() + self.descriptors.astype(np.uint8).tobytes()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> PatternFeatures:
+        n, width, height = struct.unpack_from("<III", blob)
+        start = struct.calcsize("<III")
+        points = np.frombuffer(blob, "<f4", n * 2, start).reshape(n, 2).astype(np.float32)
+        descriptors = np.frombuffer(blob, np.uint8, n * 128, start + n * 8).reshape(n, 128)
+        return cls(points, descriptors, (width, height))
+
+
+@dataclass
+class PatternMatch:
+    inliers: int
+    # (k, 4): x, y in the first crop and x, y in the second, both as fractions of their crop's width and height
+    lines: np.ndarray
+
+
+def stripe_image(crop_rgb: np.ndarray) -> np.ndarray:
+    """The crop at WORK_WIDTH, reduced to its thin light structures (uint8, stretched to 0-255)."""
+    h, w = crop_rgb.shape[:2]
+    height = max(1, round(WORK_WIDTH * h / w))
+    gray = cv2.cvtColor(cv2.resize(crop_rgb, (WORK_WIDTH, height), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (TOPHAT_WIDTH, 1))
+    tophat = cv2.GaussianBlur(cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, kernel), (3, 3), 0)
+    return cv2.normalize(tophat, None, 0, 255, cv2.NORM_MINMAX)
+
+
+def extract(crop_rgb: np.ndarray) -> PatternFeatures:
+    """Pattern keypoints of one animal crop (RGB uint8)."""
+    if crop_rgb.ndim != 3 or min(crop_rgb.shape[:2]) < 8:
+        return PatternFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (WORK_WIDTH, 0))
+    image = stripe_image(crop_rgb)
+    keypoints, descriptors = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS).detectAndCompute(image, None)
+    if descriptors is None:
+        return PatternFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), image.shape[::-1])
+    points = np.float32([k.pt for k in keypoints])
+    return PatternFeatures(points, np.clip(np.rint(descriptors), 0, 255).astype(np.uint8), image.shape[::-1])
+
+
+def match(a: PatternFeatures, b: PatternFeatures) -> PatternMatch:
+    """Mutual ratio-test matches between two crops' patterns, verified by an affine RANSAC model."""
+    empty = PatternMatch(0, np.zeros((0, 4), np.float32))
+    if len(a) < MIN_MATCHES or len(b) < MIN_MATCHES:
+        return empty
+    sims = a.root_sift() @ b.root_sift().T  # RootSIFT vectors have unit length: distance^2 = 2 - 2 * sim
+    rows = np.arange(len(sims))
+    best = sims.argmax(1)
+    s1 = sims[rows, best]
+    sims[rows, best] = -2.0
+    s2 = sims.max(1)
+    sims[rows, best] = s1
+    d1, d2 = np.sqrt(np.maximum(2 - 2 * s1, 0)), np.sqrt(np.maximum(2 - 2 * s2, 0))
+    good = (d1 < RATIO * d2) & (sims.argmax(0)[best] == rows)
+    if good.sum() < MIN_MATCHES:
+        return empty
+    src, dst = a.points[good], b.points[best[good]]
+    _, mask = cv2.estimateAffine2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS, maxIters=500, refineIters=0
+    )
+    if mask is None:
+        return empty
+    inlier = mask.ravel().astype(bool)
+    scale_a, scale_b = np.float32(a.size), np.float32(b.size)
+    lines = np.hstack([src[inlier] / scale_a, dst[inlier] / scale_b]).astype(np.float32)
+    return PatternMatch(int(inlier.sum()), lines)
+
+
+def draw_match(crop_a: np.ndarray, crop_b: np.ndarray, found: PatternMatch, height: int = 360) -> np.ndarray:
+    """The two crops side by side (RGB, same height) with a line between each pair of matched pattern points."""
+    scaled = [cv2.resize(c, (max(1, round(c.shape[1] * height / c.shape[0])), height)) for c in (crop_a, crop_b)]
+    picture = np.hstack(scaled)
+    offset = scaled[0].shape[1]
+    (wa, wb) = (scaled[0].shape[1], scaled[1].shape[1])
+    for i, (xa, ya, xb, yb) in enumerate(found.lines):
+        colour = tuple(int(v) for v in cv2.applyColorMap(np.uint8([[i * 37 % 256]]), cv2.COLORMAP_TURBO)[0, 0])
+        a = (round(xa * wa), round(ya * height))
+        b = (offset + round(xb * wb), round(yb * height))
+        cv2.line(picture, a, b, colour, 1, cv2.LINE_AA)
+        cv2.circle(picture, a, 3, colour, 1, cv2.LINE_AA)
+        cv2.circle(picture, b, 3, colour, 1, cv2.LINE_AA)
+    return picture
