@@ -1,0 +1,82 @@
+"""Suggestions for one detection against a 1000-individual gallery, on this CPU: the issue-11 budget is < 1 s
+with the global top-20 individuals pattern-verified. Not a test: prints a table, writes
+bench/results/suggest_speed.json.
+
+The gallery is real: 300 nyala photos' embeddings and pattern features (bundled detector crop, bundled model),
+repeated over 1000 individuals x 3 photos (each copy's vector jittered so the index sees 3000 distinct rows).
+Usage: python bench/suggest_speed.py [--individuals 1000] [--queries 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.calibration import Fusion  # noqa: E402
+from engine.demo import find_data_dir  # noqa: E402
+from engine.detect import load_detector  # noqa: E402
+from engine.match import Gallery, suggest  # noqa: E402
+from engine.reid import Embedder  # noqa: E402
+from trainer.data import folder_samples  # noqa: E402
+from trainer.fusion import photo_features  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--individuals", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=50)
+    args = parser.parse_args()
+    samples = folder_samples(find_data_dir() / "nyala" / "train")
+    rng = np.random.default_rng(0)
+    chosen = [samples[i] for i in rng.choice(len(samples), 300 + args.queries, replace=False)]
+    embedder = Embedder()
+    vectors, patterns = photo_features([s.path for s in chosen], load_detector("bundled"), embedder)
+    fusion = Fusion.from_card(embedder.card.data)
+    n = args.individuals * 3
+    source = np.arange(n) % 300
+    jitter = rng.normal(0, 0.01, (n, vectors.shape[1])).astype(np.float32)
+    gv = vectors[source] + jitter
+    gv /= np.linalg.norm(gv, axis=1, keepdims=True)
+    gallery = Gallery(gv, np.arange(n) // 3, np.arange(n), np.array(["left"] * n, object), np.array([None] * n, object))
+    store = {i: patterns[source[i]] for i in range(n)}
+    times = {}
+    for name, f in (("appearance only", None), ("appearance + pattern (top-20 verified)", fusion)):
+        t = []
+        for q in range(300, 300 + args.queries):
+            t0 = time.perf_counter()
+            suggest(vectors[q], gallery, 0.5, "left", fusion=f, query_pattern=patterns[q], gallery_pattern=store.get)
+            t.append(time.perf_counter() - t0)
+        times[name] = {"median_ms": 1000 * float(np.median(t)), "p95_ms": 1000 * float(np.quantile(t, 0.95))}
+    print(
+        f"{args.individuals} individuals, {n} gallery photos, {args.queries} queries, {platform.processor() or 'cpu'}"
+    )
+    for name, v in times.items():
+        print(f"{name:42s} median {v['median_ms']:7.1f} ms   p95 {v['p95_ms']:7.1f} ms")
+    out = ROOT / "bench" / "results" / "suggest_speed.json"
+    out.write_text(
+        json.dumps(
+            {
+                "individuals": args.individuals,
+                "gallery_photos": n,
+                "queries": args.queries,
+                "cpu_count": __import__("os").cpu_count(),
+                "results": times,
+                "budget_ms": 1000,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
