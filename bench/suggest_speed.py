@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 from engine.calibration import Fusion  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
 from engine.detect import load_detector  # noqa: E402
+from engine.evaluate import photo_features  # noqa: E402
 from engine.match import Gallery, suggest  # noqa: E402
 from engine.reid import Embedder  # noqa: E402
 from trainer.data import folder_samples  # noqa: E402
-from trainer.fusion import photo_features  # noqa: E402
 
 
 def main() -> None:

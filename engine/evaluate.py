@@ -9,6 +9,7 @@ individuals (seeded) play 'known', the other half 'new', at the model card's thr
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +17,11 @@ import numpy as np
 
 from .calibration import Fusion
 from .demo import nyala_photo, viewpoint_from_name
-from .imageio import load_rgb
+from .imageio import crop, load_rgb
 from .ingest import IMAGE_SUFFIXES, sha256_of
 from .match import Gallery, suggest
-from .metrics import auroc, cosine_similarity, known_new_queries, reid_protocol
-from .pattern import PatternFeatures
+from .metrics import auroc, reid_protocol
+from .pattern import PatternFeatures, extract
 from .reid import Embedder
 
 
@@ -58,28 +59,52 @@ def identified_photos(root: str | Path) -> list[IdentifiedPhoto]:
     return out
 
 
-def evaluate_folder(root: str | Path, model: str | Path | None = None, progress=None) -> dict:
+def photo_features(paths: list[str], detector, embedder: Embedder, workers: int = 2, progress=None):
+    """Per photo, what the product stores: the detector's best animal box (the whole photo when it finds none)
+    cropped with the pipeline's margin, its embedding and its coat-pattern features."""
+
+    from .pipeline import CROP_MARGIN
+
+    def one(path):
+        image = load_rgb(path)
+        animals = [b for b in detector(image) if b.label == "animal"]
+        box = None
+        if animals:
+            b = max(animals, key=lambda b: b.score * b.w * b.h)
+            box = (b.x, b.y, b.w, b.h)
+        animal = crop(image, box, path, CROP_MARGIN)
+        return animal, extract(animal)
+
+    vectors, patterns = [], []
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(paths), 64):
+            done = list(pool.map(one, paths[start : start + 64]))
+            vectors.append(embedder.embed([c for c, _ in done]))
+            patterns += [p for _, p in done]
+            if progress:
+                progress(start + len(done), len(paths))
+    return np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), np.float32), patterns
+
+
+def evaluate_folder(
+    root: str | Path, model: str | Path | None = None, progress=None, detector: str | Path | None = "bundled"
+) -> dict:
+    """Herdbook's figures on a folder of identified photos, the product's way: detector crop, embedding, coat
+    pattern, suggestions with the card's fusion and 'probably new' threshold."""
+    from .detect import load_detector
+
     photos = identified_photos(root)
     if len({p.individual for p in photos}) < 2:
         raise ValueError(f"{root}: needs photos of at least two individuals")
     embedder = Embedder(model)
-    vectors = []
-    for i in range(0, len(photos), 32):
-        vectors.append(embedder.embed([load_rgb(p.path) for p in photos[i : i + 32]]))
-        if progress:
-            progress(min(i + 32, len(photos)), len(photos))
-    emb = np.concatenate(vectors)
-    ids, enc = [p.individual for p in photos], [p.encounter for p in photos]
-    out = reid_protocol(emb, ids, enc, [p.viewpoint for p in photos])
-    threshold = float(embedder.card.data.get("open_set_threshold") or 0.5)
-    q = known_new_queries(cosine_similarity(emb, emb), ids, enc)
-    known, new = q["best"][~q["is_new"]], q["best"][q["is_new"]]
-    out["open_set"] = {
-        "auroc_known_vs_new": auroc(known, new),
-        "threshold": threshold,
-        "known_wrongly_flagged": float(np.mean(known < threshold)) if len(known) else float("nan"),
-        "new_flagged": float(np.mean(new < threshold)) if len(new) else float("nan"),
-    }
+    emb, patterns = photo_features([str(p.path) for p in photos], load_detector(detector), embedder, progress=progress)
+    ids, enc, sides = [p.individual for p in photos], [p.encounter for p in photos], [p.viewpoint for p in photos]
+    out = reid_protocol(emb, ids, enc, sides)  # appearance alone, photo against photo
+    fusion = Fusion.from_card(embedder.card.data)
+    threshold = fusion.threshold if fusion else float(embedder.card.data.get("open_set_threshold") or 0.5)
+    run = run_suggestions(emb, ids, enc, sides, patterns if fusion else None)
+    out["suggestions"] = suggestion_figures(run, fusion, threshold)
+    out["fused"] = fusion is not None
     out["photos"], out["individuals"] = len(photos), len(set(ids))
     out["encounters"] = len(set(enc))
     out["model"] = f"{embedder.card['name']} {embedder.card['version']}"
@@ -200,13 +225,15 @@ def new_animal_scores(run: SuggestionRun, fusion: Fusion | None) -> np.ndarray:
 
 
 def report_lines(result: dict) -> list[str]:
-    a, s, o = result["across_encounters"], result["same_side"], result["open_set"]
+    a, s, g = result["across_encounters"], result["same_side"], result["suggestions"]
+    how = "appearance + coat pattern" if result["fused"] else "appearance"
     return [
         f"{result['photos']} photos, {result['individuals']} individuals, {result['encounters']} encounters; "
         f"model {result['model']}",
-        f"across encounters: top-1 {a['rank1']:.1%}, top-5 {a['rank5']:.1%}, mAP {a['mAP']:.1%} "
-        f"({a['queries']} queries, {a['queries_skipped']} without another encounter)",
-        f"same side only:    top-1 {s['rank1']:.1%}, top-5 {s['rank5']:.1%}, mAP {s['mAP']:.1%}",
-        f"new individual:    AUROC {o['auroc_known_vs_new']:.2f}; at threshold {o['threshold']:.3f}, "
-        f"{o['known_wrongly_flagged']:.0%} of known animals flagged new, {o['new_flagged']:.0%} of new ones flagged",
+        f"suggestions ({how}), across encounters: top-1 {g['top1']:.1%}, top-5 {g['top5']:.1%}, "
+        f"MRR {g['mrr']:.3f} ({g['queries']} queries, {g['ms_per_query']:.0f} ms each)",
+        f"new individual:    AUROC {g['auroc_known_vs_new']:.2f}; at threshold {g['threshold']:.3f}, "
+        f"{g['known_wrongly_flagged']:.0%} of known animals flagged new, {g['new_flagged']:.0%} of new ones flagged",
+        f"appearance alone, photo against photo: top-1 {a['rank1']:.1%}, top-5 {a['rank5']:.1%}, mAP {a['mAP']:.1%}; "
+        f"same side only top-1 {s['rank1']:.1%}, top-5 {s['rank5']:.1%}",
     ]

@@ -378,11 +378,17 @@ def cmd_app(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from engine.evaluate import evaluate_folder, report_lines
+    from engine.reid import ModelError
 
+    bar, update = _progress_bar("evaluate")
     try:
-        result = evaluate_folder(args.data, args.model)
+        result = evaluate_folder(args.data, args.model, lambda d, t: update(d, t, ""), args.detector)
+    except ModelError as exc:
+        raise CommandError(str(exc)) from exc
     except (FileNotFoundError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
+    finally:
+        bar.close()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -519,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="measure re-identification on a folder of identified photos")
     p.add_argument("--data", required=True, help="folder per individual (or per individual/encounter)")
     p.add_argument("--model", help="ONNX re-identification model (default: the bundled one)")
+    p.add_argument("--detector", default="bundled", help="as for import: bundled, whole-frame or a detector file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

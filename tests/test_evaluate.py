@@ -20,9 +20,12 @@ def test_evaluate_a_folder_of_identified_photos(tmp_path, data_dir):
     assert out["photos"] == len(files) and out["individuals"] == 8
     a = out["across_encounters"]
     assert 0.0 <= a["rank1"] <= a["rank5"] <= 1.0 and a["queries"] > 0
-    assert 0.0 <= out["open_set"]["auroc_known_vs_new"] <= 1.0
+    g = out["suggestions"]  # the product's path: detector crop, embedding, coat pattern, calibrated fusion
+    assert out["fused"] and 0.0 <= g["top1"] <= g["top5"] <= 1.0 and g["queries"] == a["queries"]
+    assert 0.0 <= g["auroc_known_vs_new"] <= 1.0 and 0.0 <= g["new_flagged"] <= 1.0
     text = herdbook("evaluate", "--data", root)
-    assert "across encounters: top-1" in text.stdout and "new individual" in text.stdout
+    assert "suggestions (appearance + coat pattern), across encounters: top-1" in text.stdout
+    assert "new individual" in text.stdout
 
 
 def test_evaluate_names_a_missing_folder(tmp_path):

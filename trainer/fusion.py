@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +22,8 @@ import numpy as np
 from engine.calibration import Fusion
 from engine.demo import find_data_dir
 from engine.detect import load_detector
-from engine.evaluate import new_animal_scores, run_suggestions, suggestion_figures
-from engine.imageio import crop, load_rgb
-from engine.pattern import PATTERN_METHOD, extract
-from engine.pipeline import CROP_MARGIN
+from engine.evaluate import new_animal_scores, photo_features, run_suggestions, suggestion_figures
+from engine.pattern import PATTERN_METHOD
 from engine.reid import Embedder, default_model_path
 
 from .data import folder_samples, split_by_identity
@@ -53,25 +50,6 @@ def fit_fusion(appearance, inliers, same, threshold: float = 0.5, use_appearance
 def with_threshold(run, fusion: Fusion | None, share: float) -> float:
     """The score below which ``share`` of the calibration queries' 'new animal' scores fall."""
     return float(np.quantile(new_animal_scores(run, fusion), share))
-
-
-def photo_features(paths: list[str], detector, embedder: Embedder, workers: int = 2):
-    """Per photo, the product's crop: embedding and pattern features."""
-
-    def one(path):
-        image = load_rgb(path)
-        animals = [b for b in detector(image) if b.label == "animal"]
-        box = None
-        if animals:
-            b = max(animals, key=lambda b: b.score * b.w * b.h)
-            box = (b.x, b.y, b.w, b.h)
-        animal = crop(image, box, path, CROP_MARGIN)
-        return animal, extract(animal)
-
-    with ThreadPoolExecutor(workers) as pool:
-        done = list(pool.map(one, paths))
-    vectors = embedder.embed([c for c, _ in done])
-    return vectors, [p for _, p in done]
 
 
 def main(argv=None) -> int:
