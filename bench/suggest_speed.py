@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -68,7 +69,7 @@ def main() -> None:
                 "individuals": args.individuals,
                 "gallery_photos": n,
                 "queries": args.queries,
-                "cpu_count": __import__("os").cpu_count(),
+                "cpu_count": os.cpu_count(),
                 "results": times,
                 "budget_ms": 1000,
             },

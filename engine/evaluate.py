@@ -1,14 +1,16 @@
 """Measure Herdbook on any folder of identified photos before trusting it: `herdbook evaluate --data DIR`.
 
 Layouts: DIR/<individual>/<photo> (nyala's '<n>_leftphoto.jpg' names give encounter and flank), or
-DIR/<individual>/<encounter>/<photo> (one folder per encounter). Every photo is embedded with the model the app
-uses (onnxruntime, the app's preprocessing) and matched across encounters: a photo never counts as found
-through another photo of its own encounter (same place, light and background). Open set: half of the
-individuals (seeded) play 'known', the other half 'new', at the model card's threshold.
+DIR/<individual>/<encounter>/<photo> (one folder per encounter). Every photo goes the app's way (detector crop,
+embedding, coat pattern) and is matched across encounters through engine.match.suggest: a photo never counts as
+found through another photo of its own encounter (same place, light and background). Open set: each photo's best
+score is its 'known' score, and its best score among other individuals is its score as a never-seen animal, at
+the model card's threshold.
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +19,13 @@ import numpy as np
 
 from .calibration import Fusion
 from .demo import nyala_photo, viewpoint_from_name
+from .detect import load_detector
 from .imageio import crop, load_rgb
 from .ingest import IMAGE_SUFFIXES, sha256_of
 from .match import Gallery, suggest
 from .metrics import auroc, reid_protocol
 from .pattern import PatternFeatures, extract
+from .pipeline import CROP_MARGIN
 from .reid import Embedder
 
 
@@ -63,8 +67,6 @@ def photo_features(paths: list[str], detector, embedder: Embedder, workers: int 
     """Per photo, what the product stores: the detector's best animal box (the whole photo when it finds none)
     cropped with the pipeline's margin, its embedding and its coat-pattern features."""
 
-    from .pipeline import CROP_MARGIN
-
     def one(path):
         image = load_rgb(path)
         animals = [b for b in detector(image) if b.label == "animal"]
@@ -91,8 +93,6 @@ def evaluate_folder(
 ) -> dict:
     """Herdbook's figures on a folder of identified photos, the product's way: detector crop, embedding, coat
     pattern, suggestions with the card's fusion and 'probably new' threshold."""
-    from .detect import load_detector
-
     photos = identified_photos(root)
     if len({p.individual for p in photos}) < 2:
         raise ValueError(f"{root}: needs photos of at least two individuals")
@@ -115,11 +115,11 @@ def evaluate_folder(
 class SuggestionRun:
     """The candidates the product's suggestion path gave for every query photo of a held-out set.
 
-    Per query: (appearance, pattern inliers or -1 when not verified, is the true individual, individual) for
-    the global top-k individuals. Fused scores are computed from these, so one verified pass measures global-only
+    Per query: (appearance, pattern inliers or -1 when not verified, is the true individual) for the global
+    top-k individuals. Fused scores are computed from these, so one verified pass measures global-only
     ranking, any fusion, and the open set (the product verifies the same top-k before it re-ranks)."""
 
-    queries: list[list[tuple[float, int, bool, int]]]
+    queries: list[list[tuple[float, int, bool]]]
     seconds_per_query: float
 
 
@@ -130,12 +130,9 @@ def run_suggestions(
     viewpoints,
     patterns: list[PatternFeatures] | None = None,
     candidates: int = 20,
-    progress=None,
 ) -> SuggestionRun:
     """Every photo as a query against all the others outside its own encounter, through engine.match.suggest
     (same side only when sides are known; each candidate's best photos pattern-verified when ``patterns``)."""
-    import time
-
     names = sorted(set(identities))
     code = {n: i for i, n in enumerate(names)}
     ids = np.array([code[i] for i in identities], np.int64)
@@ -167,40 +164,36 @@ def run_suggestions(
         )
         queries.append(
             [
-                (
-                    c.appearance,
-                    -1 if c.pattern_inliers is None else c.pattern_inliers,
-                    c.individual_id == ids[q],
-                    c.individual_id,
-                )
+                (c.appearance, -1 if c.pattern_inliers is None else c.pattern_inliers, c.individual_id == ids[q])
                 for c in cands
             ]
         )
-        if progress and len(queries) % 50 == 0:
-            progress(q + 1, len(ids))
     return SuggestionRun(queries, (time.perf_counter() - t0) / max(len(queries), 1))
 
 
 def fused_scores(run: SuggestionRun, fusion: Fusion | None) -> list[np.ndarray]:
     """Each query's candidate scores: appearance alone, or the fusion's probability."""
     if fusion is None:
-        return [np.array([c[0] for c in q]) for q in run.queries]
-    return [np.array([fusion.probability(a, max(n, 0)) for a, n, _, _ in q]) for q in run.queries]
+        return [np.array([a for a, _, _ in q]) for q in run.queries]
+    return [np.array([fusion.probability(a, max(n, 0)) for a, n, _ in q]) for q in run.queries]
 
 
-def suggestion_figures(run: SuggestionRun, fusion: Fusion | None, threshold: float) -> dict:
-    """Top-1, top-5 and mean reciprocal rank of the true individual, and the open set at ``threshold``: a
-    query's best score is its 'known' score; the best among other individuals' is its score as a 'new' animal
-    (its individual removed from the catalogue), so every held-out photo serves both roles."""
+def query_outcomes(run: SuggestionRun, fusion: Fusion | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per query: the true individual's 1-based rank (0 when not listed), the best score (the query as a known
+    animal), and the best score among other individuals (the same photo as a never-seen animal)."""
     ranks, known, new = [], [], []
     for q, scores in zip(run.queries, fused_scores(run, fusion), strict=True):
         order = np.argsort(-scores, kind="stable")
-        truth = [r for r, i in enumerate(order, 1) if q[i][2]]
-        ranks.append(truth[0] if truth else 0)
+        ranks.append(next((r for r, i in enumerate(order, 1) if q[i][2]), 0))
         known.append(scores.max() if len(scores) else float("-inf"))
-        others = [s for s, c in zip(scores, q, strict=True) if not c[2]]
-        new.append(max(others) if others else float("-inf"))
-    r, known, new = np.array(ranks), np.array(known), np.array(new)
+        new.append(max((s for s, c in zip(scores, q, strict=True) if not c[2]), default=float("-inf")))
+    return np.array(ranks), np.array(known), np.array(new)
+
+
+def suggestion_figures(run: SuggestionRun, fusion: Fusion | None, threshold: float) -> dict:
+    """Top-1, top-5 and mean reciprocal rank of the true individual, and the open set at ``threshold``; every
+    held-out photo serves as a known and as a new animal (query_outcomes)."""
+    r, known, new = query_outcomes(run, fusion)
     return {
         "top1": float(np.mean(r == 1)),
         "top5": float(np.mean((r >= 1) & (r <= 5))),
@@ -212,16 +205,6 @@ def suggestion_figures(run: SuggestionRun, fusion: Fusion | None, threshold: flo
         "new_flagged": float(np.mean(new < threshold)),
         "ms_per_query": 1000 * run.seconds_per_query,
     }
-
-
-def new_animal_scores(run: SuggestionRun, fusion: Fusion | None) -> np.ndarray:
-    """Each query's best score among other individuals: what a never-seen animal would get."""
-    return np.array(
-        [
-            max((s for s, c in zip(sc, q, strict=True) if not c[2]), default=float("-inf"))
-            for q, sc in zip(run.queries, fused_scores(run, fusion), strict=True)
-        ]
-    )
 
 
 def report_lines(result: dict) -> list[str]:

@@ -144,16 +144,16 @@ def suggest(
     k: int = 5,
     top_n: int = 3,
     search_depth: int = 200,
-    exclude_detection: int | None = None,
+    exclude_detections: set[int] | None = None,
     fusion: Fusion | None = None,
     query_pattern: PatternFeatures | None = None,
     gallery_pattern=None,
-    exclude_detections: set[int] | None = None,
 ) -> tuple[list[Candidate], bool, float]:
     """Top-k individuals for one embedding; True when the best is below the open-set threshold.
 
-    With ``fusion``, ``query_pattern`` and ``gallery_pattern`` (detection id -> PatternFeatures or None), the
-    candidates are verified and ranked by calibrated probability and ``fusion.threshold`` decides 'new'."""
+    ``threshold`` is an appearance similarity. With ``fusion``, ``query_pattern`` and ``gallery_pattern``
+    (detection id -> PatternFeatures or None), the candidates are verified and ranked by calibrated probability,
+    and ``fusion.threshold`` decides 'new' instead; a query without pattern features falls back to appearance."""
     if len(gallery.vectors) == 0:
         return [], True, float("-inf")
     scores, rows = gallery.index.search(query[None], min(search_depth, len(gallery.vectors)))
@@ -166,8 +166,6 @@ def suggest(
     if viewpoint is not None:
         vp = gallery.viewpoints[np.maximum(rows, 0)]
         keep &= (vp == viewpoint) | (vp == None)  # noqa: E711 (numpy object comparison)
-    if exclude_detection is not None:
-        keep &= gallery.detection_ids[np.maximum(rows, 0)] != exclude_detection
     if exclude_detections:
         keep &= np.array([d not in exclude_detections for d in gallery.detection_ids[np.maximum(rows, 0)]], bool)
     verify = fusion is not None and query_pattern is not None and gallery_pattern is not None

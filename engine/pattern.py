@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -46,7 +47,9 @@ class PatternFeatures:
     def __len__(self) -> int:
         return len(self.points)
 
+    @cached_property
     def root_sift(self) -> np.ndarray:
+        """Unit-length RootSIFT vectors, computed once: a query is matched against ~60 gallery photos."""
         d = self.descriptors.astype(np.float32)
         return np.sqrt(d / np.maximum(d.sum(1, keepdims=True), 1e-7))
 
@@ -97,7 +100,7 @@ def match(a: PatternFeatures, b: PatternFeatures) -> PatternMatch:
     empty = PatternMatch(0, np.zeros((0, 4), np.float32))
     if len(a) < MIN_MATCHES or len(b) < MIN_MATCHES:
         return empty
-    sims = a.root_sift() @ b.root_sift().T  # RootSIFT vectors have unit length: distance^2 = 2 - 2 * sim
+    sims = a.root_sift @ b.root_sift.T  # RootSIFT vectors have unit length: distance^2 = 2 - 2 * sim
     rows = np.arange(len(sims))
     best = sims.argmax(1)
     s1 = sims[rows, best]

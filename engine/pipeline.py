@@ -117,10 +117,9 @@ class Pipeline:
         self.reid_model_id = catalogue.ensure_model(
             card["name"], card["version"], "reid", card.data.get("onnx_sha256"), card.data
         )
-        # Appearance similarity above which two new detections look alike (and, without fusion, the open set).
+        # Appearance similarity: the open set without fusion, and when two new detections look alike.
         self.appearance_threshold = float(card.data.get("open_set_threshold") or 0.5)
-        self.fusion = Fusion.from_card(card.data)
-        self.threshold = self.fusion.threshold if self.fusion else self.appearance_threshold
+        self.fusion = Fusion.from_card(card.data)  # carries its own 'probably new' probability
         self.species = species
         self.batch_size = batch_size
         self.who = who or f"model:{card['name']}-{card['version']}"
@@ -289,7 +288,7 @@ class Pipeline:
             cands, is_new, best = suggest(
                 vec,
                 gallery,
-                self.threshold,
+                self.appearance_threshold,
                 row["viewpoint"],
                 species,
                 k=k,

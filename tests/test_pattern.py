@@ -9,7 +9,7 @@ import pytest
 from engine.calibration import Fusion
 from engine.catalogue import Catalogue
 from engine.imageio import load_rgb
-from engine.match import Candidate, match_reason, verify_candidates
+from engine.match import Candidate, Gallery, match_reason, suggest, verify_candidates
 from engine.pattern import PATTERN_METHOD, PatternFeatures, draw_match, extract, match
 
 
@@ -46,9 +46,11 @@ def test_same_coat_under_another_pose_and_light_matches_far_better_than_other_an
     others = [match(a, extract(nyala[k])).inliers for k in ("b1", "c1")]
     assert same.inliers >= 40, same.inliers
     assert same.inliers > 4 * max(others), (same.inliers, others)
-    # the lines join the same place of the coat: the affine map sends one end near the other
+    # the lines join the same place of the coat: rewalked()'s map, in fractions of the crop, sends one end to the other
     xa, ya, xb, yb = same.lines.T
-    assert np.median(np.abs(xb - (1.08 * xa + 0.06 * ya * a.size[1] / a.size[0] - 10 / a.size[0]))) < 0.03
+    h, w = nyala["a1"].shape[:2]
+    assert np.median(np.abs(xb - (1.08 * xa + 0.06 * ya * h / w - 10 / w))) < 0.01
+    assert np.median(np.abs(yb - (0.02 * xa * w / h + 1.05 * ya - 6 / h))) < 0.01
     assert match(a, extract(rewalked(nyala["a1"]))).inliers == same.inliers  # deterministic
 
 
@@ -83,6 +85,22 @@ def test_pattern_evidence_reorders_candidates_and_explains_itself(nyala):
     assert ranked[0].score > fusion.threshold > ranked[1].score
     reason = match_reason(ranked[0].score, ranked[0].appearance, ranked[0].pattern_inliers)
     assert f"{ranked[0].pattern_inliers} matching pattern points" in reason and "appearance score 0.74" in reason
+
+
+def test_a_query_without_pattern_features_falls_back_to_the_appearance_threshold(nyala):
+    fusion = Fusion(appearance_weight=10.0, pattern_weight=1.5, intercept=-12.0, threshold=0.5)
+    vectors = np.eye(3, dtype=np.float32)
+    gallery = Gallery(
+        vectors, np.array([1, 2, 3]), np.array([7, 8, 9]), np.array([None] * 3, object), np.array([None] * 3, object)
+    )
+    store = {7: extract(nyala["a1"]), 8: extract(nyala["b1"]), 9: extract(nyala["c1"])}.get
+    query = np.array([0.6, 0.8, 0.0], np.float32)  # appearance 0.8 with individual 2, 0.6 with 1
+    cands, is_new, best = suggest(query, gallery, 0.9, fusion=fusion, query_pattern=None, gallery_pattern=store)
+    assert cands[0].individual_id == 2 and cands[0].pattern_inliers is None
+    assert best == pytest.approx(0.8) and is_new  # 0.8 < the appearance threshold 0.9; not compared with 0.5
+    cands, is_new, best = suggest(query, gallery, 0.9, fusion=fusion, query_pattern=store(8), gallery_pattern=store)
+    assert cands[0].individual_id == 2 and cands[0].pattern_inliers > 100  # same photo's features
+    assert not is_new and best == pytest.approx(fusion.probability(0.8, cands[0].pattern_inliers))
 
 
 def test_fusion_is_read_from_a_card_only_for_its_own_recipe():
