@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.catalogue import Catalogue, CatalogueError
+from engine.pipeline import open_count
 from engine.reid import Embedder, ModelError, default_model_path
 from engine.resources import resources_dir
 
@@ -48,17 +49,25 @@ class Overview(QWidget):
         self.catalogue = catalogue
         self.label = QLabel()
         self.label.setWordWrap(True)
+        self.stale = True
         lay = QVBoxLayout(self)
         lay.addWidget(self.label)
         lay.addStretch(1)
-        self.reload()
+
+    def showEvent(self, event):  # noqa: N802 (Qt API)
+        if self.stale:
+            self.reload()
+        super().showEvent(event)
 
     def reload(self) -> None:
+        """Re-count, now when shown, else when next shown (a decision key must not pay for counting a
+        season's catalogue while the overview is hidden)."""
+        if not self.isVisible():
+            self.stale = True
+            return
+        self.stale = False
         c = self.catalogue.counts()
-        open_items = self.catalogue.db.execute(
-            """SELECT count(DISTINCT a.detection_id) FROM assignments a WHERE a.status = 'suggested'
-               AND NOT EXISTS (SELECT 1 FROM effective_assignments e WHERE e.detection_id = a.detection_id)"""
-        ).fetchone()[0]
+        open_items = open_count(self.catalogue)
         last = self.catalogue.query("SELECT source, finished_at, status FROM imports ORDER BY id DESC LIMIT 1")
         errors = self.catalogue.db.execute("SELECT count(*) FROM media WHERE status = 'error'").fetchone()[0]
         last_text = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 
 from engine.catalogue import Catalogue
-from engine.pipeline import open_suggestions
+from engine.pipeline import open_count, open_suggestions, review_model
 
 NO_PARENT = QModelIndex()
 
@@ -43,14 +43,28 @@ class TableModel(QAbstractTableModel):
 
 
 class ReviewQueueModel(TableModel):
+    """One page of the review queue around the reviewer's place in it; the whole queue is never loaded (a field
+    season holds hundreds of thousands of waiting detections). A decision removes its one row."""
+
     columns = [("detection_id", "Detection"), ("file", "Photo"), ("taken_at", "Taken"), ("top", "Best match")]
+    PAGE = 200
 
     def __init__(self, catalogue: Catalogue, parent=None):
         super().__init__(parent)
         self.catalogue = catalogue
+        self.offset = 0  # queue position of rows[0]
+        self.total = 0  # detections waiting, all pages
+        self.model_id: int | None = None
 
-    def reload(self) -> None:
-        items = open_suggestions(self.catalogue)
+    def reload(self, position: int = 0) -> None:
+        """Re-read the queue's length and the page that holds ``position``."""
+        self.model_id = review_model(self.catalogue)
+        self.total = open_count(self.catalogue, self.model_id) if self.model_id is not None else 0
+        self.load_page(min(position, max(self.total - 1, 0)))
+
+    def load_page(self, position: int) -> None:
+        self.offset = position - position % self.PAGE
+        items = open_suggestions(self.catalogue, self.model_id, self.PAGE, self.offset) if self.total else []
         for it in items:
             it["file"] = it["path"].rsplit("/", 1)[-1]
             best = it["candidates"][0] if it["candidates"] else None
@@ -59,8 +73,29 @@ class ReviewQueueModel(TableModel):
                 it["top"] += "  · probably new"
         self.set_rows(items)
 
+    def item_at(self, position: int) -> dict | None:
+        """The queue's item at ``position`` (0-based over all pages), reading its page when needed."""
+        if not 0 <= position < self.total:
+            return None
+        if not self.offset <= position < self.offset + len(self.rows):
+            self.load_page(position)
+        index = position - self.offset
+        return self.rows[index] if 0 <= index < len(self.rows) else None
+
+    def remove(self, detection_id: int) -> None:
+        """A decision took this detection out of the queue: drop its row, nothing else is re-read."""
+        for i, row in enumerate(self.rows):
+            if row["detection_id"] == detection_id:
+                self.beginRemoveRows(NO_PARENT, i, i)
+                del self.rows[i]
+                self.endRemoveRows()
+                self.total -= 1
+                return
+
 
 class IndividualsModel(TableModel):
+    """Individuals matching the filter, at most LIMIT rows (type to narrow a large catalogue down)."""
+
     columns = [
         ("code", "Code"),
         ("name", "Name"),
@@ -68,6 +103,7 @@ class IndividualsModel(TableModel):
         ("sightings", "Sightings"),
         ("last_seen", "Last seen"),
     ]
+    LIMIT = 1000
 
     def __init__(self, catalogue: Catalogue, parent=None):
         super().__init__(parent)
@@ -76,16 +112,20 @@ class IndividualsModel(TableModel):
 
     def reload(self) -> None:
         like = f"%{self.filter}%"
+        # Counted per listed individual through the indexed sighting table (with records merged into it), so
+        # a keystroke costs the rows shown, not a GROUP BY over the whole catalogue.
         self.set_rows(
             self.catalogue.query(
-                """SELECT i.id, i.code, i.name, i.species, count(s.detection_id) AS sightings,
-                      max(m.taken_at) AS last_seen
-               FROM individuals i LEFT JOIN individuals src ON COALESCE(src.merged_into, src.id) = i.id
-               LEFT JOIN sightings s ON s.individual_id = src.id
-               LEFT JOIN detections d ON d.id = s.detection_id LEFT JOIN media m ON m.id = d.media_id
+                """SELECT i.id, i.code, i.name, i.species,
+                      (SELECT count(*) FROM individuals src JOIN sighting_state s ON s.individual_id = src.id
+                       WHERE src.id = i.id OR src.merged_into = i.id) AS sightings,
+                      (SELECT max(m.taken_at) FROM individuals src JOIN sighting_state s ON s.individual_id = src.id
+                       JOIN detections d ON d.id = s.detection_id JOIN media m ON m.id = d.media_id
+                       WHERE src.id = i.id OR src.merged_into = i.id) AS last_seen
+               FROM individuals i
                WHERE i.merged_into IS NULL AND (i.code LIKE ? OR COALESCE(i.name, '') LIKE ? OR i.species LIKE ?)
-               GROUP BY i.id ORDER BY i.species, i.code""",
-                [like, like, like],
+               ORDER BY i.species, i.code LIMIT ?""",
+                [like, like, like, self.LIMIT],
             )
         )
 
@@ -114,7 +154,8 @@ class SightingsModel(TableModel):
                FROM sightings s JOIN individuals i ON i.id = s.individual_id
                JOIN detections d ON d.id = s.detection_id JOIN media m ON m.id = d.media_id
                LEFT JOIN deployments dep ON dep.id = m.deployment_id
-               WHERE COALESCE(i.merged_into, i.id) = ? ORDER BY m.taken_at, s.detection_id""",
-                [individual_id],
+               WHERE (i.id = ? AND i.merged_into IS NULL) OR i.merged_into = ?
+               ORDER BY m.taken_at, s.detection_id""",
+                [individual_id, individual_id],
             )
         )

@@ -202,13 +202,13 @@ class ReviewWidget(QWidget):
 
     # -- data -----------------------------------------------------------------------------------------
     def reload(self) -> None:
-        self.model.reload()
-        self.position = min(self.position, max(0, len(self.model.rows) - 1))
+        """Re-read the queue's length and the reviewer's page (after an import, an undo, a drawn box)."""
+        self.model.reload(self.position)
+        self.position = min(self.position, max(0, self.model.total - 1))
         self.show_current()
 
     def current(self) -> dict | None:
-        rows = self.model.rows
-        return rows[self.position] if 0 <= self.position < len(rows) else None
+        return self.model.item_at(self.position)
 
     def _candidate_info(self, cand: dict) -> dict | None:
         """The candidate's best-matching gallery photo, and when and where it was last seen."""
@@ -246,7 +246,7 @@ class ReviewWidget(QWidget):
 
     def show_current(self) -> None:
         item = self.current()
-        total = len(self.model.rows)
+        total = self.model.total
         if item is None:
             self.query.setText("No suggestions waiting. Import photos to fill the queue.")
             self.caption.setText("")
@@ -301,10 +301,17 @@ class ReviewWidget(QWidget):
             self.status.setText(text)
             self.failed.emit(text)
 
-    def _after_decision(self, text: str) -> None:
+    def _after_decision(self, text: str, detection_id: int | None = None) -> None:
+        """Say what was recorded; a decision on one detection takes its one row out of the queue (the next one
+        moves up), anything else re-reads the reviewer's page."""
         self.status.setText(text)
         self.decided.emit(text)
-        self.reload()
+        if detection_id is None:
+            self.reload()
+            return
+        self.model.remove(detection_id)
+        self.position = min(self.position, max(0, self.model.total - 1))
+        self.show_current()
 
     def confirm(self, rank: int) -> None:
         item = self.current()
@@ -312,13 +319,13 @@ class ReviewWidget(QWidget):
             return
         cand = item["candidates"][rank - 1]
         decisions.confirm(self.catalogue, item["detection_id"], cand["individual_id"], self.who, score=cand["score"])
-        self._after_decision(f"detection {item['detection_id']} confirmed as {cand['code']}")
+        self._after_decision(f"detection {item['detection_id']} confirmed as {cand['code']}", item["detection_id"])
 
     def reject_all(self) -> None:
         item = self.current()
         if item:
             self.catalogue.reject(item["detection_id"], None, who=self.who)
-            self._after_decision(f"detection {item['detection_id']}: all suggestions rejected")
+            self._after_decision(f"detection {item['detection_id']}: all suggestions rejected", item["detection_id"])
 
     def new_individual(self) -> None:
         """Name a new individual; a code that exists already offers to confirm that individual instead."""
@@ -343,9 +350,9 @@ class ReviewWidget(QWidget):
                 self.status.setText(f"not saved: {existing}")
                 return
             decisions.confirm(self.catalogue, det, existing.individual_id, self.who)
-            self._after_decision(f"detection {det} confirmed as the existing {existing.code} ({existing.species})")
+            self._after_decision(f"detection {det} confirmed as the existing {existing.code} ({existing.species})", det)
             return
-        self._after_decision(f"detection {det}: new individual {code} ({species})")
+        self._after_decision(f"detection {det}: new individual {code} ({species})", det)
 
     def set_species(self) -> None:
         item = self.current()
@@ -364,8 +371,8 @@ class ReviewWidget(QWidget):
         self._after_decision(f"undone: {decisions.describe(undone)}" if undone else "nothing of yours to undo")
 
     def move(self, step: int) -> None:
-        if self.model.rows:
-            self.position = (self.position + step) % len(self.model.rows)
+        if self.model.total:
+            self.position = (self.position + step) % self.model.total
             self.show_current()
 
     def compare(self) -> CompareDialog | None:

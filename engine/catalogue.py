@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 ASSIGNMENT_STATUSES = ("suggested", "confirmed", "rejected", "undo")
 
 
@@ -251,7 +251,75 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """A field season's catalogue (issue 13): the current state derived from the decision log is kept in two
+    tables by a trigger on every log row, so that the review queue, counts and exports read it through indexes
+    instead of re-deriving it from the whole log on each key press.
+
+    * ``sighting_state``: one row per detection whose confirmation stands (what the ``sightings`` view gave);
+      the view now reads this table.
+    * ``review_queue``: one row per detection with suggestions and no standing decision, with the model of its
+      latest suggestions and its photo's time (the queue's order).
+    The log stays the truth: both tables are re-derived for the one detection a new log row is about."""
+    db.executescript(
+        """
+        CREATE TABLE sighting_state (
+            detection_id INTEGER PRIMARY KEY REFERENCES detections(id),
+            assignment_id INTEGER NOT NULL, individual_id INTEGER, score REAL, who TEXT, at TEXT);
+        CREATE INDEX sighting_state_individual ON sighting_state(individual_id);
+        INSERT INTO sighting_state (assignment_id, detection_id, individual_id, score, who, at)
+            SELECT assignment_id, detection_id, individual_id, score, who, at FROM sightings;
+        DROP VIEW sightings;
+        CREATE VIEW sightings AS
+            SELECT assignment_id, detection_id, individual_id, score, who, at FROM sighting_state;
+
+        CREATE TABLE review_queue (
+            detection_id INTEGER PRIMARY KEY REFERENCES detections(id), model_id INTEGER, taken_at TEXT);
+        CREATE INDEX review_queue_order ON review_queue(model_id, taken_at, detection_id);
+        INSERT INTO review_queue (detection_id, model_id, taken_at)
+            SELECT a.detection_id, max(a.model_id), m.taken_at
+            FROM assignments a JOIN detections d ON d.id = a.detection_id JOIN media m ON m.id = d.media_id
+            WHERE a.status = 'suggested'
+              AND NOT EXISTS (SELECT 1 FROM effective_assignments e WHERE e.detection_id = a.detection_id)
+            GROUP BY a.detection_id;
+
+        CREATE TRIGGER assignments_keep_state AFTER INSERT ON assignments
+        BEGIN
+            DELETE FROM sighting_state WHERE detection_id = NEW.detection_id;
+            INSERT INTO sighting_state (assignment_id, detection_id, individual_id, score, who, at)
+                SELECT e.id, e.detection_id, e.individual_id, e.score, e.who, e.at
+                FROM effective_assignments e
+                WHERE e.detection_id = NEW.detection_id AND e.status = 'confirmed'
+                  AND e.id = (SELECT max(x.id) FROM effective_assignments x
+                              WHERE x.detection_id = NEW.detection_id AND x.status = 'confirmed')
+                  AND NOT EXISTS (SELECT 1 FROM effective_assignments r
+                                  WHERE r.detection_id = NEW.detection_id AND r.individual_id = e.individual_id
+                                    AND r.status = 'rejected' AND r.id > e.id);
+            DELETE FROM review_queue WHERE detection_id = NEW.detection_id;
+            INSERT INTO review_queue (detection_id, model_id, taken_at)
+                SELECT NEW.detection_id, max(a.model_id),
+                       (SELECT m.taken_at FROM detections d JOIN media m ON m.id = d.media_id
+                        WHERE d.id = NEW.detection_id)
+                FROM assignments a WHERE a.detection_id = NEW.detection_id AND a.status = 'suggested'
+                  AND NOT EXISTS (SELECT 1 FROM effective_assignments e WHERE e.detection_id = NEW.detection_id)
+                HAVING count(*) > 0;
+        END;
+
+        -- A corrected camera clock moves the photos in the queue too.
+        CREATE TRIGGER media_time_keeps_queue AFTER UPDATE OF taken_at ON media
+        BEGIN
+            UPDATE review_queue SET taken_at = NEW.taken_at
+            WHERE detection_id IN (SELECT id FROM detections WHERE media_id = NEW.id);
+        END;
+        """
+    )
+    # The per-row lookups of the suggest stage and the exports.
+    db["assignments"].create_index(["status", "model_id"], if_not_exists=True)
+    db["media"].create_index(["taken_at"], if_not_exists=True)
+    db["patterns"].create_index(["method"], if_not_exists=True)
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5}
 
 
 def shift_time(iso: str | None, seconds: float) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,12 +143,16 @@ def neutralise(value):
     return value
 
 
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+def _write_csv(path: Path, columns: list[str], rows: Iterable[dict]) -> int:
+    """Write rows as they come (a generator keeps memory bounded); returns how many."""
+    count = 0
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="raise")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: neutralise(row.get(k)) for k in columns})
+            count += 1
+    return count
 
 
 SIGHTINGS_SQL = """
@@ -190,43 +195,44 @@ def export_sightings_csv(
     """One row per confirmed sighting, oldest first; optionally of one species, one site (deployment or site
     name) and a date range (inclusive, YYYY-MM-DD)."""
     out = Path(out)
-    rows = []
-    for r in catalogue.query(SIGHTINGS_SQL):
-        day = (r["taken_at"] or "")[:10]
-        if species and r["species"] != species:
-            continue
-        if site and site not in (r["deployment"], r["site"]):
-            continue
-        if (date_from and (not day or day < date_from)) or (date_to and (not day or day > date_to)):
-            continue
-        camera = " ".join(p for p in (r["camera_make"], r["camera_model"]) if p) or None
-        rows.append(
-            {
-                "individual_code": r["individual_code"],
-                "individual_name": r["individual_name"],
-                "species": r["species"],
-                "scientific_name": species_info(r["species"])["scientific_name"],
-                "taken_at": with_offset(r["taken_at"], r["utc_offset"]),
-                "latitude": r["latitude"] if r["latitude"] is not None else r["dep_latitude"],
-                "longitude": r["longitude"] if r["longitude"] is not None else r["dep_longitude"],
-                "site": r["site"],
-                "deployment": r["deployment"],
-                "camera": camera,
-                "file": r["path"],
-                "box_x": r["x"],
-                "box_y": r["y"],
-                "box_width": r["w"],
-                "box_height": r["h"],
-                "viewpoint": r["viewpoint"],
-                "confirmed_by": r["who"],
-                "confirmed_at": r["at"],
-                "score": r["score"],
-                "media_sha256": r["sha256"],
-                "detection_id": r["detection_id"],
-            }
-        )
-    _write_csv(out, SIGHTING_COLUMNS, rows)
-    return ExportReport(out, rows={"sightings": len(rows)})
+
+    def rows():
+        for r in catalogue.db.query(SIGHTINGS_SQL):  # a cursor: one row in memory at a time
+            day = (r["taken_at"] or "")[:10]
+            if species and r["species"] != species:
+                continue
+            if site and site not in (r["deployment"], r["site"]):
+                continue
+            if (date_from and (not day or day < date_from)) or (date_to and (not day or day > date_to)):
+                continue
+            camera = " ".join(p for p in (r["camera_make"], r["camera_model"]) if p) or None
+            yield (
+                {
+                    "individual_code": r["individual_code"],
+                    "individual_name": r["individual_name"],
+                    "species": r["species"],
+                    "scientific_name": species_info(r["species"])["scientific_name"],
+                    "taken_at": with_offset(r["taken_at"], r["utc_offset"]),
+                    "latitude": r["latitude"] if r["latitude"] is not None else r["dep_latitude"],
+                    "longitude": r["longitude"] if r["longitude"] is not None else r["dep_longitude"],
+                    "site": r["site"],
+                    "deployment": r["deployment"],
+                    "camera": camera,
+                    "file": r["path"],
+                    "box_x": r["x"],
+                    "box_y": r["y"],
+                    "box_width": r["w"],
+                    "box_height": r["h"],
+                    "viewpoint": r["viewpoint"],
+                    "confirmed_by": r["who"],
+                    "confirmed_at": r["at"],
+                    "score": r["score"],
+                    "media_sha256": r["sha256"],
+                    "detection_id": r["detection_id"],
+                }
+            )
+
+    return ExportReport(out, rows={"sightings": _write_csv(out, SIGHTING_COLUMNS, rows())})
 
 
 # -- Camtrap DP -------------------------------------------------------------------------------------------
@@ -268,17 +274,6 @@ def export_camtrap_dp(
     (deployment or site name) and a date range (inclusive, YYYY-MM-DD), as the sightings CSV does.
     """
     out_dir = Path(out_dir)
-    of_species = None
-    if species:
-        of_species = {
-            r["id"]
-            for r in catalogue.query(
-                """SELECT DISTINCT m.id FROM media m LEFT JOIN detections d ON d.media_id = m.id
-               LEFT JOIN sightings s ON s.detection_id = d.id LEFT JOIN individuals i ON i.id = s.individual_id
-               WHERE m.species = ? OR i.species = ?""",
-                [species, species],
-            )
-        }
     report = ExportReport(out_dir)
     deployments = catalogue.query(
         """SELECT d.*, avg(m.latitude) AS gps_lat, avg(m.longitude) AS gps_lon
@@ -297,39 +292,18 @@ def export_camtrap_dp(
     if problems:
         raise ExportError("Camtrap DP requires deployment coordinates:\n" + "\n".join(problems))
     dep_by_id = {d["id"]: d for d in deployments}
+    chosen = _ChosenMedia(catalogue, dep_by_id, utc_offset, species, site, date_from, date_to)
 
-    media_rows, media_time, times_by_dep = [], {}, {}
-    for m in catalogue.query("SELECT * FROM media WHERE status != 'error' ORDER BY id"):
-        dep = dep_by_id[m["deployment_id"]]
-        day = (m["taken_at"] or "")[:10]
-        if (of_species is not None and m["id"] not in of_species) or (site and site not in (dep["name"], dep["site"])):
-            continue
-        if (date_from and (not day or day < date_from)) or (date_to and (not day or day > date_to)):
-            continue
-        stamp = _dp_time(m["taken_at"], dep["utc_offset"], utc_offset)
+    # Pass 1 checks every photo's time and gathers the per-deployment ranges; passes 2 and 3 stream the rows
+    # (a season's million photos and detections are never held in memory).
+    first_last: dict[int, list[str]] = {}
+    for m, stamp in chosen.media("m.id, m.path, m.taken_at"):
         if stamp is None:
             why = "no time in its metadata" if not m["taken_at"] else "time without UTC offset"
             report.skipped.append(f"{m['path']}: {why}")
             continue
-        media_time[m["id"]] = stamp
-        times_by_dep.setdefault(dep["id"], []).append(stamp)
-        media_rows.append(
-            {
-                "mediaID": str(m["id"]),
-                "deploymentID": dep["name"],
-                "captureMethod": "activityDetection",
-                "timestamp": stamp,
-                "filePath": m["path"],
-                "filePublic": "false",
-                "fileName": m["file_name"],
-                "fileMediatype": MEDIATYPES.get(Path(m["file_name"]).suffix.lower(), "application/octet-stream"),
-                "exifData": json.dumps({k: m[k] for k in ("camera_make", "camera_model", "camera_serial") if m[k]})
-                or None,
-                "mediaComments": (
-                    f"camera clock corrected by {dep['clock_offset_s']:+.0f} s" if dep["clock_offset_s"] else None
-                ),
-            }
-        )
+        span = first_last.setdefault(m["deployment_id"], [stamp, stamp])
+        span[0], span[1] = min(span[0], stamp), max(span[1], stamp)
     if any("without UTC offset" in s for s in report.skipped):
         raise ExportError(
             "Camtrap DP needs timestamps with a UTC offset; some photos have none and their deployment names "
@@ -338,63 +312,134 @@ def export_camtrap_dp(
 
     dep_rows = []
     for dep in deployments:
-        times = sorted(times_by_dep.get(dep["id"], []))
-        if not times:
+        if dep["id"] not in first_last:
             continue
+        first, last = first_last[dep["id"]]
         dep_rows.append(
             {
                 "deploymentID": dep["name"],
                 "locationName": dep["site"] or dep["name"],
                 "latitude": round(dep["lat"], 6),
                 "longitude": round(dep["lon"], 6),
-                "deploymentStart": _dp_time(dep["start"], dep["utc_offset"], utc_offset) or times[0],
-                "deploymentEnd": _dp_time(dep["end"], dep["utc_offset"], utc_offset) or times[-1],
+                "deploymentStart": _dp_time(dep["start"], dep["utc_offset"], utc_offset) or first,
+                "deploymentEnd": _dp_time(dep["end"], dep["utc_offset"], utc_offset) or last,
                 "cameraID": dep["camera"],
                 "timestampIssues": "true" if dep["clock_offset_s"] else "false",
                 "deploymentComments": dep["clock_note"],
             }
         )
 
-    obs_rows = _observations(catalogue, media_time, dep_by_id)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(out_dir / "deployments.csv", DEPLOYMENT_COLUMNS, dep_rows)
-    _write_csv(out_dir / "media.csv", MEDIA_COLUMNS, media_rows)
-    _write_csv(out_dir / "observations.csv", OBSERVATION_COLUMNS, obs_rows)
-    _write_datapackage(out_dir, title, contributor, dep_rows, media_time, obs_rows)
-    report.rows = {"deployments": len(dep_rows), "media": len(media_rows), "observations": len(obs_rows)}
+    summary = _ObservationSummary()
+    report.rows = {
+        "deployments": _write_csv(out_dir / "deployments.csv", DEPLOYMENT_COLUMNS, dep_rows),
+        "media": _write_csv(out_dir / "media.csv", MEDIA_COLUMNS, _media_rows(chosen)),
+        "observations": _write_csv(
+            out_dir / "observations.csv", OBSERVATION_COLUMNS, summary.watch(_observations(chosen))
+        ),
+    }
+    times = [t for span in first_last.values() for t in span]
+    _write_datapackage(out_dir, title, contributor, dep_rows, (min(times), max(times)) if times else None, summary)
     return report
 
 
-def _observations(catalogue: Catalogue, media_time: dict[int, str], dep_by_id: dict[int, dict]) -> list[dict]:
-    sighting = {
-        s["detection_id"]: s
-        for s in catalogue.query(
-            """SELECT s.*, COALESCE(mi.code, i.code) AS code, COALESCE(mi.species, i.species) AS species
-           FROM sightings s JOIN individuals i ON i.id = s.individual_id
-           LEFT JOIN individuals mi ON mi.id = i.merged_into"""
+class _ChosenMedia:
+    """The photos an export keeps (filters in SQL) with their Camtrap DP timestamps, read through a cursor."""
+
+    def __init__(self, catalogue, dep_by_id, utc_offset, species, site, date_from, date_to):
+        self.cat, self.dep_by_id, self.utc_offset = catalogue, dep_by_id, utc_offset
+        where, params = ["m.status != 'error'"], []
+        if species:
+            where.append(
+                "(m.species = ? OR EXISTS (SELECT 1 FROM detections d JOIN sighting_state s ON s.detection_id = d.id"
+                " JOIN individuals i ON i.id = s.individual_id WHERE d.media_id = m.id AND i.species = ?))"
+            )
+            params += [species, species]
+        if site:
+            where.append("m.deployment_id IN (SELECT id FROM deployments WHERE name = ? OR site = ?)")
+            params += [site, site]
+        if date_from:
+            where.append("substr(m.taken_at, 1, 10) >= ?")
+            params.append(date_from)
+        if date_to:
+            where.append("substr(m.taken_at, 1, 10) <= ?")
+            params.append(date_to)
+        self.where, self.params = " AND ".join(where), params
+
+    def stamp(self, row: dict) -> str | None:
+        dep = self.dep_by_id[row["deployment_id"]]
+        return _dp_time(row["taken_at"], dep["utc_offset"], self.utc_offset)
+
+    def media(
+        self, columns: str, joins: str = "", order: str = "m.id", also: str = "1"
+    ) -> Iterator[tuple[dict, str | None]]:
+        sql = (
+            f"SELECT {columns}, m.deployment_id, m.taken_at AS taken_at FROM media m {joins} "
+            f"WHERE {self.where} AND {also} ORDER BY {order}"
         )
-    }
-    rows = []
-    detected_media = set()
-    for d in catalogue.query(
-        """SELECT d.*, m.width, m.height, m.orientation, m.species AS media_species, m.deployment_id
-           FROM detections d JOIN media m ON m.id = d.media_id ORDER BY d.id"""
-    ):
-        if d["media_id"] not in media_time:
+        for row in self.cat.db.query(sql, self.params):
+            yield row, self.stamp(row)
+
+
+def _media_rows(chosen: _ChosenMedia) -> Iterator[dict]:
+    for m, stamp in chosen.media("m.*"):
+        if stamp is None:
             continue
-        detected_media.add(d["media_id"])
-        s = sighting.get(d["id"])
-        species = (s and s["species"]) or d["media_species"]
+        dep = chosen.dep_by_id[m["deployment_id"]]
+        yield {
+            "mediaID": str(m["id"]),
+            "deploymentID": dep["name"],
+            "captureMethod": "activityDetection",
+            "timestamp": stamp,
+            "filePath": m["path"],
+            "filePublic": "false",
+            "fileName": m["file_name"],
+            "fileMediatype": MEDIATYPES.get(Path(m["file_name"]).suffix.lower(), "application/octet-stream"),
+            "exifData": json.dumps({k: m[k] for k in ("camera_make", "camera_model", "camera_serial") if m[k]}) or None,
+            "mediaComments": (
+                f"camera clock corrected by {dep['clock_offset_s']:+.0f} s" if dep["clock_offset_s"] else None
+            ),
+        }
+
+
+class _ObservationSummary:
+    """What datapackage.json says about the observations, gathered while they stream past."""
+
+    def __init__(self):
+        self.names: set[str] = set()
+        self.individuals = False
+
+    def watch(self, rows: Iterator[dict]) -> Iterator[dict]:
+        for row in rows:
+            if row.get("scientificName"):
+                self.names.add(row["scientificName"])
+            self.individuals = self.individuals or bool(row.get("individualID"))
+            yield row
+
+
+def _observations(chosen: _ChosenMedia) -> Iterator[dict]:
+    """One observation per detection of a kept photo (with its sighting when confirmed), then one per photo
+    classified by folder or tag that has no detection."""
+    columns = """d.*, d.id AS detection_id, m.id AS media_id, m.width, m.height, m.orientation,
+        m.species AS media_species, s.individual_id, s.who AS sighting_who, s.at AS sighting_at,
+        COALESCE(mi.code, i.code) AS code, COALESCE(mi.species, i.species) AS sighting_species"""
+    joins = """JOIN detections d ON d.media_id = m.id LEFT JOIN sighting_state s ON s.detection_id = d.id
+        LEFT JOIN individuals i ON i.id = s.individual_id LEFT JOIN individuals mi ON mi.id = i.merged_into"""
+    for d, stamp in chosen.media(columns, joins, order="d.id"):
+        if stamp is None:
+            continue
+        confirmed = d["individual_id"] is not None
+        species = (confirmed and d["sighting_species"]) or d["media_species"]
         sci = species_info(species)["scientific_name"]
         label = (d["label"] or "animal").lower()
         obs_type = label if label in ("human", "vehicle") else "animal"
         row = {
-            "observationID": f"det{d['id']}",
-            "deploymentID": dep_by_id[d["deployment_id"]]["name"],
+            "observationID": f"det{d['detection_id']}",
+            "deploymentID": chosen.dep_by_id[d["deployment_id"]]["name"],
             "mediaID": str(d["media_id"]),
             "eventID": str(d["media_id"]),
-            "eventStart": media_time[d["media_id"]],
-            "eventEnd": media_time[d["media_id"]],
+            "eventStart": stamp,
+            "eventEnd": stamp,
             "observationLevel": "media",
             "observationType": obs_type,
             "scientificName": sci if obs_type == "animal" else None,
@@ -409,12 +454,12 @@ def _observations(catalogue: Catalogue, media_time: dict[int, str], dep_by_id: d
                 bboxWidth=round(min(1.0, d["w"] / width), 6),
                 bboxHeight=round(min(1.0, d["h"] / height), 6),
             )
-        if s:
+        if confirmed:
             row.update(
-                individualID=s["code"],
+                individualID=d["code"],
                 classificationMethod="human",
-                classifiedBy=s["who"],
-                classificationTimestamp=_utc_stamp(s["at"]),
+                classifiedBy=d["sighting_who"],
+                classificationTimestamp=_utc_stamp(d["sighting_at"]),
             )
         else:
             row.update(
@@ -423,35 +468,33 @@ def _observations(catalogue: Catalogue, media_time: dict[int, str], dep_by_id: d
                 classificationProbability=round(d["score"], 4) if d["score"] is not None else None,
                 classificationTimestamp=_utc_stamp(d["created_at"]),
             )
-        rows.append(row)
+        yield row
     # Photos a user classified by folder or tag, with no detection: one media-level observation each.
-    for m in catalogue.query("SELECT id, species, deployment_id FROM media WHERE species IS NOT NULL ORDER BY id"):
-        if m["id"] in detected_media or m["id"] not in media_time:
+    unboxed = "m.id, m.species AS media_species"
+    no_detection = "m.species IS NOT NULL AND NOT EXISTS (SELECT 1 FROM detections d WHERE d.media_id = m.id)"
+    for m, stamp in chosen.media(unboxed, also=no_detection):
+        if stamp is None:
             continue
-        sci = species_info(m["species"])["scientific_name"]
-        rows.append(
-            {
-                "observationID": f"media{m['id']}",
-                "deploymentID": dep_by_id[m["deployment_id"]]["name"],
-                "mediaID": str(m["id"]),
-                "eventID": str(m["id"]),
-                "eventStart": media_time[m["id"]],
-                "eventEnd": media_time[m["id"]],
-                "observationLevel": "media",
-                "observationType": "animal",
-                "scientificName": sci,
-                "classificationMethod": "human",
-                "observationTags": f"species:{m['species']}" if not sci else None,
-            }
-        )
-    return rows
+        sci = species_info(m["media_species"])["scientific_name"]
+        yield {
+            "observationID": f"media{m['id']}",
+            "deploymentID": chosen.dep_by_id[m["deployment_id"]]["name"],
+            "mediaID": str(m["id"]),
+            "eventID": str(m["id"]),
+            "eventStart": stamp,
+            "eventEnd": stamp,
+            "observationLevel": "media",
+            "observationType": "animal",
+            "scientificName": sci,
+            "classificationMethod": "human",
+            "observationTags": f"species:{m['media_species']}" if not sci else None,
+        }
 
 
-def _write_datapackage(out_dir, title, contributor, dep_rows, media_time, obs_rows) -> None:
-    times = sorted(media_time.values())
+def _write_datapackage(out_dir, title, contributor, dep_rows, time_span, summary: _ObservationSummary) -> None:
     lats = [d["latitude"] for d in dep_rows]
     lons = [d["longitude"] for d in dep_rows]
-    names = sorted({o["scientificName"] for o in obs_rows if o.get("scientificName")})
+    names = sorted(summary.names)
     package = {
         "profile": CAMTRAP_DP_PROFILE,
         "name": "herdbook-export",
@@ -464,7 +507,7 @@ def _write_datapackage(out_dir, title, contributor, dep_rows, media_time, obs_ro
             "title": title,
             "samplingDesign": "opportunistic",
             "captureMethod": ["activityDetection"],
-            "individualAnimals": any(o.get("individualID") for o in obs_rows),
+            "individualAnimals": summary.individuals,
             "observationLevel": ["media"],
         },
         "spatial": {
@@ -481,7 +524,7 @@ def _write_datapackage(out_dir, title, contributor, dep_rows, media_time, obs_ro
         }
         if dep_rows
         else None,
-        "temporal": {"start": times[0][:10], "end": times[-1][:10]} if times else None,
+        "temporal": {"start": time_span[0][:10], "end": time_span[1][:10]} if time_span else None,
         "taxonomic": [{"scientificName": n} for n in names],
         "resources": [
             {

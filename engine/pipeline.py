@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -368,23 +368,61 @@ class Pipeline:
         return PipelineSummary(ingest, stages, self.device, cancelled=bool(cancel and cancel.is_set()))
 
 
-def open_suggestions(catalogue: Catalogue, model_id: int | None = None) -> list[dict]:
-    """Detections waiting for a decision, each with its ranked candidates and the 'new individual' flag."""
-    if model_id is None:
-        row = catalogue.db.execute("SELECT max(model_id) FROM assignments WHERE status = 'suggested'").fetchone()
-        model_id = row[0]
+def review_model(catalogue: Catalogue) -> int | None:
+    """The model whose suggestions the review shows: the newest one with detections waiting."""
+    return catalogue.db.execute("SELECT max(model_id) FROM review_queue").fetchone()[0]
+
+
+def open_count(catalogue: Catalogue, model_id: int | None = None) -> int:
+    """How many detections wait for a decision (read from the indexed queue, not the log)."""
+    model_id = review_model(catalogue) if model_id is None else model_id
+    return catalogue.db.execute("SELECT count(*) FROM review_queue WHERE model_id = ?", [model_id]).fetchone()[0]
+
+
+def open_suggestions(
+    catalogue: Catalogue, model_id: int | None = None, limit: int | None = None, offset: int = 0
+) -> list[dict]:
+    """Detections waiting for a decision, oldest photo first, each with its ranked candidates and the 'new
+    individual' flag; ``limit`` and ``offset`` give one page of the queue (the app never loads all of it)."""
+    model_id = review_model(catalogue) if model_id is None else model_id
     if model_id is None:
         return []
+    ids = [
+        r[0]
+        for r in catalogue.db.execute(
+            "SELECT detection_id FROM review_queue WHERE model_id = ? ORDER BY taken_at, detection_id LIMIT ? OFFSET ?",
+            [model_id, -1 if limit is None else limit, offset],
+        )
+    ]
+    return suggestions_for(catalogue, ids, model_id)
+
+
+def iter_open_suggestions(catalogue: Catalogue, model_id: int | None = None, page: int = 500) -> Iterator[dict]:
+    """Every waiting detection in queue order, read a page at a time (bounded memory at any queue length)."""
+    model_id = review_model(catalogue) if model_id is None else model_id
+    if model_id is None:
+        return
+    cursor = catalogue.db.conn.execute(
+        "SELECT detection_id FROM review_queue WHERE model_id = ? ORDER BY taken_at, detection_id", [model_id]
+    )
+    while ids := [r[0] for r in cursor.fetchmany(page)]:
+        yield from suggestions_for(catalogue, ids, model_id)
+
+
+def suggestions_for(catalogue: Catalogue, detection_ids: list[int], model_id: int) -> list[dict]:
+    """The review items of these detections (in the order given): photo, box, ranked candidates, new flag."""
+    if not detection_ids:
+        return []
+    marks = ",".join("?" * len(detection_ids))
     rows = catalogue.query(
-        """SELECT a.detection_id, a.individual_id, a.score, a.rank, a.proposal, a.note, i.code, i.name, i.species,
+        f"""SELECT a.detection_id, a.individual_id, a.score, a.rank, a.proposal, a.note, i.code, i.name, i.species,
                   m.path, m.taken_at, d.x, d.y, d.w, d.h, d.label AS detector_label, d.score AS detector_score,
                   d.source AS detector
            FROM assignments a JOIN detections d ON d.id = a.detection_id JOIN media m ON m.id = d.media_id
            LEFT JOIN individuals i ON i.id = a.individual_id
-           WHERE a.status = 'suggested' AND a.model_id = ?
-             AND NOT EXISTS (SELECT 1 FROM effective_assignments e WHERE e.detection_id = a.detection_id)
-           ORDER BY m.taken_at, a.detection_id, a.rank""",
-        [model_id],
+           WHERE a.detection_id IN ({marks}) AND a.status = 'suggested' AND a.model_id = ?
+           ORDER BY a.detection_id, a.rank, a.id""",
+        [*detection_ids, model_id],
     )
     out: dict[int, dict] = {}
     for r in rows:
@@ -419,7 +457,7 @@ def open_suggestions(catalogue: Catalogue, model_id: int | None = None) -> list[
                     "reason": match_reason(r["score"], note.get("appearance"), note.get("pattern_inliers")),
                 }
             )
-    return list(out.values())
+    return [out[d] for d in detection_ids if d in out]
 
 
 def detection_crop(catalogue: Catalogue, detection_id: int) -> np.ndarray:

@@ -121,18 +121,24 @@ def _who(args) -> str:
 
 
 def cmd_suggestions(args) -> int:
-    from engine.pipeline import open_suggestions
+    from engine.pipeline import iter_open_suggestions
 
+    # Streamed a page at a time: a season's queue is never held in memory whole.
     with _open(args, create=False) as cat:
-        items = open_suggestions(cat)
+        count = 0
+        if args.json:
+            sys.stdout.write("[")
+        for count, it in enumerate(iter_open_suggestions(cat), 1):
+            if args.json:
+                sys.stdout.write(("\n" if count == 1 else ",\n") + json.dumps(it))
+                continue
+            cands = ", ".join(f"{c['rank']}:{c['code']} ({c['score']:.2f})" for c in it["candidates"])
+            flag = f"  probably new [{it['proposal']}]" if it["probably_new"] else ""
+            print(f"detection {it['detection_id']}  {Path(it['path']).name}  {cands}{flag}")
     if args.json:
-        print(json.dumps(items, indent=2))
-        return 0
-    for it in items:
-        cands = ", ".join(f"{c['rank']}:{c['code']} ({c['score']:.2f})" for c in it["candidates"])
-        flag = f"  probably new [{it['proposal']}]" if it["probably_new"] else ""
-        print(f"detection {it['detection_id']}  {Path(it['path']).name}  {cands}{flag}")
-    print(f"{len(items)} open suggestions")
+        sys.stdout.write("\n]\n" if count else "]\n")
+    else:
+        print(f"{count} open suggestions")
     return 0
 
 

@@ -72,6 +72,31 @@ def test_review_five_suggestions_with_the_keys_then_undo_and_new(qtbot, review):
 
 
 @needs_model
+def test_the_queue_is_read_a_page_at_a_time_and_a_decision_removes_one_row(qtbot, review):
+    from engine.pipeline import open_suggestions
+
+    cat, widget = review
+    widget.model.PAGE = 3  # a season's queue in miniature: several pages
+    widget.reload()
+    order = [it["detection_id"] for it in open_suggestions(cat)]
+    assert widget.model.total == len(order) > 6 and len(widget.model.rows) == 3
+    seen = []
+    for _ in order:
+        seen.append(widget.current()["detection_id"])
+        qtbot.keyClick(widget, "S")
+    assert seen == order and widget.current()["detection_id"] == order[0]  # walked every page, wrapped around
+    for _ in range(4):
+        qtbot.keyClick(widget, Qt.Key.Key_Right)
+    page, target = widget.model.rows, widget.current()["detection_id"]
+    assert target == order[4] and widget.model.offset == 3
+    qtbot.keyClick(widget, "R")
+    assert widget.model.rows is page  # the page was not re-read: one row left it
+    assert target not in [r["detection_id"] for r in page] and widget.model.total == len(order) - 1
+    assert widget.current()["detection_id"] == order[5]
+    assert [it["detection_id"] for it in open_suggestions(cat)] == order[:4] + order[5:]
+
+
+@needs_model
 def test_key_press_to_next_suggestion_is_fast(qtbot, review):
     """Time from a decision key to the next suggestion drawn (the number the closing note reports)."""
     _cat, widget = review

@@ -112,12 +112,18 @@ def test_fusion_is_read_from_a_card_only_for_its_own_recipe():
 
 
 def test_schema_4_adds_the_pattern_table_to_an_existing_catalogue(tmp_path):
+    import sqlite_utils
+
+    from engine.catalogue import MIGRATIONS, SCHEMA_VERSION
+
     path = tmp_path / "old.sqlite"
+    db = sqlite_utils.Database(path)  # a catalogue as schema 3 left it
+    db["schema_version"].create({"version": int, "applied_at": str}, pk="version")
+    for version in (1, 2, 3):
+        MIGRATIONS[version](db)
+        db["schema_version"].insert({"version": version, "applied_at": "2026-01-01"})
+    assert "patterns" not in db.table_names()
+    db.close()
     with Catalogue(path) as cat:
-        assert "patterns" in cat.db.table_names() and cat.version == 4
-        with cat.transaction():  # a catalogue as schema 3 left it
-            cat.db.execute("DROP TABLE patterns")
-            cat.db.execute("DELETE FROM schema_version WHERE version = 4")
-    with Catalogue(path) as cat:
-        assert cat.version == 4
+        assert cat.version == SCHEMA_VERSION
         assert {c.name for c in cat.db["patterns"].columns} == {"detection_id", "method", "features"}

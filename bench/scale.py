@@ -1,0 +1,329 @@
+"""A field season's catalogue at scale: key -> next suggestion, window open, suggest for 1,000 new detections,
+exports and `suggestions --json`, with each measurement's peak memory, on catalogues of 10k / 100k / 1M
+detections grown from real data.
+
+How a catalogue is grown (same tables and decisions as the app writes): real nyala photos (their paths, so the
+review shows real images) embedded by the bundled model; one detection per photo row; one individual per ten
+detections, each individual's vectors spread around a real photo's embedding; 70 % of detections confirmed, 30 %
+waiting with five ranked suggestions (a third of them also 'probably new'); 50 deployments; one photo every 15 s
+over the season. Every measurement runs in a fresh child process, so its peak RSS is its own.
+
+Usage: QT_QPA_PLATFORM=offscreen python bench/scale.py [--sizes 10000 100000 1000000] [--work DIR] [--label after]
+Writes bench/results/scale_<label>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SEASON_START = 1_767_225_600  # 2026-01-01T00:00:00Z
+CONFIRMED_SHARE, PER_INDIVIDUAL, SUGGESTIONS = 0.7, 10, 5
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+
+
+def real_vectors(n: int = 100):
+    """Embeddings of ``n`` real nyala photos by the bundled model, and their paths."""
+    from engine.demo import find_data_dir
+    from engine.imageio import load_rgb
+    from engine.reid import Embedder
+
+    paths = sorted((find_data_dir() / "nyala" / "train").rglob("*.jpg"))[:n]
+    emb = Embedder()
+    return emb.embed([load_rgb(p) for p in paths]), [str(p) for p in paths], emb.card
+
+
+def build(path: Path, size: int, seed: int = 0) -> None:
+    """Grow a catalogue of ``size`` detections (see the module docstring)."""
+    import numpy as np
+
+    from engine.catalogue import Catalogue, utc_now
+
+    rng = np.random.default_rng(seed)
+    base, paths, card = real_vectors()
+    path.unlink(missing_ok=True)
+    cat = Catalogue(path)
+    model_id = cat.ensure_model(card["name"], card["version"], "reid", card.data.get("onnx_sha256"), card.data)
+    who_model = f"model:{card['name']}-{card['version']}"
+    now = utc_now()
+    n_ind = max(size // PER_INDIVIDUAL, 1)
+    centre = base[np.arange(n_ind) % len(base)] + rng.normal(0, 0.04, (n_ind, base.shape[1])).astype(np.float32)
+    db = cat.db.conn
+    db.execute("BEGIN")
+    db.executemany(
+        "INSERT INTO deployments (id, name, site, clock_offset_s) VALUES (?, ?, ?, 0)",
+        [(d, f"cam{d:02d}", f"site{d // 10}") for d in range(1, 51)],
+    )
+    db.executemany(
+        "INSERT INTO individuals (id, code, species, created_at) VALUES (?, ?, 'nyala', ?)",
+        [(i, f"N{i:06d}", now) for i in range(1, n_ind + 1)],
+    )
+    chunk = 50_000
+    assignment_id = 0
+    for start in range(0, size, chunk):
+        ids = np.arange(start + 1, min(start + chunk, size) + 1)
+        owner = rng.integers(0, n_ind, len(ids))
+        vec = centre[owner] + rng.normal(0, 0.035, (len(ids), base.shape[1])).astype(np.float32)
+        vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+        media, dets, embs, assigns = [], [], [], []
+        for k, i in enumerate(ids.tolist()):
+            p = paths[i % len(paths)]
+            taken = _iso(SEASON_START + 15 * i)
+            media.append((i, f"{i:064x}", f"{p}#{i}", Path(p).name, 1 + i % 50, taken, taken))
+            dets.append((i, i, 10.0, 10.0, 200.0, 150.0, 0.9, "animal", "bench", ("left", "right")[i % 2], now))
+            embs.append((i, model_id, vec[k].tobytes()))
+            if rng.random() < CONFIRMED_SHARE:
+                assignment_id += 1
+                assigns.append((assignment_id, i, int(owner[k]) + 1, "confirmed", 0.9, None, "bench", now, None, None))
+            else:
+                cands = rng.choice(n_ind, SUGGESTIONS, replace=False)
+                for rank, c in enumerate(cands, 1):
+                    assignment_id += 1
+                    note = json.dumps({"gallery_detection": None, "appearance": 0.8 - 0.05 * rank})
+                    assigns.append(
+                        (
+                            assignment_id,
+                            i,
+                            int(c) + 1,
+                            "suggested",
+                            0.8 - 0.05 * rank,
+                            rank,
+                            who_model,
+                            now,
+                            note,
+                            model_id,
+                        )
+                    )
+                if i % 3 == 0:
+                    assignment_id += 1
+                    assigns.append(
+                        (
+                            assignment_id,
+                            i,
+                            None,
+                            "suggested",
+                            0.3,
+                            0,
+                            who_model,
+                            now,
+                            "probably a new individual",
+                            model_id,
+                        )
+                    )
+        db.executemany(
+            "INSERT INTO media (id, sha256, path, file_name, kind, status, deployment_id, taken_at, taken_at_raw) "
+            "VALUES (?, ?, ?, ?, 'image', 'ok', ?, ?, ?)",
+            media,
+        )
+        db.executemany(
+            "INSERT INTO detections (id, media_id, x, y, w, h, score, label, source, viewpoint, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            dets,
+        )
+        db.executemany("INSERT INTO embeddings (detection_id, model_id, vector) VALUES (?, ?, ?)", embs)
+        db.executemany(
+            "INSERT INTO assignments (id, detection_id, individual_id, status, score, rank, who, at, note, model_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            assigns,
+        )
+        print(f"  built {ids[-1]:,} of {size:,} detections", flush=True)
+    db.execute("COMMIT")
+    db.execute("ANALYZE")
+    cat.close()
+
+
+# -- measurements, each in its own process ------------------------------------------------------------------
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_app(path: str, presses: int) -> dict:
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([])
+    from desktop.app import MainWindow
+
+    t0 = time.perf_counter()
+    window = MainWindow(path)
+    window.show()
+    app.processEvents()
+    opened = time.perf_counter() - t0
+    window.tabs.setCurrentWidget(window.review)
+    app.processEvents()
+    review, times = window.review, []
+    for i in range(presses):
+        if review.current() is None:
+            break
+        t0 = time.perf_counter()
+        QTest.keyClick(review, Qt.Key.Key_S if i % 2 else Qt.Key.Key_R)  # a decision, then a skip
+        review.repaint()
+        app.processEvents()
+        times.append(1000 * (time.perf_counter() - t0))
+    window.close()
+    return {
+        "window_open_s": opened,
+        "key_median_ms": statistics.median(times),
+        "key_max_ms": max(times),
+        "presses": len(times),
+        "app_peak_mb": _peak_mb(),
+    }
+
+
+def measure_suggest(path: str, n_new: int) -> dict:
+    """Add ``n_new`` detections with embeddings (no coat-pattern features: the search alone; verification costs
+    are bench/suggest_speed.py's) and time the pipeline's suggest stage on them."""
+    import numpy as np
+
+    from engine.catalogue import Catalogue, utc_now
+    from engine.pipeline import Pipeline
+
+    cat = Catalogue(path)
+    pipe = Pipeline(cat, detector="whole-frame")
+    rng = np.random.default_rng(1)
+    db = cat.db.conn
+    top = db.execute("SELECT max(id) FROM detections").fetchone()[0]
+    vecs = db.execute(
+        "SELECT vector FROM embeddings WHERE model_id = ? ORDER BY detection_id LIMIT ?", [pipe.reid_model_id, n_new]
+    ).fetchall()
+    db.execute("BEGIN")
+    for k in range(n_new):
+        i = top + 1 + k
+        v = np.frombuffer(vecs[k % len(vecs)][0], np.float32) + rng.normal(0, 0.02, 256).astype(np.float32)
+        v /= np.linalg.norm(v)
+        db.execute(
+            "INSERT INTO media (id, sha256, path, file_name, kind, status, deployment_id, taken_at) "
+            "VALUES (?, ?, ?, ?, 'image', 'ok', 1, ?)",
+            [i, f"new{i:061x}", f"/new/{i}.jpg", f"{i}.jpg", _iso(SEASON_START + 200 * 86400 + 20 * k)],
+        )
+        db.execute(
+            "INSERT INTO detections (id, media_id, source, label, created_at) VALUES (?, ?, 'bench', 'animal', ?)",
+            [i, i, utc_now()],
+        )
+        db.execute(
+            "INSERT INTO embeddings (detection_id, model_id, vector) VALUES (?, ?, ?)",
+            [i, pipe.reid_model_id, v.tobytes()],
+        )
+    db.execute("COMMIT")
+    t0 = time.perf_counter()
+    stats = pipe.suggest()
+    seconds = time.perf_counter() - t0
+    cat.close()
+    return {"suggest_1000_s": seconds, "suggested": stats.items, "suggest_peak_mb": _peak_mb()}
+
+
+def measure_export(path: str, what: str, out: str) -> dict:
+    from engine.catalogue import Catalogue
+    from engine.export import export_camtrap_dp, export_sightings_csv
+
+    t0 = time.perf_counter()
+    if what == "suggestions_json":
+        from herdbook.cli import main
+
+        with open(out, "w") as fh:
+            saved, sys.stdout = sys.stdout, fh
+            try:
+                main(["--catalogue", path, "suggestions", "--json"])
+            finally:
+                sys.stdout = saved
+    else:
+        with Catalogue(path) as cat:
+            if what == "csv":
+                export_sightings_csv(cat, out)
+            else:
+                export_camtrap_dp(cat, out, utc_offset="+02:00")
+    return {f"{what}_s": time.perf_counter() - t0, f"{what}_peak_mb": _peak_mb()}
+
+
+def child(*args: str) -> dict:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    res = subprocess.run(
+        [sys.executable, __file__, "--child", *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    if res.returncode:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def run_child_measurement(args: list[str]) -> None:
+    what, path = args[0], args[1]
+    if what == "app":
+        out = measure_app(path, int(args[2]))
+    elif what == "suggest":
+        out = measure_suggest(path, int(args[2]))
+    else:
+        out = measure_export(path, what, args[2])
+    print(json.dumps(out))
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        run_child_measurement(sys.argv[2:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "scale")
+    parser.add_argument("--label", default="after", help="names the result file: bench/results/scale_<label>.json")
+    parser.add_argument("--presses", type=int, default=20)
+    parser.add_argument("--rebuild", action="store_true", help="grow the catalogues again even when present")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for size in args.sizes:
+        grown = args.work / f"grown-{size}.sqlite"
+        if args.rebuild or not grown.exists():
+            t0 = time.perf_counter()
+            build(grown, size)
+            print(f"grew {grown} in {time.perf_counter() - t0:.0f} s", flush=True)
+        run = args.work / f"run-{size}.sqlite"  # measurements write decisions: each run starts from the grown copy
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{run}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(grown, run)
+        row = {"detections": size}
+        row |= child("app", run, args.presses if size < 1_000_000 else max(4, args.presses // 4))
+        row |= child("suggest", run, 1000)
+        for what, out in (("csv", "sightings.csv"), ("camtrap_dp", "dp"), ("suggestions_json", "suggestions.json")):
+            row |= child(what, run, args.work / f"{size}-{out}")
+        results[size] = row
+        print(json.dumps(row), flush=True)
+    keys = [
+        ("window_open_s", "window s", "{:.2f}"),
+        ("key_median_ms", "key ms", "{:.0f}"),
+        ("app_peak_mb", "app MB", "{:.0f}"),
+        ("suggest_1000_s", "suggest 1k s", "{:.2f}"),
+        ("csv_s", "CSV s", "{:.1f}"),
+        ("csv_peak_mb", "CSV MB", "{:.0f}"),
+        ("camtrap_dp_s", "DP s", "{:.1f}"),
+        ("camtrap_dp_peak_mb", "DP MB", "{:.0f}"),
+        ("suggestions_json_s", "json s", "{:.1f}"),
+        ("suggestions_json_peak_mb", "json MB", "{:.0f}"),
+    ]
+    print(f"\n{'detections':>10s} " + " ".join(f"{h:>12s}" for _, h, _ in keys))
+    for size, row in results.items():
+        cells = [fmt.format(row[k]) if isinstance(row.get(k), float | int) else "err" for k, _, fmt in keys]
+        print(f"{size:>10,d} " + " ".join(f"{c:>12s}" for c in cells))
+    out = ROOT / "bench" / "results" / f"scale_{args.label}.json"
+    out.write_text(json.dumps({"sizes": results, "cpu": os.cpu_count()}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
