@@ -42,16 +42,20 @@ def _derived(cat: Catalogue) -> tuple[list, list]:
 def _photos(cat: Catalogue, n: int) -> list[int]:
     dets = []
     for i in range(n):
-        media = cat.db["media"].insert(
-            {
-                "path": f"/card/{i}.jpg",
-                "file_name": f"{i}.jpg",
-                "kind": "image",
-                "status": "ok",
-                "sha256": f"{i:064x}",
-                "taken_at": f"2026-03-{1 + (7 * i) % 28:02d}T10:00:00",  # not in detection order
-            }
-        ).last_pk
+        media = (
+            cat.db["media"]
+            .insert(
+                {
+                    "path": f"/card/{i}.jpg",
+                    "file_name": f"{i}.jpg",
+                    "kind": "image",
+                    "status": "ok",
+                    "sha256": f"{i:064x}",
+                    "taken_at": f"2026-03-{1 + (7 * i) % 28:02d}T10:00:00",  # not in detection order
+                }
+            )
+            .last_pk
+        )
         dets.append(cat.add_detection(media, (1, 2, 3, 4), source="bench"))
     return dets
 
