@@ -65,8 +65,8 @@ def build(path: Path, size: int, seed: int = 0) -> None:
     db = cat.db.conn
     db.execute("BEGIN")
     db.executemany(
-        "INSERT INTO deployments (id, name, site, clock_offset_s) VALUES (?, ?, ?, 0)",
-        [(d, f"cam{d:02d}", f"site{d // 10}") for d in range(1, 51)],
+        "INSERT INTO deployments (id, name, site, latitude, longitude, clock_offset_s) VALUES (?, ?, ?, ?, ?, 0)",
+        [(d, f"cam{d:02d}", f"site{d // 10}", -27.9 + d / 1000, 32.4 + d / 1000) for d in range(1, 51)],
     )
     db.executemany(
         "INSERT INTO individuals (id, code, species, created_at) VALUES (?, ?, 'nyala', ?)",
@@ -141,8 +141,7 @@ def build(path: Path, size: int, seed: int = 0) -> None:
             assigns,
         )
         print(f"  built {ids[-1]:,} of {size:,} detections", flush=True)
-    db.execute("COMMIT")
-    db.execute("ANALYZE")
+    db.execute("COMMIT")  # no ANALYZE: Herdbook never runs it, so the planner sees what a user's catalogue shows
     cat.close()
 
 
@@ -150,6 +149,10 @@ def build(path: Path, size: int, seed: int = 0) -> None:
 
 
 def _peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not carry the parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -206,7 +209,8 @@ def measure_suggest(path: str, n_new: int) -> dict:
     db.execute("BEGIN")
     for k in range(n_new):
         i = top + 1 + k
-        v = np.frombuffer(vecs[k % len(vecs)][0], np.float32) + rng.normal(0, 0.02, 256).astype(np.float32)
+        v = np.frombuffer(vecs[k % len(vecs)][0], np.float32)
+        v = v + rng.normal(0, 0.02, len(v)).astype(np.float32)
         v /= np.linalg.norm(v)
         db.execute(
             "INSERT INTO media (id, sha256, path, file_name, kind, status, deployment_id, taken_at) "
@@ -252,13 +256,23 @@ def measure_export(path: str, what: str, out: str) -> dict:
     return {f"{what}_s": time.perf_counter() - t0, f"{what}_peak_mb": _peak_mb()}
 
 
-def child(*args: str) -> dict:
+def child(*args: str, timeout_s: float = 600) -> dict:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    res = subprocess.run(
-        [sys.executable, __file__, "--child", *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env
-    )
+    try:
+        res = subprocess.run(
+            [sys.executable, __file__, "--child", *map(str, args)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return {f"error_{args[0]}": f"over {timeout_s:.0f} s"}
     if res.returncode:
-        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"}
+        return {
+            f"error_{args[0]}": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"
+        }
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -296,6 +310,9 @@ def main() -> int:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{run}{suffix}").unlink(missing_ok=True)
         shutil.copyfile(grown, run)
+        from engine.catalogue import Catalogue
+
+        Catalogue(run).close()  # a one-time schema migration is not the window's opening time
         row = {"detections": size}
         row |= child("app", run, args.presses if size < 1_000_000 else max(4, args.presses // 4))
         row |= child("suggest", run, 1000)

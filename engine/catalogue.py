@@ -261,14 +261,31 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     * ``review_queue``: one row per detection with suggestions and no standing decision, with the model of its
       latest suggestions and its photo's time (the queue's order).
     The log stays the truth: both tables are re-derived for the one detection a new log row is about."""
+    # What the sightings view of schema 1 said, written on the log's own indexes (detection_id, undoes): a
+    # confirmation stands when no undo cancels it and no later standing decision on its detection is another
+    # confirmation or a rejection of the same individual.
+    not_undone = "NOT EXISTS (SELECT 1 FROM assignments u WHERE u.undoes = {0}.id AND u.status = 'undo')"
+    standing = (
+        not_undone.format("e") + " AND NOT EXISTS (SELECT 1 FROM assignments r WHERE r.detection_id = e.detection_id"
+        " AND r.id > e.id AND (r.status = 'confirmed' OR (r.status = 'rejected' AND r.individual_id = e.individual_id))"
+        " AND " + not_undone.format("r") + ")"
+    )
+    decided_a = (
+        "SELECT 1 FROM assignments x WHERE x.detection_id = a.detection_id AND x.status IN ('confirmed', 'rejected')"
+        " AND " + not_undone.format("x")
+    )
     db.executescript(
-        """
+        f"""
+        -- Undo rows are few: a partial index keeps 'is this row undone?' one lookup, whatever ANALYZE says
+        -- about the mostly-NULL undoes column (which made the planner scan the whole log for each row).
+        CREATE INDEX assignments_undone ON assignments(undoes) WHERE status = 'undo';
         CREATE TABLE sighting_state (
             detection_id INTEGER PRIMARY KEY REFERENCES detections(id),
             assignment_id INTEGER NOT NULL, individual_id INTEGER, score REAL, who TEXT, at TEXT);
         CREATE INDEX sighting_state_individual ON sighting_state(individual_id);
         INSERT INTO sighting_state (assignment_id, detection_id, individual_id, score, who, at)
-            SELECT assignment_id, detection_id, individual_id, score, who, at FROM sightings;
+            SELECT e.id, e.detection_id, e.individual_id, e.score, e.who, e.at FROM assignments e
+            WHERE e.status = 'confirmed' AND {standing};
         DROP VIEW sightings;
         CREATE VIEW sightings AS
             SELECT assignment_id, detection_id, individual_id, score, who, at FROM sighting_state;
@@ -279,29 +296,22 @@ def _migration_5(db: sqlite_utils.Database) -> None:
         INSERT INTO review_queue (detection_id, model_id, taken_at)
             SELECT a.detection_id, max(a.model_id), m.taken_at
             FROM assignments a JOIN detections d ON d.id = a.detection_id JOIN media m ON m.id = d.media_id
-            WHERE a.status = 'suggested'
-              AND NOT EXISTS (SELECT 1 FROM effective_assignments e WHERE e.detection_id = a.detection_id)
+            WHERE a.status = 'suggested' AND NOT EXISTS ({decided_a})
             GROUP BY a.detection_id;
 
         CREATE TRIGGER assignments_keep_state AFTER INSERT ON assignments
         BEGIN
             DELETE FROM sighting_state WHERE detection_id = NEW.detection_id;
             INSERT INTO sighting_state (assignment_id, detection_id, individual_id, score, who, at)
-                SELECT e.id, e.detection_id, e.individual_id, e.score, e.who, e.at
-                FROM effective_assignments e
-                WHERE e.detection_id = NEW.detection_id AND e.status = 'confirmed'
-                  AND e.id = (SELECT max(x.id) FROM effective_assignments x
-                              WHERE x.detection_id = NEW.detection_id AND x.status = 'confirmed')
-                  AND NOT EXISTS (SELECT 1 FROM effective_assignments r
-                                  WHERE r.detection_id = NEW.detection_id AND r.individual_id = e.individual_id
-                                    AND r.status = 'rejected' AND r.id > e.id);
+                SELECT e.id, e.detection_id, e.individual_id, e.score, e.who, e.at FROM assignments e
+                WHERE e.detection_id = NEW.detection_id AND e.status = 'confirmed' AND {standing};
             DELETE FROM review_queue WHERE detection_id = NEW.detection_id;
             INSERT INTO review_queue (detection_id, model_id, taken_at)
                 SELECT NEW.detection_id, max(a.model_id),
                        (SELECT m.taken_at FROM detections d JOIN media m ON m.id = d.media_id
                         WHERE d.id = NEW.detection_id)
                 FROM assignments a WHERE a.detection_id = NEW.detection_id AND a.status = 'suggested'
-                  AND NOT EXISTS (SELECT 1 FROM effective_assignments e WHERE e.detection_id = NEW.detection_id)
+                  AND NOT EXISTS ({decided_a})
                 HAVING count(*) > 0;
         END;
 
@@ -313,8 +323,8 @@ def _migration_5(db: sqlite_utils.Database) -> None:
         END;
         """
     )
-    # The per-row lookups of the suggest stage and the exports.
-    db["assignments"].create_index(["status", "model_id"], if_not_exists=True)
+    # No index on assignments(status, ...): with one, SQLite answers "has this detection a suggestion?" by
+    # scanning every suggestion of the model instead of the detection's few rows (quadratic at 100k).
     db["media"].create_index(["taken_at"], if_not_exists=True)
     db["patterns"].create_index(["method"], if_not_exists=True)
 

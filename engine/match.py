@@ -19,6 +19,7 @@ Vectors are searched exactly with numpy, and with a faiss HNSW index once the ga
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,7 @@ def known_species(species: str | None) -> str | None:
 # bench/pipeline.py: exact search takes 2.6 ms a query at 100k vectors and 48 ms at 1M, while building the HNSW
 # index takes 35 s and 11 min; the index is rebuilt for each run, so it only pays at million-vector galleries.
 ANN_MIN_GALLERY = 1_000_000
+ANN_MIN_GROUP = 20_000  # grouping new detections searches each against all the others: HNSW pays sooner
 
 
 @dataclass
@@ -93,11 +95,17 @@ class VectorIndex:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         if self.ann is not None:
             return self.ann.search(queries, k_eff)
-        sims = queries @ self.vectors.T
-        idx = np.argpartition(-sims, k_eff - 1, axis=1)[:, :k_eff]
-        part = np.take_along_axis(sims, idx, 1)
-        order = np.argsort(-part, axis=1)
-        return np.take_along_axis(part, order, 1), np.take_along_axis(idx, order, 1)
+        # Exact search a block of queries at a time: the similarity block stays near 64 MB at any gallery size.
+        block = max(1, (1 << 24) // max(len(self.vectors), 1))
+        out_s, out_i = [], []
+        for start in range(0, len(queries), block):
+            sims = queries[start : start + block] @ self.vectors.T
+            idx = np.argpartition(-sims, k_eff - 1, axis=1)[:, :k_eff]
+            part = np.take_along_axis(sims, idx, 1)
+            order = np.argsort(-part, axis=1)
+            out_s.append(np.take_along_axis(part, order, 1))
+            out_i.append(np.take_along_axis(idx, order, 1))
+        return np.concatenate(out_s), np.concatenate(out_i)
 
 
 @dataclass
@@ -148,16 +156,19 @@ def suggest(
     fusion: Fusion | None = None,
     query_pattern: PatternFeatures | None = None,
     gallery_pattern=None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[Candidate], bool, float]:
     """Top-k individuals for one embedding; True when the best is below the open-set threshold.
 
     ``threshold`` is an appearance similarity. With ``fusion``, ``query_pattern`` and ``gallery_pattern``
     (detection id -> PatternFeatures or None), the candidates are verified and ranked by calibrated probability,
-    and ``fusion.threshold`` decides 'new' instead; a query without pattern features falls back to appearance."""
+    and ``fusion.threshold`` decides 'new' instead; a query without pattern features falls back to appearance.
+    ``neighbours``: this query's (scores, rows) from a batched ``gallery.index.search`` of ``search_depth``."""
     if len(gallery.vectors) == 0:
         return [], True, float("-inf")
-    scores, rows = gallery.index.search(query[None], min(search_depth, len(gallery.vectors)))
-    scores, rows = scores[0], rows[0]
+    if neighbours is None:
+        neighbours = tuple(a[0] for a in gallery.index.search(query[None], min(search_depth, len(gallery.vectors))))
+    scores, rows = neighbours
     keep = rows >= 0
     species = known_species(species)
     if species is not None:  # never another species' individual (individuals of unknown species may match)
@@ -210,11 +221,16 @@ def _parse(ts: str | None) -> datetime | None:
         return None
 
 
-def group_new(items: list[dict], vectors: np.ndarray, threshold: float, burst_seconds: float = 60.0) -> list[int]:
+def group_new(
+    items: list[dict], vectors: np.ndarray, threshold: float, burst_seconds: float = 60.0, neighbours: int = 16
+) -> list[int]:
     """Connected components over probably-new detections: linked when similar (>= threshold) or in one burst.
 
     items: dicts with deployment_id, taken_at, media_id, n_in_photo (detections in that photo).
     A burst only links photos that hold a single animal each (two animals in one burst may be two individuals).
+    In n log n, not over all pairs: similarity links come from each detection's ``neighbours`` nearest (HNSW
+    from ANN_MIN_GROUP detections), burst links from consecutive photos of one camera in time order (within
+    ``burst_seconds`` of the previous one chains exactly the pairs that all-pairs would link).
     """
     n = len(items)
     parent = list(range(n))
@@ -230,21 +246,21 @@ def group_new(items: list[dict], vectors: np.ndarray, threshold: float, burst_se
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
-    sims = vectors @ vectors.T if n else np.zeros((0, 0))
+    if n > 1:
+        scores, rows = VectorIndex(vectors, ann_min=ANN_MIN_GROUP).search(vectors, min(neighbours + 1, n))
+        for i, j in zip(*np.nonzero((scores >= threshold) & (rows >= 0)), strict=True):
+            j = int(rows[i, j])
+            if j != i and items[i]["media_id"] != items[j]["media_id"]:  # two animals in one photo are two
+                union(i, j)
     times = [_parse(it.get("taken_at")) for it in items]
-    for i in range(n):
-        for j in range(i + 1, n):
-            if items[i]["media_id"] == items[j]["media_id"]:
-                continue  # two animals in one photo are two animals
-            if sims[i, j] >= threshold:
-                union(i, j)
-            elif (
-                items[i]["deployment_id"] == items[j]["deployment_id"]
-                and times[i]
-                and times[j]
-                and abs((times[i] - times[j]).total_seconds()) <= burst_seconds
-                and items[i]["n_in_photo"] == 1
-                and items[j]["n_in_photo"] == 1
-            ):
-                union(i, j)
+    singles = sorted(
+        (i for i in range(n) if times[i] and items[i]["n_in_photo"] == 1),
+        key=lambda i: (str(items[i]["deployment_id"]), times[i]),
+    )
+    for a, b in itertools.pairwise(singles):
+        if (
+            items[a]["deployment_id"] == items[b]["deployment_id"]
+            and (times[b] - times[a]).total_seconds() <= burst_seconds
+        ):
+            union(a, b)
     return [find(i) for i in range(n)]

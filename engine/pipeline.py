@@ -64,6 +64,10 @@ class PipelineSummary:
         return out
 
 
+SEARCH_DEPTH = 200  # gallery photos per query that are aggregated into individuals (engine.match.suggest)
+SEARCH_BLOCK = 256  # queries searched together: the gallery is read once per block, not once per query
+
+
 class PatternStore:
     """Detection id -> its stored coat-pattern features (current recipe), read once per suggestion run."""
 
@@ -280,10 +284,14 @@ class Pipeline:
         gallery = load_gallery(self.cat, self.reid_model_id)
         patterns = PatternStore(self.cat)
         results, new_items, new_vecs = [], [], []
+        queries = np.stack([np.frombuffer(r["vector"], np.float32) for r in todo]) if todo else None
+        depth = min(SEARCH_DEPTH, len(gallery.vectors))
         for i, row in enumerate(todo):
             if cancel is not None and cancel.is_set():
                 break
-            vec = np.frombuffer(row["vector"], np.float32)
+            if depth and i % SEARCH_BLOCK == 0:  # one gallery pass serves a block of queries
+                block_scores, block_rows = gallery.index.search(queries[i : i + SEARCH_BLOCK], depth)
+            vec = queries[i]
             species = self.species or row["species"]
             cands, is_new, best = suggest(
                 vec,
@@ -292,9 +300,11 @@ class Pipeline:
                 row["viewpoint"],
                 species,
                 k=k,
+                search_depth=SEARCH_DEPTH,
                 fusion=self.fusion,
                 query_pattern=patterns(row["id"]),
                 gallery_pattern=patterns,
+                neighbours=(block_scores[i % SEARCH_BLOCK], block_rows[i % SEARCH_BLOCK]) if depth else None,
             )
             results.append((row, cands, is_new, best))
             if is_new:

@@ -72,3 +72,60 @@ def test_new_individuals_group_by_look_and_by_burst():
     assert groups[3] != groups[4]  # two animals in one photo are never one proposal
     items[3]["n_in_photo"] = 1
     assert group_new(items, vecs, threshold=0.95)[2] == group_new(items, vecs, threshold=0.95)[3]
+
+
+def _all_pairs_groups(items, vectors, threshold, burst_seconds=60.0):
+    """The definition, pair by pair (what group_new computed before issue 13): the oracle for the n log n one."""
+    from datetime import datetime
+
+    n, parent = len(items), list(range(len(items)))
+
+    def find(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    times = [datetime.fromisoformat(it["taken_at"]) for it in items]
+    sims = vectors @ vectors.T
+    for i in range(n):
+        for j in range(i + 1, n):
+            if items[i]["media_id"] == items[j]["media_id"]:
+                continue
+            burst = (
+                items[i]["deployment_id"] == items[j]["deployment_id"]
+                and abs((times[i] - times[j]).total_seconds()) <= burst_seconds
+                and items[i]["n_in_photo"] == items[j]["n_in_photo"] == 1
+            )
+            if sims[i, j] >= threshold or burst:
+                ri, rj = find(i), find(j)
+                parent[max(ri, rj)] = min(ri, rj)
+    return [find(i) for i in range(n)]
+
+
+def _partition(groups):
+    out = {}
+    for i, g in enumerate(groups):
+        out.setdefault(g, []).append(i)
+    return sorted(out.values())
+
+
+def test_grouping_new_detections_without_all_pairs_finds_the_same_groups():
+    rng = np.random.default_rng(3)
+    n = 400
+    centres = unit(rng.normal(size=(60, 32)))
+    vecs = unit(centres[rng.integers(0, 60, n)] + rng.normal(0, 0.045, (n, 32)))
+    media = rng.integers(0, 350, n)  # some photos hold two or three animals
+    per_photo = np.bincount(media, minlength=350)
+    start = np.datetime64("2026-05-01T06:00:00")
+    items = [
+        {
+            "media_id": int(m),
+            "deployment_id": int(m % 7),
+            "taken_at": str(start + np.timedelta64(int(rng.integers(0, 2 * 3600)), "s")),
+            "n_in_photo": int(per_photo[m]),
+        }
+        for m in media
+    ]
+    expected = _partition(_all_pairs_groups(items, vecs, threshold=0.9))
+    assert 20 < len(expected) < n - 20  # both kinds of link occur: neither all alone nor all one group
+    assert _partition(group_new(items, vecs, threshold=0.9)) == expected
