@@ -233,6 +233,32 @@ def measure_suggest(path: str, n_new: int) -> dict:
     return {"suggest_1000_s": seconds, "suggested": stats.items, "suggest_peak_mb": _peak_mb()}
 
 
+def measure_grouping(n: int) -> dict:
+    """Probably-new detections of one import linked into proposals (engine.match.group_new): ``n`` detections
+    around n / 8 animals, 20 cameras, one season day."""
+    import numpy as np
+
+    from engine.match import group_new
+
+    rng = np.random.default_rng(2)
+    base, _, _ = real_vectors(50)
+    owner = rng.integers(0, max(n // 8, 1), n)
+    centre = base[owner % len(base)] + rng.normal(0, 0.04, (n, base.shape[1])).astype(np.float32)
+    vecs = centre / np.linalg.norm(centre, axis=1, keepdims=True)
+    items = [
+        {
+            "media_id": i,
+            "deployment_id": i % 20,
+            "taken_at": _iso(SEASON_START + int(rng.integers(0, 86400))),
+            "n_in_photo": 1,
+        }
+        for i in range(n)
+    ]
+    t0 = time.perf_counter()
+    groups = group_new(items, vecs, threshold=0.9)
+    return {"group_s": time.perf_counter() - t0, "groups": len(set(groups)), "group_peak_mb": _peak_mb()}
+
+
 def measure_export(path: str, what: str, out: str) -> dict:
     from engine.catalogue import Catalogue
     from engine.export import export_camtrap_dp, export_sightings_csv
@@ -282,6 +308,8 @@ def run_child_measurement(args: list[str]) -> None:
         out = measure_app(path, int(args[2]))
     elif what == "suggest":
         out = measure_suggest(path, int(args[2]))
+    elif what == "grouping":
+        out = measure_grouping(int(path))
     else:
         out = measure_export(path, what, args[2])
     print(json.dumps(out))
@@ -297,6 +325,14 @@ def main() -> int:
     parser.add_argument("--label", default="after", help="names the result file: bench/results/scale_<label>.json")
     parser.add_argument("--presses", type=int, default=20)
     parser.add_argument("--rebuild", action="store_true", help="grow the catalogues again even when present")
+    parser.add_argument(
+        "--suggest-up-to",
+        type=int,
+        default=100_000,
+        help="largest catalogue whose suggest stage is timed (the "
+        "gallery is loaded whole: 1M detections of 1280-d vectors need about 4 GB)",
+    )
+    parser.add_argument("--grouping", type=int, default=16_000, help="probably-new detections grouped (0: skip)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -315,11 +351,15 @@ def main() -> int:
         Catalogue(run).close()  # a one-time schema migration is not the window's opening time
         row = {"detections": size}
         row |= child("app", run, args.presses if size < 1_000_000 else max(4, args.presses // 4))
-        row |= child("suggest", run, 1000)
+        if size <= args.suggest_up_to:
+            row |= child("suggest", run, 1000)
         for what, out in (("csv", "sightings.csv"), ("camtrap_dp", "dp"), ("suggestions_json", "suggestions.json")):
             row |= child(what, run, args.work / f"{size}-{out}")
         results[size] = row
         print(json.dumps(row), flush=True)
+    grouping = child("grouping", args.grouping) if args.grouping else {}
+    if grouping:
+        print(f"grouping {args.grouping:,} probably-new detections: {json.dumps(grouping)}", flush=True)
     keys = [
         ("window_open_s", "window s", "{:.2f}"),
         ("key_median_ms", "key ms", "{:.0f}"),
@@ -337,7 +377,7 @@ def main() -> int:
         cells = [fmt.format(row[k]) if isinstance(row.get(k), float | int) else "err" for k, _, fmt in keys]
         print(f"{size:>10,d} " + " ".join(f"{c:>12s}" for c in cells))
     out = ROOT / "bench" / "results" / f"scale_{args.label}.json"
-    out.write_text(json.dumps({"sizes": results, "cpu": os.cpu_count()}, indent=2) + "\n")
+    out.write_text(json.dumps({"sizes": results, "grouping": grouping, "cpu": os.cpu_count()}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -1,5 +1,5 @@
 """Suggestions for one detection against a 1000-individual gallery, on this CPU: the issue-11 budget is < 1 s
-with the global top-20 individuals pattern-verified. Not a test: prints a table, writes
+with the global top-k individuals (the model card's k, 40) pattern-verified. Not a test: prints a table, writes
 bench/results/suggest_speed.json.
 
 The gallery is real: 300 nyala photos' embeddings and pattern features (bundled detector crop, bundled model),
@@ -50,7 +50,7 @@ def main() -> None:
     gallery = Gallery(gv, np.arange(n) // 3, np.arange(n), np.array(["left"] * n, object), np.array([None] * n, object))
     store = {i: patterns[source[i]] for i in range(n)}
     times = {}
-    for name, f in (("appearance only", None), ("appearance + pattern (top-20 verified)", fusion)):
+    for name, f in (("appearance only", None), (f"appearance + pattern (top-{fusion.candidates} verified)", fusion)):
         t = []
         for q in range(300, 300 + args.queries):
             t0 = time.perf_counter()

@@ -18,6 +18,8 @@ from .exif import normalise_offset, upright_size
 from .resources import species_info
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# Detector labels -> Camtrap DP observationType (MegaDetector says "person"; the standard says "human").
+OBSERVATION_TYPES = {"animal": "animal", "person": "human", "human": "human", "vehicle": "vehicle"}
 CAMTRAP_DP_PROFILE = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0/camtrap-dp-profile.json"
 CAMTRAP_DP_SCHEMA = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0/{}-table-schema.json"
 
@@ -265,8 +267,14 @@ def export_camtrap_dp(
     site: str | None = None,
     date_from: str | None = None,
     date_to: str | None = None,
+    media_license: str = "CC-BY-4.0",
 ) -> ExportReport:
     """Write datapackage.json, deployments.csv, media.csv and observations.csv (Camtrap DP 1.0).
+
+    ``media.filePath`` is a path relative to the package when a photo lies under ``out_dir`` (export into the
+    card's root to get a package that travels with its photos), else the photo's file:// URL: the standard
+    allows a URL or a relative path without '..', never an absolute path. ``media_license`` is the photos'
+    licence (the profile requires one for the data, CC0, and one for the media).
 
     ``utc_offset`` is used for photos whose EXIF has no offset and whose deployment names none. Raises
     ExportError naming what is missing where the standard requires a value the catalogue cannot give.
@@ -333,13 +341,14 @@ def export_camtrap_dp(
     summary = _ObservationSummary()
     report.rows = {
         "deployments": _write_csv(out_dir / "deployments.csv", DEPLOYMENT_COLUMNS, dep_rows),
-        "media": _write_csv(out_dir / "media.csv", MEDIA_COLUMNS, _media_rows(chosen)),
+        "media": _write_csv(out_dir / "media.csv", MEDIA_COLUMNS, _media_rows(chosen, out_dir)),
         "observations": _write_csv(
             out_dir / "observations.csv", OBSERVATION_COLUMNS, summary.watch(_observations(chosen))
         ),
     }
     times = [t for span in first_last.values() for t in span]
-    _write_datapackage(out_dir, title, contributor, dep_rows, (min(times), max(times)) if times else None, summary)
+    span = (min(times), max(times)) if times else None
+    _write_datapackage(out_dir, title, contributor, dep_rows, span, summary, media_license)
     return report
 
 
@@ -381,7 +390,15 @@ class _ChosenMedia:
             yield row, self.stamp(row)
 
 
-def _media_rows(chosen: _ChosenMedia) -> Iterator[dict]:
+def package_file_path(photo: str, package_dir: Path) -> str:
+    """Camtrap DP's filePath: relative (POSIX) when the photo is inside the package folder, else a file URL."""
+    path, root = Path(photo).resolve(), package_dir.resolve()
+    if path.is_relative_to(root):
+        return path.relative_to(root).as_posix()
+    return path.as_uri()
+
+
+def _media_rows(chosen: _ChosenMedia, package_dir: Path) -> Iterator[dict]:
     for m, stamp in chosen.media("m.*"):
         if stamp is None:
             continue
@@ -391,7 +408,7 @@ def _media_rows(chosen: _ChosenMedia) -> Iterator[dict]:
             "deploymentID": dep["name"],
             "captureMethod": "activityDetection",
             "timestamp": stamp,
-            "filePath": m["path"],
+            "filePath": package_file_path(m["path"], package_dir),
             "filePublic": "false",
             "fileName": m["file_name"],
             "fileMediatype": MEDIATYPES.get(Path(m["file_name"]).suffix.lower(), "application/octet-stream"),
@@ -429,10 +446,9 @@ def _observations(chosen: _ChosenMedia) -> Iterator[dict]:
         if stamp is None:
             continue
         confirmed = d["individual_id"] is not None
-        species = (confirmed and d["sighting_species"]) or d["media_species"]
+        species = (confirmed and d["sighting_species"]) or d["species"] or d["media_species"]
         sci = species_info(species)["scientific_name"]
-        label = (d["label"] or "animal").lower()
-        obs_type = label if label in ("human", "vehicle") else "animal"
+        obs_type = OBSERVATION_TYPES.get((d["label"] or "animal").lower(), "animal")
         row = {
             "observationID": f"det{d['detection_id']}",
             "deploymentID": chosen.dep_by_id[d["deployment_id"]]["name"],
@@ -461,6 +477,8 @@ def _observations(chosen: _ChosenMedia) -> Iterator[dict]:
                 classifiedBy=d["sighting_who"],
                 classificationTimestamp=_utc_stamp(d["sighting_at"]),
             )
+        elif species and obs_type == "animal":  # the species was the user's (folder or tag), not a machine's
+            row.update(classificationMethod="human", classifiedBy="species given at import (folder or tag)")
         else:
             row.update(
                 classificationMethod="machine",
@@ -491,7 +509,9 @@ def _observations(chosen: _ChosenMedia) -> Iterator[dict]:
         }
 
 
-def _write_datapackage(out_dir, title, contributor, dep_rows, time_span, summary: _ObservationSummary) -> None:
+def _write_datapackage(
+    out_dir, title, contributor, dep_rows, time_span, summary: _ObservationSummary, media_license: str
+) -> None:
     lats = [d["latitude"] for d in dep_rows]
     lons = [d["longitude"] for d in dep_rows]
     names = sorted(summary.names)
@@ -501,7 +521,7 @@ def _write_datapackage(out_dir, title, contributor, dep_rows, time_span, summary
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "title": title,
         "contributors": [{"title": contributor, "role": "contact"}],
-        "licenses": [{"name": "CC0-1.0", "scope": "data"}],
+        "licenses": [{"name": "CC0-1.0", "scope": "data"}, {"name": media_license, "scope": "media"}],
         "sources": [{"title": "Herdbook", "version": "0.1.0"}],
         "project": {
             "title": title,

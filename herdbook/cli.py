@@ -229,7 +229,7 @@ def cmd_export(args) -> int:
             if args.format == "sightings":
                 report = export_sightings_csv(cat, args.out)
             else:
-                report = export_camtrap_dp(cat, args.out, utc_offset=args.utc_offset)
+                report = export_camtrap_dp(cat, args.out, utc_offset=args.utc_offset, media_license=args.media_license)
         except OSError as exc:
             raise CommandError(f"{args.out}: cannot write the export ({exc.strerror or exc})") from exc
     print(f"wrote {report.path}: " + ", ".join(f"{n} {k}" for k, n in report.rows.items()))
@@ -481,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("format", choices=["sightings", "camtrap-dp"])
     p.add_argument("out", help="CSV file (sightings) or folder (camtrap-dp)")
     p.add_argument("--utc-offset", help="UTC offset (+HH:MM) for photo times that carry none")
+    p.add_argument("--media-license", default="CC-BY-4.0", help="licence of the photos (camtrap-dp; default CC-BY-4.0)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("deployment", help="show or set a deployment's place, time zone and clock correction")

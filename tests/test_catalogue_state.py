@@ -120,8 +120,8 @@ def test_an_existing_schema_4_catalogue_gets_its_state_derived(tmp_path):
         cat.reject(dets[2], None, "ann")
         expected = _derived(cat)
         cat.db.executescript(
-            "DROP TABLE review_queue; DROP VIEW sightings; DROP TABLE sighting_state; DROP TRIGGER "
-            "media_time_keeps_queue; DELETE FROM schema_version WHERE version = 5;"
+            "DROP INDEX assignments_undone; DROP TABLE review_queue; DROP VIEW sightings; DROP TABLE sighting_state;"
+            "DROP TRIGGER media_time_keeps_queue; DELETE FROM schema_version WHERE version = 5;"
             "CREATE VIEW sightings AS SELECT NULL AS assignment_id, NULL AS detection_id, NULL AS individual_id, "
             "NULL AS score, NULL AS who, NULL AS at WHERE 0"
         )

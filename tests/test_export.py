@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 
+from engine.catalogue import Catalogue
 from engine.demo import label_folder_individuals
 from engine.export import (
     DEPLOYMENT_COLUMNS,
@@ -77,6 +79,75 @@ def test_undo_removes_a_sighting_from_the_export(tagged, tmp_path):
     undone_detection = tagged.db["assignments"].get(undone)["detection_id"]
     assert undone_detection not in {int(r["detection_id"]) for r in after_rows}
     assert tagged.db["assignments"].count == before + 1  # the undo is a new row, nothing was deleted
+
+
+def camtrap_dp_errors(package_dir, standard_dir) -> list[str]:
+    """Validate a package against the standard's own files (local copies in ../shared/camtrap-dp-1.0; nothing may
+    be downloaded): the descriptor against the Camtrap DP profile with jsonschema (its remote references, to the
+    generic Data Package and GeoJSON schemas, resolve to empty schemas: frictionless checks the generic package
+    itself), and every table against its table schema with frictionless. Returns the errors, empty when valid."""
+    frictionless = pytest.importorskip("frictionless")
+    import jsonschema
+    import referencing
+
+    descriptor = json.loads((package_dir / "datapackage.json").read_text())
+    # The 1.0 profile writes one reference as '#$defs/version'; JSON Pointer needs '#/$defs/version'.
+    profile = json.loads((standard_dir / "camtrap-dp-profile.json").read_text().replace('"#$defs/', '"#/$defs/'))
+    registry = referencing.Registry(
+        retrieve=lambda uri: referencing.Resource.from_contents({}, referencing.jsonschema.DRAFT7)
+    )
+    validator = jsonschema.validators.validator_for(profile)(profile, registry=registry)
+    errors = [f"datapackage.json: {e.message}" for e in validator.iter_errors(descriptor)]
+    descriptor.pop("profile")  # frictionless's own Data Package profile
+    tables = ("deployments", "media", "observations")  # the standard's tables (a package may add its own)
+    descriptor["resources"] = [r for r in descriptor["resources"] if r["name"] in tables]
+    for resource in descriptor["resources"]:
+        resource["schema"] = str(standard_dir / f"{resource['name']}-table-schema.json")
+    local = package_dir / "datapackage.local.json"
+    local.write_text(json.dumps(descriptor))
+    try:
+        with frictionless.system.use_context(trusted=True):
+            report = frictionless.Package(str(local)).validate()
+    finally:
+        local.unlink()
+    errors += [f"{task.name}: {e.type}: {e.message}" for task in report.tasks for e in task.errors]
+    return errors + [f"package: {e.type}: {e.message}" for e in report.errors]
+
+
+def test_camtrap_dp_validates_against_the_standard(tagged, data_dir, tmp_path):
+    standard = data_dir.parent / "camtrap-dp-1.0"
+    assert camtrap_dp_errors(standard / "example", standard) == []  # the validator accepts the standard's example
+    # Person and vehicle boxes, as MegaDetector gives them, are not animals.
+    photo = tagged.query("SELECT id, width, height FROM media WHERE file_name LIKE 'StationA__%' LIMIT 1")[0]
+    person = tagged.add_detection(photo["id"], (1, 1, 20, 40), source="megadetector-json", label="person", score=0.9)
+    out = tmp_path / "dp"
+    export_camtrap_dp(tagged, out)
+    assert camtrap_dp_errors(out, standard) == []
+    broken = tmp_path / "broken"  # what Herdbook wrote before: an absolute filePath and one licence
+    shutil.copytree(out, broken)
+    (broken / "media.csv").write_text((out / "media.csv").read_text().replace("file:///", "/", 1))
+    descriptor = json.loads((out / "datapackage.json").read_text())
+    (broken / "datapackage.json").write_text(json.dumps({**descriptor, "licenses": descriptor["licenses"][:1]}))
+    found = "\n".join(camtrap_dp_errors(broken, standard))
+    assert "constraint-error" in found and "filePath" in found and "too short" in found
+    package = json.loads((out / "datapackage.json").read_text())
+    assert {lic["scope"] for lic in package["licenses"]} == {"data", "media"}
+    media = read_csv(out / "media.csv")
+    assert all(m["filePath"].startswith("file:///") for m in media)  # the photos lie outside the package
+    observations = {o["observationID"]: o for o in read_csv(out / "observations.csv")}
+    assert observations[f"det{person}"]["observationType"] == "human"
+    assert not observations[f"det{person}"]["scientificName"]
+    # Exported into the card's own folder, the package points at its photos by relative paths.
+    card = tmp_path / "card"
+    shutil.copytree(data_dir / "camtrapr", card)
+    with Catalogue(tmp_path / "card.sqlite") as cat:
+        import_folder(cat, card)
+        for name in ("StationA", "StationB", "StationC", "card"):
+            cat.update_deployment(name, latitude=5.1, longitude=117.9, utc_offset="+08:00")
+        export_camtrap_dp(cat, card)
+    assert camtrap_dp_errors(card, standard) == []
+    paths = [m["filePath"] for m in read_csv(card / "media.csv")]
+    assert paths and all(not p.startswith(("/", "file:")) and (card / p).is_file() for p in paths)
 
 
 def test_camtrap_dp_package(tagged, tmp_path):
