@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.catalogue import Catalogue, CatalogueError
+from engine.catalogue import Catalogue, CatalogueError, default_catalogue_path
 from engine.pipeline import open_count
 from engine.reid import Embedder, ModelError, default_model_path
 from engine.resources import resources_dir
@@ -114,11 +114,14 @@ class MainWindow(QMainWindow):
             ("&Import photos…", "Ctrl+I", self.open_import),
             ("&Export sightings…", "Ctrl+E", self.open_export),
             ("&Train on confirmed individuals…", "Ctrl+T", self.open_train),
+            ("&Quit", "Ctrl+Q", self.close),
         ):
             action = QAction(text, self)
             action.setShortcut(QKeySequence(key))
             action.triggered.connect(slot)
             menu.addAction(action)
+        # A click on the Review tab puts the keys there: the first key press decides, it is not swallowed.
+        self.tabs.currentChanged.connect(lambda _i: self.tabs.currentWidget().setFocus())
 
     def show_error(self, text: str) -> None:
         QMessageBox.critical(self, "Herdbook", text)
@@ -191,8 +194,34 @@ class MainWindow(QMainWindow):
 
 
 def default_catalogue() -> Path:
+    """The catalogue the app had open last, while it still exists; else the one default of CLI and app."""
     last = QSettings("Herdbook", "Herdbook").value("last_catalogue")
-    return Path(last) if last else Path.home() / "herdbook.sqlite"
+    return Path(last) if last and Path(last).is_file() else default_catalogue_path()
+
+
+def ask_for_catalogue(problem: str, tried: Path) -> Path | None:
+    """Say why the catalogue cannot be used and let the user open or create another (None: give up)."""
+    QMessageBox.warning(None, "Herdbook", f"{problem}\n\nChoose another catalogue, or type a new name to create one.")
+    path, _ = QFileDialog.getSaveFileName(
+        None,
+        "Open or create a catalogue",
+        str(tried.parent if tried.parent.is_dir() else Path.home()),
+        "Herdbook catalogue (*.sqlite)",
+        options=QFileDialog.Option.DontConfirmOverwrite,
+    )
+    return Path(path) if path else None
+
+
+def open_window(path: Path, choose=ask_for_catalogue) -> MainWindow | None:
+    """The main window on ``path``; an unusable file (not a catalogue, a newer schema, an unwritable folder) asks
+    for another instead of ending the app."""
+    while True:
+        try:
+            return MainWindow(path)
+        except CatalogueError as exc:
+            path = choose(str(exc), Path(path))
+            if path is None:
+                return None
 
 
 def run(catalogue: str | None = None, screenshot: str | None = None, tab: int = 0) -> int:
@@ -200,14 +229,16 @@ def run(catalogue: str | None = None, screenshot: str | None = None, tab: int = 
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setWindowIcon(QIcon(str(resources_dir() / "icons" / "herdbook.png")))
-    try:
-        window = MainWindow(catalogue or default_catalogue())
-    except CatalogueError as exc:
-        if screenshot:
+    if screenshot:
+        try:
+            window = MainWindow(catalogue or default_catalogue())
+        except CatalogueError as exc:
             print(f"herdbook: error: {exc}", file=sys.stderr)
             return 1
-        QMessageBox.critical(None, "Herdbook", str(exc))
-        return 1
+    else:
+        window = open_window(Path(catalogue) if catalogue else default_catalogue())
+        if window is None:
+            return 1
     window.tabs.setCurrentIndex(tab)
     window.show()
     if screenshot:

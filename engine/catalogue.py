@@ -9,6 +9,7 @@ there; an undo is a new row pointing at the row it cancels. The views ``effectiv
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -330,6 +331,11 @@ def _migration_5(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5}
+
+
+def default_catalogue_path() -> Path:
+    """The one default catalogue of the command line and the app: $HERDBOOK_CATALOGUE, else ~/herdbook.sqlite."""
+    return Path(os.environ.get("HERDBOOK_CATALOGUE") or Path.home() / "herdbook.sqlite")
 
 
 def shift_time(iso: str | None, seconds: float) -> str | None:

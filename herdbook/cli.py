@@ -11,11 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from engine.catalogue import Catalogue, CatalogueError
+from engine.catalogue import Catalogue, CatalogueError, default_catalogue_path
 from engine.export import ExportError, export_camtrap_dp, export_sightings_csv
 from engine.ingest import IngestError, import_folder
-
-DEFAULT_CATALOGUE = "herdbook.sqlite"
 
 
 class CommandError(Exception):
@@ -37,7 +35,7 @@ def _progress_bar(desc: str):
 
 
 def _open(args, create: bool = True) -> Catalogue:
-    return Catalogue(args.catalogue, create=create)
+    return Catalogue(args.catalogue or default_catalogue_path(), create=create)
 
 
 def cmd_import(args) -> int:
@@ -243,7 +241,7 @@ def cmd_deployment(args) -> int:
         try:
             cat.deployment(args.name)
         except KeyError as exc:
-            raise CommandError(f"{args.catalogue}: {exc.args[0]}") from None
+            raise CommandError(f"{cat.path}: {exc.args[0]}") from None
         fields = {
             k: getattr(args, k)
             for k in ("latitude", "longitude", "utc_offset", "site", "camera")
@@ -372,11 +370,11 @@ def cmd_app(args) -> int:
         from desktop.app import run
     except ImportError as exc:
         raise CommandError(f"the app needs the desktop extra: pip install 'herdbook[desktop]' ({exc})") from None
-    catalogue = args.catalogue if args.catalogue != DEFAULT_CATALOGUE or Path(args.catalogue).exists() else None
+    catalogue = args.catalogue  # None: the app's rule (the catalogue it had open last, else the default)
     if args.screenshots:
         from desktop.screenshots import render_all
 
-        for path in render_all(catalogue or DEFAULT_CATALOGUE, args.screenshots):
+        for path in render_all(catalogue or default_catalogue_path(), args.screenshots):
             print(f"wrote {path}")
         return 0
     return run(catalogue, args.screenshot, args.tab)
@@ -410,7 +408,9 @@ def cmd_info(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="herdbook", description=__doc__.splitlines()[0])
-    parser.add_argument("--catalogue", default=DEFAULT_CATALOGUE, help="catalogue file (default %(default)s)")
+    parser.add_argument(
+        "--catalogue", help=f"catalogue file (default $HERDBOOK_CATALOGUE, else {default_catalogue_path()})"
+    )
     parser.add_argument("--selftest", action="store_true", help="run the built-in check and exit (use alone)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         print(verdict if ok else f"selftest FAILED: {verdict}")
         return 0 if ok else 1
     parser = build_parser()
-    args = parser.parse_args(join_negative_values(argv))
+    args = parser.parse_args(join_negative_values(argv or ["app"]))  # plain `herdbook` opens the app
     try:
         return args.func(args)
     except (CatalogueError, IngestError, ExportError, CommandError) as exc:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
 import subprocess
 import sys
+
+from engine.catalogue import Catalogue
 
 
 def herdbook(*args, cwd=None):
@@ -78,3 +82,16 @@ def test_cli_refuses_bad_inputs_before_touching_anything(tmp_path, data_dir):
     assert res.returncode == 1 and "cannot write the export" in res.stderr and "Traceback" not in res.stderr
     res = herdbook("--catalogue", cat, "export", "camtrap-dp", tmp_path / "dp", "--utc-offset", "-07:00")
     assert "unrecognized arguments" not in res.stderr and "expected one argument" not in res.stderr
+
+
+def test_one_default_catalogue_for_the_cli_and_the_app(tmp_path, monkeypatch):
+    from engine.catalogue import default_catalogue_path
+
+    Catalogue(tmp_path / "station.sqlite").close()
+    env = {**os.environ, "HERDBOOK_CATALOGUE": str(tmp_path / "station.sqlite")}
+    res = subprocess.run([sys.executable, "-m", "herdbook", "info"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["catalogue"] == str(tmp_path / "station.sqlite")
+    monkeypatch.delenv("HERDBOOK_CATALOGUE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_catalogue_path() == tmp_path / "herdbook.sqlite"  # not the working directory's

@@ -208,6 +208,40 @@ def test_locked_catalogue_decision_is_reported(qtbot, tmp_path, data_dir):
     cat.close()
 
 
+def test_an_unusable_catalogue_asks_for_another_instead_of_ending_the_app(qtbot, tmp_path):
+    from desktop.app import open_window
+
+    sightings = tmp_path / "sightings.csv"  # a CSV given as the catalogue
+    sightings.write_text("individual_code,taken_at\nA,2026-01-01\n")
+    asked = []
+
+    def choose(problem, tried):
+        asked.append((problem, tried))
+        return tmp_path / "field.sqlite"
+
+    window = open_window(sightings, choose)
+    qtbot.addWidget(window)
+    assert window.catalogue_path == tmp_path / "field.sqlite" and window.catalogue.version > 0
+    assert asked[0][1] == sightings and "sightings.csv" in asked[0][0] and "not" in asked[0][0]
+    assert sightings.read_text().startswith("individual_code")  # the user's file is left as it was
+    assert open_window(sightings, lambda _p, _t: None) is None  # cancelled: the app ends, nothing created
+
+
+def test_the_review_tab_takes_the_keys_when_clicked_and_ctrl_q_quits(qtbot, tmp_path):
+    window = MainWindow(tmp_path / "new.sqlite")
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    window.activateWindow()
+    window.tabs.setCurrentWidget(window.individuals)
+    window.tabs.setCurrentWidget(window.review)
+    qtbot.waitUntil(lambda: window.review.hasFocus(), timeout=2000)
+    quit_action = next(a for a in window.menuBar().actions()[0].menu().actions() if a.text() == "&Quit")
+    assert quit_action.shortcut().toString() == "Ctrl+Q"
+    quit_action.trigger()
+    assert not window.isVisible()
+
+
 def test_main_window_shows_catalogue_model_and_device(qtbot, tmp_path):
     window = MainWindow(tmp_path / "new.sqlite")
     qtbot.addWidget(window)
