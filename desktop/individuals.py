@@ -94,10 +94,10 @@ class TimelineView(QWidget):
         p = QPainter(self)
         mid = self.height() // 2
         p.setPen(QPen(QColor("#555"), 1))
-        p.drawLine(10, mid, self.width() - 10, mid)
-        if not self.times:
+        if not self.times:  # words only: an axis line would strike through them
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no dated sightings")
             return
+        p.drawLine(10, mid, self.width() - 10, mid)
         t0, t1 = min(self.times), max(self.times)
         span = max((t1 - t0).total_seconds(), 1.0)
         p.setPen(QPen(QColor("#2c7a7b"), 3))

@@ -47,6 +47,7 @@ class ImportSummary:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
     exif_problems: list[tuple[str, str]] = field(default_factory=list)  # usable images, broken EXIF
     not_processed: list[tuple[str, str]] = field(default_factory=list)  # videos etc.
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # odd but harmless (placeholder GPS, ...)
     ignored: int = 0  # files that are neither images nor videos (README, CSV, ...)
     cancelled: bool = False
 
@@ -61,6 +62,7 @@ class ImportSummary:
         out += [f"  error: {path}: {msg}" for path, msg in self.errors]
         out += [f"  broken EXIF: {path}: {msg}" for path, msg in self.exif_problems]
         out += [f"  not processed: {path}: {msg}" for path, msg in self.not_processed]
+        out += [f"  warning: {path}: {msg}" for path, msg in self.warnings]
         return out
 
 
@@ -325,6 +327,10 @@ class Importer:
                 summary.exif_problems.append((row["path"], row["error"]))
             else:
                 summary.not_processed.append((row["path"], f"{row['kind']}: recorded, not analysed"))
+        for row in self.cat.db.query(
+            "SELECT path, warnings FROM media WHERE import_id = ? AND warnings IS NOT NULL ORDER BY id", [import_id]
+        ):
+            summary.warnings += [(row["path"], w) for w in json.loads(row["warnings"])]
         self.cat.db["imports"].update(
             import_id,
             {

@@ -282,3 +282,23 @@ def test_compare_view_shows_the_matched_coat_points_and_why(qtbot, review):
     assert "matching pattern point" in dialog.pattern_reason.text()
     picture = dialog.pattern_view.pixmap()
     assert picture.height() == 360 and picture.width() > 360  # both crops, side by side
+
+
+def test_an_empty_timeline_says_so_without_a_line_through_the_words(qtbot):
+    from PySide6.QtGui import QColor
+
+    from desktop.individuals import TimelineView
+
+    view = TimelineView()
+    qtbot.addWidget(view)
+    view.resize(400, 60)
+
+    def mid_row_dark_pixels() -> int:
+        image = view.grab().toImage()
+        row = image.height() // 2
+        return sum(QColor(image.pixel(x, row)).lightness() < 120 for x in range(12, 60))  # left of the words
+
+    view.set_rows([])
+    assert mid_row_dark_pixels() == 0
+    view.set_rows([{"taken_at": "2026-01-01T10:00:00"}, {"taken_at": "2026-03-01T10:00:00"}])
+    assert mid_row_dark_pixels() > 20  # with sightings the axis is drawn: the check can see a line

@@ -93,12 +93,15 @@ def test_station_species_levels_given_by_user(catalogue, data_dir):
         import_folder(catalogue, data_dir / "camtrapr", levels=("station", "genus"))
 
 
-def test_placeholder_gps_means_no_position(catalogue, data_dir):
-    import_folder(catalogue, data_dir / "camtraps/animl/examples/Southwest")
+def test_placeholder_gps_means_no_position_and_the_import_says_so(catalogue, data_dir):
+    summary = import_folder(catalogue, data_dir / "camtraps/animl/examples/Southwest")
     rows = {r["file_name"]: r for r in catalogue.query("SELECT * FROM media")}
     for name in ("2021-06-30_SYFR0218_cougar.JPG", "2021-12-07_12080069_rabbit.JPG"):
         assert rows[name]["latitude"] is None and rows[name]["longitude"] is None
         assert "placeholder GPS" in rows[name]["warnings"]
+        assert any(
+            line.startswith("  warning: ") and name in line and "placeholder GPS" in line for line in summary.lines()
+        )
 
 
 def test_clock_correction_keeps_raw_time(catalogue, data_dir):
