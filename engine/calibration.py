@@ -1,7 +1,7 @@
 """Turn the two scores of a candidate into one calibrated probability that it is the same individual.
 
 A candidate individual has an appearance score (cosine similarity of global embeddings, aggregated per
-individual by engine.match) and a pattern score (affine-verified coat-pattern matches, engine.pattern). Their
+individual by engine.match) and a pattern score (RANSAC-verified coat-pattern matches, engine.pattern). Their
 scales mean nothing to each other, so they are fused as WildFusion does: a logistic regression fitted on
 training identities' (query, candidate) pairs, p = sigmoid(a * appearance + b * log(1 + inliers) + c).
 The fit lives in trainer/fusion.py (scikit-learn); the coefficients and the 'probably new' threshold are stored in
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .pattern import PATTERN_METHOD
+from .pattern import MATCH_METHOD, PATTERN_METHOD
 
 
 @dataclass(frozen=True)
@@ -25,16 +25,18 @@ class Fusion:
     candidates: int = 20  # global top-k individuals that are pattern-verified
     photos_per_candidate: int = 3  # each candidate's best photos (by appearance) that are verified
     method: str = PATTERN_METHOD
+    matcher: str = MATCH_METHOD
 
     @classmethod
     def from_card(cls, card: dict) -> Fusion | None:
-        """The card's fusion, or None when the card has none or it was fitted on another pattern recipe."""
+        """The card's fusion, or None when the card has none or it was fitted on another pattern recipe or matcher
+        (its weights would mean something else: suggestions then rest on appearance alone)."""
         data = card.get("fusion")
-        if not data or data.get("method") != PATTERN_METHOD:
+        if not data or data.get("method") != PATTERN_METHOD or data.get("matcher") != MATCH_METHOD:
             return None
         keys = ("appearance_weight", "pattern_weight", "intercept", "threshold")
         optional = {k: data[k] for k in ("candidates", "photos_per_candidate") if k in data}
-        return cls(*(float(data[k]) for k in keys), **optional, method=data["method"])
+        return cls(*(float(data[k]) for k in keys), **optional, method=data["method"], matcher=data["matcher"])
 
     def logit(self, appearance: float, inliers: int) -> float:
         return self.appearance_weight * appearance + self.pattern_weight * math.log1p(inliers) + self.intercept
@@ -46,6 +48,7 @@ class Fusion:
     def as_card(self) -> dict:
         return {
             "method": self.method,
+            "matcher": self.matcher,
             "appearance_weight": self.appearance_weight,
             "pattern_weight": self.pattern_weight,
             "intercept": self.intercept,

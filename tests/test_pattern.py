@@ -107,6 +107,8 @@ def test_fusion_is_read_from_a_card_only_for_its_own_recipe():
     card = {"fusion": Fusion(8.0, 1.2, -9.0, 0.3).as_card()}
     assert Fusion.from_card(card) == Fusion(8.0, 1.2, -9.0, 0.3)
     assert Fusion.from_card({"fusion": {**card["fusion"], "method": "older-recipe/0"}}) is None
+    assert Fusion.from_card({"fusion": {**card["fusion"], "matcher": "affine/1"}}) is None  # fitted for another
+    assert Fusion.from_card({"fusion": {k: v for k, v in card["fusion"].items() if k != "matcher"}}) is None
     assert Fusion.from_card({}) is None
     assert card["fusion"]["method"] == PATTERN_METHOD
 

@@ -25,7 +25,7 @@ from engine.demo import find_data_dir
 from engine.detect import load_detector
 from engine.evaluate import photo_features, query_outcomes, run_suggestions, suggestion_figures
 from engine.metrics import threshold_for_new_share
-from engine.pattern import PATTERN_METHOD
+from engine.pattern import MATCH_METHOD, PATTERN_METHOD
 from engine.reid import Embedder, default_model_path
 
 from .data import folder_samples, split_by_identity
@@ -37,9 +37,9 @@ SEED, TEST_FRACTION = 0, 0.34
 # the 1 s budget (bench/suggest_speed.py).
 CANDIDATES = 40
 TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 25 % of known ones are
-# The card's version with this fusion (0.3.1: top-40 verified): same ONNX file as 0.2.0, but suggestions change,
-# so catalogues re-suggest.
-RELEASE_VERSION = "0.3.1"
+# The card's version with this fusion (0.3.1: top-40 verified; 0.3.2: similarity RANSAC): same ONNX file as 0.2.0,
+# but suggestions change, so catalogues re-suggest.
+RELEASE_VERSION = "0.3.2"
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,6 +138,7 @@ def main(argv=None) -> int:
             "score is its best among other individuals",
             "crop": "bundled detector's best animal box + pipeline margin",
             "pattern_method": PATTERN_METHOD,
+            "matcher": MATCH_METHOD,
             "ms_per_query_cpu_all_verified": 1000 * runs["test"].seconds_per_query,
             "command": "python -m trainer.fusion --write-card",
         },
