@@ -317,8 +317,11 @@ def import_megadetector_json(
 ) -> MegaDetectorImport:
     """Boxes from a MegaDetector batch-output file (format 1.x-3.x, as AddaxAI writes it).
 
-    Its file paths are the original author's, so photos are matched by file name; names that match no photo,
-    or several, are reported, not guessed. Boxes are normalised [x, y, w, h] of the upright image.
+    Its file paths are relative to the card (MegaDetector's usual output) or the original author's absolute ones,
+    so a photo is matched by file name and, where one name occurs in several folders (StationA/IMG0001.JPG and
+    StationB/IMG0001.JPG), by the longest run of trailing folder names it shares with the entry; entries that match
+    no photo, or several equally well, are reported, not guessed. Boxes are normalised [x, y, w, h] of the upright
+    image.
     """
     doc = json.loads(Path(json_path).read_text())
     if conf is None:  # the threshold the file's own detector recommends (format 1.2+), else MegaDetector's 0.2
@@ -326,14 +329,14 @@ def import_megadetector_json(
         conf = float(meta.get("typical_detection_threshold", 0.2))
     categories = doc.get("detection_categories", {"1": "animal", "2": "person", "3": "vehicle"})
     by_name: dict[str, list[dict]] = {}
-    for m in catalogue.query("SELECT id, file_name, width, height, orientation FROM media WHERE status = 'ok'"):
+    for m in catalogue.query("SELECT id, path, file_name, width, height, orientation FROM media WHERE status = 'ok'"):
         by_name.setdefault(m["file_name"].casefold(), []).append(m)
     model = catalogue.ensure_model("megadetector-json", doc.get("info", {}).get("detector", "unknown"), "detector")
     added, matched, unmatched, ambiguous = 0, 0, [], []
     with catalogue.transaction():
         for entry in doc.get("images", []):
-            name = Path(str(entry.get("file", "")).replace("\\", "/")).name
-            candidates = by_name.get(name.casefold(), [])
+            parts = str(entry.get("file", "")).replace("\\", "/").casefold().split("/")
+            candidates = _best_path_matches(by_name.get(parts[-1], []), parts)
             if not candidates:
                 unmatched.append(entry.get("file", ""))
                 continue
@@ -361,3 +364,19 @@ def import_megadetector_json(
             catalogue.mark_stage(m["id"], "detect", model)
             matched += 1
     return MegaDetectorImport(added, matched, unmatched, ambiguous)
+
+
+def _best_path_matches(candidates: list[dict], entry_parts: list[str]) -> list[dict]:
+    """The photos (same file name) whose paths share the most trailing components with the entry's path."""
+    if len(candidates) < 2:
+        return candidates
+
+    def shared(m: dict) -> int:
+        mine = str(m["path"]).replace("\\", "/").casefold().split("/")
+        n = 0
+        while n < min(len(mine), len(entry_parts)) and mine[-1 - n] == entry_parts[-1 - n]:
+            n += 1
+        return n
+
+    scores = [shared(m) for m in candidates]
+    return [m for m, s in zip(candidates, scores, strict=True) if s == max(scores)]

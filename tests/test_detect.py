@@ -163,3 +163,33 @@ def test_megadetector_boxes_on_an_exif_rotated_photo(catalogue, data_dir, tmp_pa
     assert (det["x"], det["y"], det["w"], det["h"]) == pytest.approx(
         (0.0, 0.5 * upright_h, 0.5 * upright_w, 0.5 * upright_h)
     )
+
+
+def test_megadetector_paths_tell_apart_one_file_name_at_two_stations(catalogue, data_dir, tmp_path):
+    """camtrapR's real card: StationA/IMG0001.JPG and StationB/IMG0001.JPG. MegaDetector writes paths relative to
+    the folder it ran on; the box must land on the photo of the right station, a bare name stays ambiguous."""
+    import_folder(catalogue, data_dir / "camtrapr/raw_images")
+    md = {
+        "info": {"format_version": "1.4", "detector": "MegaDetector v5a"},
+        "images": [
+            {
+                "file": "StationA/IMG0001.JPG",
+                "detections": [{"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}],
+            },
+            {
+                "file": "StationB\\IMG0001.JPG",
+                "detections": [{"category": "1", "conf": 0.8, "bbox": [0.5, 0.5, 0.3, 0.3]}],
+            },
+            {"file": "IMG0002.JPG", "detections": [{"category": "1", "conf": 0.7, "bbox": [0.2, 0.2, 0.2, 0.2]}]},
+        ],
+    }
+    (tmp_path / "md.json").write_text(json.dumps(md))
+    result = import_megadetector_json(catalogue, tmp_path / "md.json")
+    assert result.media_matched == 2 and result.detections == 2
+    assert result.ambiguous_files == ["IMG0002.JPG"]  # in both stations: reported, not guessed
+    rows = catalogue.query(
+        "SELECT m.path, d.score FROM detections d JOIN media m ON m.id = d.media_id"
+        " WHERE d.source = 'megadetector-json'"
+    )
+    where = {row["score"]: row["path"].replace("\\", "/").split("/")[-2:] for row in rows}
+    assert where == {0.9: ["StationA", "IMG0001.JPG"], 0.8: ["StationB", "IMG0001.JPG"]}
