@@ -257,7 +257,7 @@ class ReviewWidget(QWidget):
             return
         self.query.setPixmap(pixmap(item["path"], item["box"], 480))
         self.caption.setText(
-            f"{item['file']} · {item['taken_at'] or 'time unknown'} · detection "
+            f"{item.get('station') or '—'} / {item['file']} · {item['taken_at'] or 'time unknown'} · detection "
             f"{item['detection_id']} ({_found_by(item)}) · {self.position + 1} of {total}"
         )
         self.new_hint.setText("<b>Probably a new individual</b> — press N to name it" if item["probably_new"] else "")

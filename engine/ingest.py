@@ -99,6 +99,16 @@ class CardLayout:
         return found
 
 
+# Folders a camera writes by itself (DCIM, 100RECNX, 101MEDIA, 100EK113): they never name a station.
+_CAMERA_FOLDER = re.compile(r"^(dcim|\d{3}[a-z0-9_]{5}|misc)$", re.IGNORECASE)
+
+
+def station_folder(relative: Path) -> str | None:
+    """The station when nobody named one (no --site, no layout, no camtrapR names): the first folder under the card
+    root that the camera did not make itself (Card/StationA/DCIM/100RECNX/IMG_0001.JPG -> StationA)."""
+    return next((f for f in relative.parts[:-1] if not _CAMERA_FOLDER.match(f)), None)
+
+
 def parse_tags(subjects: Sequence[str]) -> dict[str, str]:
     """digiKam/camtrapR hierarchical keywords: 'Species|Leopard Cat', 'individual|2'."""
     out: dict[str, str] = {}
@@ -237,7 +247,8 @@ class Importer:
         relative = scanned.path.relative_to(self.folder)
         from_folders = self.layout.read(relative)
         tags = parse_tags(meta.subjects)
-        deployment = self._deployment(from_folders.get("station") or self.site or self.folder.name)
+        station = from_folders.get("station") or self.site or station_folder(relative) or self.folder.name
+        deployment = self._deployment(station)
         error = scanned.error or meta.error or meta.exif_error
         if scanned.error or meta.error:
             status = "error"

@@ -427,9 +427,9 @@ def suggestions_for(catalogue: Catalogue, detection_ids: list[int], model_id: in
     rows = catalogue.query(
         f"""SELECT a.detection_id, a.individual_id, a.score, a.rank, a.proposal, a.note, i.code, i.name, i.species,
                   m.path, m.taken_at, d.x, d.y, d.w, d.h, d.label AS detector_label, d.score AS detector_score,
-                  d.source AS detector
+                  d.source AS detector, dep.name AS station
            FROM assignments a JOIN detections d ON d.id = a.detection_id JOIN media m ON m.id = d.media_id
-           LEFT JOIN individuals i ON i.id = a.individual_id
+           LEFT JOIN individuals i ON i.id = a.individual_id LEFT JOIN deployments dep ON dep.id = m.deployment_id
            WHERE a.detection_id IN ({marks}) AND a.status = 'suggested' AND a.model_id = ?
            ORDER BY a.detection_id, a.rank, a.id""",
         [*detection_ids, model_id],
@@ -441,6 +441,7 @@ def suggestions_for(catalogue: Catalogue, detection_ids: list[int], model_id: in
             {
                 "detection_id": r["detection_id"],
                 "path": r["path"],
+                "station": r["station"],
                 "taken_at": r["taken_at"],
                 "box": [r["x"], r["y"], r["w"], r["h"]] if r["w"] else None,
                 "detector": r["detector"],

@@ -80,6 +80,7 @@ def test_the_queue_is_read_a_page_at_a_time_and_a_decision_removes_one_row(qtbot
     widget.reload()
     order = [it["detection_id"] for it in open_suggestions(cat)]
     assert widget.model.total == len(order) > 6 and len(widget.model.rows) == 3
+    assert widget.caption.text().startswith("new-card / ")  # the station, so two IMG0001.JPG are told apart
     seen = []
     for _ in order:
         seen.append(widget.current()["detection_id"])

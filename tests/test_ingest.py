@@ -127,3 +127,30 @@ def test_unusable_catalogue_is_refused_with_its_name(tmp_path):
     with pytest.raises(CatalogueError, match="notes.sqlite"):
         Catalogue(bad)
     assert bad.read_text() == "shopping list"
+
+
+def test_the_station_is_the_folder_under_the_card_root_when_nobody_names_one(catalogue, data_dir, tmp_path):
+    import_folder(catalogue, data_dir / "camtrapr/raw_images")  # StationA/IMG0001.JPG, StationB/IMG0001.JPG
+    assert _stations(catalogue) == {
+        "IMG0001.JPG": {"StationA", "StationB"},
+        "IMG0002.JPG": {"StationA", "StationB"},
+        "IMG0003.JPG": {"StationA", "StationB"},
+    }
+    # Folders the camera makes itself are not stations; a --site given by the user wins.
+    card = tmp_path / "card"
+    for folder, name in (("Waterhole/DCIM/100RECNX", "IMG0001.JPG"), ("DCIM/101RECNX", "IMG0002.JPG")):
+        (card / folder).mkdir(parents=True)
+        shutil.copy(data_dir / "camtrapr/raw_images/StationA" / name, card / folder / name)
+    with Catalogue(tmp_path / "card.sqlite") as cat:
+        import_folder(cat, card)
+        assert _stations(cat) == {"IMG0001.JPG": {"Waterhole"}, "IMG0002.JPG": {"card"}}
+    with Catalogue(tmp_path / "site.sqlite") as cat:
+        import_folder(cat, card, site="North fence")
+        assert _stations(cat) == {"IMG0001.JPG": {"North fence"}, "IMG0002.JPG": {"North fence"}}
+
+
+def _stations(cat) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for r in cat.query("SELECT m.file_name, d.name FROM media m JOIN deployments d ON d.id = m.deployment_id"):
+        out.setdefault(r["file_name"], set()).add(r["name"])
+    return out
