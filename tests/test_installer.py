@@ -38,3 +38,14 @@ def test_build_from_clean_tree_and_selftest(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.startswith("selftest OK"), res.stdout
     assert time.perf_counter() - t0 < 120
+
+
+def test_one_opencv_owns_cv2():
+    """ultralytics pulls opencv-python beside the pinned headless build; both write `cv2` (and the GUI build brings
+    Qt plugins of its own): `make test` keeps the headless one only."""
+    from importlib.metadata import distributions
+
+    owners = sorted(
+        {d.metadata["Name"].lower() for d in distributions() if any(str(f).startswith("cv2/") for f in d.files or [])}
+    )
+    assert owners == ["opencv-python-headless"], owners
