@@ -22,7 +22,7 @@ from pathlib import Path
 from .catalogue import Catalogue, shift_time, utc_now
 from .exif import PhotoMeta, read_photo
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".heic", ".heif"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".wmv", ".m4v", ".3gp", ".asf", ".mts"}
 LEVEL_NAMES = {"station", "species", "-"}
 TAG_WHO = "import:xmp-tag"

@@ -154,3 +154,31 @@ def _stations(cat) -> dict[str, set[str]]:
     for r in cat.query("SELECT m.file_name, d.name FROM media m JOIN deployments d ON d.id = m.deployment_id"):
         out.setdefault(r["file_name"], set()).add(r["name"])
     return out
+
+
+def test_heic_photos_from_phones_are_imported_with_their_exif(catalogue, data_dir, tmp_path):
+    """A derived fixture: a real JPEG of the EXIF corpus re-encoded as HEIC with its EXIF block, as a phone writes
+    it; expectations from exiftool's reading of the original (tests/oracle/exiftool_oracle.json)."""
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    import engine  # noqa: F401  (registers the HEIF opener)
+
+    oracle = {
+        row["SourceFile"]: row
+        for row in json.loads((Path(__file__).parent / "oracle/exiftool_oracle.json").read_text())
+    }["exif/jpg/Kodak_CX7530.jpg"]
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    with Image.open(data_dir / "exif/jpg/Kodak_CX7530.jpg") as jpeg:
+        jpeg.save(folder / "IMG_0001.HEIC", exif=jpeg.info["exif"], quality=90)
+    summary = import_folder(catalogue, folder)
+    assert summary.added == 1 and not summary.errors
+    row = catalogue.query("SELECT * FROM media")[0]
+    assert row["status"] == "ok" and row["file_name"] == "IMG_0001.HEIC"
+    assert row["taken_at_raw"] == oracle["ExifIFD:DateTimeOriginal"].replace(":", "-", 2).replace(" ", "T")
+    assert row["latitude"] == pytest.approx(oracle["Composite:GPSLatitude"], abs=1e-4)
+    assert row["longitude"] == pytest.approx(oracle["Composite:GPSLongitude"], abs=1e-4)
+    assert row["camera_make"] == oracle["IFD0:Make"]
