@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import piexif
 from PIL import Image, UnidentifiedImageError
@@ -93,6 +94,28 @@ def normalise_offset(offset: str | None) -> str | None:
     if int(hours) > 14 or int(minutes) > 59:
         return None
     return f"{sign}{int(hours):02d}:{minutes}"
+
+
+def offset_at(zone: str | None, local_time: str) -> str | None:
+    """The UTC offset ('+02:00') that ``zone`` had at a local wall-clock time: a fixed offset as given, or an IANA
+    time zone name ('Africa/Johannesburg', 'Europe/Berlin') with its daylight-saving rules (zoneinfo). A time
+    that occurs twice when clocks go back takes its first (summer) offset. None when ``zone`` is neither."""
+    fixed = normalise_offset(zone)
+    if fixed or not zone:
+        return fixed
+    try:
+        tz = ZoneInfo(zone.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    delta = datetime.fromisoformat(local_time).replace(tzinfo=tz).utcoffset()
+    minutes = int(delta.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def valid_zone(zone: str) -> bool:
+    """A fixed UTC offset or an IANA time zone name."""
+    return offset_at(zone, "2000-01-01T12:00:00") is not None
 
 
 def xmp_datetime_to_iso(raw: str) -> str | None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .catalogue import Catalogue
-from .exif import normalise_offset, upright_size
+from .exif import offset_at, upright_size
 from .resources import species_info
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -181,8 +181,9 @@ def with_offset(taken_at: str | None, utc_offset: str | None) -> str | None:
     if not taken_at:
         return None
     parsed = datetime.fromisoformat(taken_at)
-    if parsed.tzinfo is None and normalise_offset(utc_offset):
-        return taken_at + normalise_offset(utc_offset)
+    offset = offset_at(utc_offset, taken_at) if parsed.tzinfo is None else None
+    if offset:
+        return taken_at + offset
     return taken_at
 
 
@@ -246,7 +247,8 @@ def _dp_time(taken_at: str | None, utc_offset: str | None, default_offset: str |
         return None
     parsed = datetime.fromisoformat(taken_at).replace(microsecond=0)
     if parsed.tzinfo is None:
-        offset = normalise_offset(utc_offset) or normalise_offset(default_offset)
+        local = parsed.isoformat()
+        offset = offset_at(utc_offset, local) or offset_at(default_offset, local)
         if not offset:
             return None
         parsed = datetime.fromisoformat(parsed.isoformat() + offset)

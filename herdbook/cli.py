@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from engine.catalogue import Catalogue, CatalogueError, default_catalogue_path
+from engine.exif import valid_zone
 from engine.export import ExportError, export_camtrap_dp, export_sightings_csv
 from engine.ingest import IngestError, import_folder
 
@@ -247,6 +248,11 @@ def cmd_deployment(args) -> int:
             for k in ("latitude", "longitude", "utc_offset", "site", "camera")
             if getattr(args, k) is not None
         }
+        if "utc_offset" in fields and not valid_zone(fields["utc_offset"]):
+            raise CommandError(
+                f"--utc-offset {fields['utc_offset']!r}: neither a UTC offset (+02:00) nor a time zone name "
+                "(Europe/Berlin: daylight-saving time is then followed)"
+            )
         if fields:
             cat.update_deployment(args.name, **fields)
         if args.clock_offset is not None:
@@ -480,7 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export sighting histories")
     p.add_argument("format", choices=["sightings", "camtrap-dp"])
     p.add_argument("out", help="CSV file (sightings) or folder (camtrap-dp)")
-    p.add_argument("--utc-offset", help="UTC offset (+HH:MM) for photo times that carry none")
+    p.add_argument(
+        "--utc-offset", help="UTC offset (+HH:MM) or time zone (Europe/Berlin) for photo times that carry none"
+    )
     p.add_argument("--media-license", default="CC-BY-4.0", help="licence of the photos (camtrap-dp; default CC-BY-4.0)")
     p.set_defaults(func=cmd_export)
 
@@ -488,7 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--latitude", type=float)
     p.add_argument("--longitude", type=float)
-    p.add_argument("--utc-offset")
+    p.add_argument(
+        "--utc-offset", help="the deployment's UTC offset (+02:00) or time zone name (daylight saving followed)"
+    )
     p.add_argument("--site")
     p.add_argument("--camera")
     p.add_argument("--clock-offset", type=float, help="seconds to add to every camera time")

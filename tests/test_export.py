@@ -236,3 +236,36 @@ def test_camtrap_dp_filters_by_site_date_and_species(tagged, tmp_path):
     obs = read_csv(tmp_path / "cats" / "observations.csv")
     assert {o["scientificName"] for o in obs} == {"Prionailurus bengalensis"}  # no other species
     assert sum(bool(o["individualID"]) for o in obs) == 26
+
+
+def test_a_time_zone_name_follows_daylight_saving_time():
+    from engine.exif import offset_at, valid_zone
+
+    assert offset_at("Europe/Berlin", "2026-03-29T01:59:00") == "+01:00"  # the night clocks go forward
+    assert offset_at("Europe/Berlin", "2026-03-29T03:00:00") == "+02:00"
+    assert offset_at("Europe/Berlin", "2026-10-25T02:30:00") == "+02:00"  # twice that night: the first one
+    assert offset_at("America/Denver", "2009-01-10T05:07:00") == "-07:00"
+    assert offset_at("America/Denver", "2009-07-10T05:07:00") == "-06:00"
+    assert offset_at("Africa/Johannesburg", "2026-07-01T12:00:00") == "+02:00"
+    assert offset_at("+0530", "2026-07-01T12:00:00") == "+05:30"
+    assert not valid_zone("Mars/Olympus") and not valid_zone("+25:00") and valid_zone("Asia/Kuching")
+
+
+def test_exports_take_each_photos_offset_from_its_deployments_time_zone(tagged, tmp_path):
+    tagged.update_deployment("StationA", utc_offset="America/Denver")
+    photos = tagged.query(
+        "SELECT m.id, m.taken_at FROM media m JOIN deployments d ON d.id = m.deployment_id "
+        "WHERE d.name = 'StationA' AND m.taken_at IS NOT NULL"
+    )
+    assert photos
+    export_camtrap_dp(tagged, tmp_path / "dp")
+    stamps = {m["mediaID"]: m["timestamp"] for m in read_csv(tmp_path / "dp" / "media.csv")}
+    seen = set()
+    for photo in photos:
+        month = int(photo["taken_at"][5:7])
+        if month in (3, 11):
+            continue  # the months clocks change in; the others are unambiguous
+        expected = "-06:00" if 4 <= month <= 10 else "-07:00"  # MDT April-October, MST November-March
+        assert stamps[str(photo["id"])].endswith(expected), (photo, stamps[str(photo["id"])])
+        seen.add(expected)
+    assert seen  # photos were checked
