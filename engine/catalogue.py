@@ -564,6 +564,29 @@ class Catalogue:
         }
         return self.db["assignments"].insert(row).last_pk
 
+    def record_suggestions(self, rows: list[dict], who: str, model_id: int) -> None:
+        """Append many 'suggested' rows at once (the suggest stage writes six per detection): one executemany, not
+        one sqlite-utils insert each. rows: detection_id, individual_id, score, rank, note, proposal."""
+        at = utc_now()
+        self.db.conn.executemany(
+            "INSERT INTO assignments (detection_id, individual_id, status, score, rank, who, at, note, model_id, "
+            "proposal) VALUES (?, ?, 'suggested', ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r["detection_id"],
+                    r["individual_id"],
+                    r["score"],
+                    r["rank"],
+                    who,
+                    at,
+                    r.get("note"),
+                    model_id,
+                    r.get("proposal"),
+                )
+                for r in rows
+            ],
+        )
+
     def confirm(self, detection_id: int, individual_id: int, who: str, score: float | None = None) -> int:
         return self.record(detection_id, individual_id, "confirmed", who, score=score)
 

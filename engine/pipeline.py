@@ -315,34 +315,34 @@ class Pipeline:
         groups = group_new(new_items, np.stack(new_vecs), self.appearance_threshold) if new_items else []
         batch_key = f"m{self.reid_model_id}-{int(time.time())}"
         proposal_of = {row["id"]: f"new-{batch_key}-{g}" for row, g in zip(new_items, groups, strict=True)}
+        rows = []
+        for row, cands, is_new, best in results:
+            for rank, c in enumerate(cands, 1):
+                note = {"gallery_detection": c.best_detection_id, "appearance": c.appearance}
+                if c.pattern_inliers is not None:
+                    note["pattern_inliers"] = c.pattern_inliers
+                rows.append(
+                    {
+                        "detection_id": row["id"],
+                        "individual_id": c.individual_id,
+                        "score": c.score,
+                        "rank": rank,
+                        "note": json.dumps(note),
+                    }
+                )
+            if is_new or not cands:
+                rows.append(
+                    {
+                        "detection_id": row["id"],
+                        "individual_id": None,
+                        "score": best if cands else None,
+                        "rank": 0,
+                        "note": "probably a new individual",
+                        "proposal": proposal_of.get(row["id"]),
+                    }
+                )
         with self.cat.transaction():
-            for row, cands, is_new, best in results:
-                for rank, c in enumerate(cands, 1):
-                    self.cat.record(
-                        row["id"],
-                        c.individual_id,
-                        "suggested",
-                        self.who,
-                        score=c.score,
-                        rank=rank,
-                        model_id=self.reid_model_id,
-                        note=json.dumps(
-                            {"gallery_detection": c.best_detection_id, "appearance": c.appearance}
-                            | ({"pattern_inliers": c.pattern_inliers} if c.pattern_inliers is not None else {})
-                        ),
-                    )
-                if is_new or not cands:
-                    self.cat.record(
-                        row["id"],
-                        None,
-                        "suggested",
-                        self.who,
-                        score=best if cands else None,
-                        rank=0,
-                        model_id=self.reid_model_id,
-                        proposal=proposal_of.get(row["id"]),
-                        note="probably a new individual",
-                    )
+            self.cat.record_suggestions(rows, self.who, self.reid_model_id)
         stats.items = len(results)
         stats.seconds = time.perf_counter() - t0
         if progress:
