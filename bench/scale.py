@@ -145,6 +145,22 @@ def build(path: Path, size: int, seed: int = 0) -> None:
     cat.close()
 
 
+def adopt_current_model(cat) -> None:
+    """A catalogue grown under an older card of the same ONNX file (same sha256: same vectors) is relabelled to the
+    current card's version, so the suggest stage finds its embeddings instead of embedding nothing."""
+    from engine.reid import default_model_path
+
+    card = json.loads(default_model_path().with_suffix(".json").read_text())
+    with cat.transaction():
+        if not cat.db.execute(
+            "SELECT 1 FROM models WHERE name = ? AND version = ?", [card["name"], card["version"]]
+        ).fetchone():
+            cat.db.execute(
+                "UPDATE models SET version = ? WHERE kind = 'reid' AND name = ? AND onnx_sha256 = ?",
+                [card["version"], card["name"], card.get("onnx_sha256")],
+            )
+
+
 # -- measurements, each in its own process ------------------------------------------------------------------
 
 
@@ -348,7 +364,8 @@ def main() -> int:
         shutil.copyfile(grown, run)
         from engine.catalogue import Catalogue
 
-        Catalogue(run).close()  # a one-time schema migration is not the window's opening time
+        with Catalogue(run) as cat:  # a one-time schema migration is not the window's opening time
+            adopt_current_model(cat)
         row = {"detections": size}
         row |= child("app", run, args.presses if size < 1_000_000 else max(4, args.presses // 4))
         if size <= args.suggest_up_to:

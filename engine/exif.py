@@ -8,6 +8,7 @@ HyperFire), that documented structure is decoded and the row says so in ``time_s
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ def exif_datetime_to_iso(raw: str, subsec: str | None = None, offset: str | None
     return iso + (normalise_offset(offset) or "")
 
 
+@functools.lru_cache(maxsize=1024)  # an export asks for the same few offsets once per photo
 def normalise_offset(offset: str | None) -> str | None:
     """'+2:00', '+0200', 'Z' -> '+02:00' / '+00:00'; None for anything else."""
     if not offset:

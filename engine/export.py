@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -246,13 +247,11 @@ def _dp_time(taken_at: str | None, utc_offset: str | None, default_offset: str |
     if not taken_at:
         return None
     parsed = datetime.fromisoformat(taken_at).replace(microsecond=0)
-    if parsed.tzinfo is None:
-        local = parsed.isoformat()
-        offset = offset_at(utc_offset, local) or offset_at(default_offset, local)
-        if not offset:
-            return None
-        parsed = datetime.fromisoformat(parsed.isoformat() + offset)
-    return parsed.isoformat()
+    stamp = parsed.isoformat()
+    if parsed.tzinfo is not None:
+        return stamp
+    offset = offset_at(utc_offset, stamp) or offset_at(default_offset, stamp)
+    return stamp + offset if offset else None
 
 
 def _utc_stamp(at: str | None) -> str | None:
@@ -392,15 +391,18 @@ class _ChosenMedia:
             yield row, self.stamp(row)
 
 
-def package_file_path(photo: str, package_dir: Path) -> str:
-    """Camtrap DP's filePath: relative (POSIX) when the photo is inside the package folder, else a file URL."""
-    path, root = Path(photo).resolve(), package_dir.resolve()
-    if path.is_relative_to(root):
-        return path.relative_to(root).as_posix()
-    return path.as_uri()
+def package_file_path(photo: str, package_root: Path) -> str:
+    """Camtrap DP's filePath: relative (POSIX) when the photo is inside the package folder (``package_root``,
+    resolved), else a file URL. Catalogue paths are absolute already: no file system call per photo."""
+    path = os.path.abspath(photo)
+    inside = os.path.join(str(package_root), "")
+    if path.startswith(inside):
+        return path[len(inside) :].replace(os.sep, "/")
+    return Path(path).as_uri()
 
 
 def _media_rows(chosen: _ChosenMedia, package_dir: Path) -> Iterator[dict]:
+    package_dir = package_dir.resolve()
     for m, stamp in chosen.media("m.*"):
         if stamp is None:
             continue
