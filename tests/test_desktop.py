@@ -98,6 +98,31 @@ def test_the_queue_is_read_a_page_at_a_time_and_a_decision_removes_one_row(qtbot
 
 
 @needs_model
+def test_n_with_an_existing_code_offers_that_individual_instead_of_a_duplicate(qtbot, review):
+    cat, widget = review
+    known = cat.query("SELECT id, code, species FROM individuals WHERE merged_into IS NULL ORDER BY id LIMIT 1")[0]
+    widget.ask_code = lambda _parent, _suggestion: known["code"]
+    widget.ask_species = lambda _parent, _suggestion: known["species"]
+    offered = []
+
+    def decline(_parent, existing):
+        offered.append(existing)
+        return False
+
+    widget.ask_confirm_existing = decline
+    first = widget.current()["detection_id"]
+    count = cat.db["individuals"].count
+    qtbot.keyClick(widget, "N")
+    assert [(e.individual_id, e.code) for e in offered] == [(known["id"], known["code"])]
+    assert cat.db["individuals"].count == count and cat.sighting_of(first) is None  # declined: nothing written
+    assert widget.current()["detection_id"] == first and "not saved" in widget.status.text()
+    widget.ask_confirm_existing = lambda _parent, _existing: True
+    qtbot.keyClick(widget, "N")
+    assert cat.sighting_of(first)["individual_id"] == known["id"]  # accepted: confirmed as the existing one
+    assert cat.db["individuals"].count == count and widget.current()["detection_id"] != first
+
+
+@needs_model
 def test_key_press_to_next_suggestion_is_fast(qtbot, review):
     """Time from a decision key to the next suggestion drawn (the number the closing note reports)."""
     _cat, widget = review
