@@ -325,9 +325,8 @@ def _migration_5(db: sqlite_utils.Database) -> None:
         """
     )
     # No index on assignments(status, ...): with one, SQLite answers "has this detection a suggestion?" by
-    # scanning every suggestion of the model instead of the detection's few rows (quadratic at 100k).
-    db["media"].create_index(["taken_at"], if_not_exists=True)
-    db["patterns"].create_index(["method"], if_not_exists=True)
+    # scanning every suggestion of the model instead of the detection's few rows (quadratic at 100k). The queue
+    # keeps its own time order, so media needs no index on taken_at.
 
 
 MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5}

@@ -451,21 +451,8 @@ def _observations(chosen: _ChosenMedia) -> Iterator[dict]:
             continue
         confirmed = d["individual_id"] is not None
         species = (confirmed and d["sighting_species"]) or d["species"] or d["media_species"]
-        sci = species_info(species)["scientific_name"]
         obs_type = OBSERVATION_TYPES.get((d["label"] or "animal").lower(), "animal")
-        row = {
-            "observationID": f"det{d['detection_id']}",
-            "deploymentID": chosen.dep_by_id[d["deployment_id"]]["name"],
-            "mediaID": str(d["media_id"]),
-            "eventID": str(d["media_id"]),
-            "eventStart": stamp,
-            "eventEnd": stamp,
-            "observationLevel": "media",
-            "observationType": obs_type,
-            "scientificName": sci if obs_type == "animal" else None,
-            "count": 1,
-            "observationTags": f"species:{species}" if species and not sci else None,
-        }
+        row = _observation(f"det{d['detection_id']}", chosen, d, stamp, obs_type, species) | {"count": 1}
         if d["x"] is not None and d["width"] and d["height"]:
             width, height = upright_size(d["width"], d["height"], d["orientation"])  # boxes are upright
             row.update(
@@ -492,25 +479,32 @@ def _observations(chosen: _ChosenMedia) -> Iterator[dict]:
             )
         yield row
     # Photos a user classified by folder or tag, with no detection: one media-level observation each.
-    unboxed = "m.id, m.species AS media_species"
+    unboxed = "m.id, m.id AS media_id, m.species AS media_species"
     no_detection = "m.species IS NOT NULL AND NOT EXISTS (SELECT 1 FROM detections d WHERE d.media_id = m.id)"
     for m, stamp in chosen.media(unboxed, also=no_detection):
         if stamp is None:
             continue
-        sci = species_info(m["media_species"])["scientific_name"]
-        yield {
-            "observationID": f"media{m['id']}",
-            "deploymentID": chosen.dep_by_id[m["deployment_id"]]["name"],
-            "mediaID": str(m["id"]),
-            "eventID": str(m["id"]),
-            "eventStart": stamp,
-            "eventEnd": stamp,
-            "observationLevel": "media",
-            "observationType": "animal",
-            "scientificName": sci,
-            "classificationMethod": "human",
-            "observationTags": f"species:{m['media_species']}" if not sci else None,
+        yield _observation(f"media{m['id']}", chosen, m, stamp, "animal", m["media_species"]) | {
+            "classificationMethod": "human"
         }
+
+
+def _observation(observation_id: str, chosen: _ChosenMedia, row: dict, stamp: str, obs_type: str, species) -> dict:
+    """The fields every observation of one photo has: ids, its event (the photo's time), type and species (the
+    scientific name when known, else the user's name as a tag)."""
+    sci = species_info(species)["scientific_name"]
+    return {
+        "observationID": observation_id,
+        "deploymentID": chosen.dep_by_id[row["deployment_id"]]["name"],
+        "mediaID": str(row["media_id"]),
+        "eventID": str(row["media_id"]),
+        "eventStart": stamp,
+        "eventEnd": stamp,
+        "observationLevel": "media",
+        "observationType": obs_type,
+        "scientificName": sci if obs_type == "animal" else None,
+        "observationTags": f"species:{species}" if species and not sci else None,
+    }
 
 
 def _write_datapackage(

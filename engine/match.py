@@ -228,9 +228,10 @@ def group_new(
 
     items: dicts with deployment_id, taken_at, media_id, n_in_photo (detections in that photo).
     A burst only links photos that hold a single animal each (two animals in one burst may be two individuals).
-    In n log n, not over all pairs: similarity links come from each detection's ``neighbours`` nearest (HNSW
-    from ANN_MIN_GROUP detections), burst links from consecutive photos of one camera in time order (within
-    ``burst_seconds`` of the previous one chains exactly the pairs that all-pairs would link).
+    No all-pairs matrix and no Python loop over pairs: similarity links come from each detection's ``neighbours``
+    nearest (exact search in bounded blocks below ANN_MIN_GROUP detections, so still n^2 arithmetic there; HNSW,
+    n log n, above), burst links from consecutive photos of one camera in time order (each within
+    ``burst_seconds`` of the previous one: the same groups that linking every close pair gives).
     """
     n = len(items)
     parent = list(range(n))
@@ -248,8 +249,8 @@ def group_new(
 
     if n > 1:
         scores, rows = VectorIndex(vectors, ann_min=ANN_MIN_GROUP).search(vectors, min(neighbours + 1, n))
-        for i, j in zip(*np.nonzero((scores >= threshold) & (rows >= 0)), strict=True):
-            j = int(rows[i, j])
+        for i, rank in zip(*np.nonzero((scores >= threshold) & (rows >= 0)), strict=True):
+            j = int(rows[i, rank])
             if j != i and items[i]["media_id"] != items[j]["media_id"]:  # two animals in one photo are two
                 union(i, j)
     times = [_parse(it.get("taken_at")) for it in items]

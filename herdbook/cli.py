@@ -393,9 +393,7 @@ def cmd_evaluate(args) -> int:
     bar, update = _progress_bar("evaluate")
     try:
         result = evaluate_folder(args.data, args.model, lambda d, t: update(d, t, ""), args.detector)
-    except ModelError as exc:
-        raise CommandError(str(exc)) from exc
-    except (FileNotFoundError, ValueError) as exc:
+    except (ModelError, FileNotFoundError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     finally:
         bar.close()

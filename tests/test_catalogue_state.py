@@ -35,8 +35,9 @@ def _state(cat: Catalogue) -> tuple[list, list]:
     return sightings, queue
 
 
-def _derived(cat: Catalogue) -> tuple[list, list]:
-    return [tuple(r) for r in cat.db.execute(DERIVED_SIGHTINGS)], [r[0] for r in cat.db.execute(DERIVED_OPEN)]
+def _derived(db) -> tuple[list, list]:
+    """The oracle's state of a catalogue's database (sqlite-utils or sqlite3)."""
+    return [tuple(r) for r in db.execute(DERIVED_SIGHTINGS)], [r[0] for r in db.execute(DERIVED_OPEN)]
 
 
 def _photos(cat: Catalogue, n: int) -> list[int]:
@@ -76,7 +77,7 @@ def test_state_tables_say_what_the_log_says_after_every_decision(tmp_path):
         inds = [cat.ensure_individual(code, "nyala") for code in "ABCD"]
         for det in dets[:9]:
             _suggest(cat, det, rng.sample(inds, 3), model, new=det % 3 == 0)
-        assert _state(cat) == _derived(cat) and len(_state(cat)[1]) == 9
+        assert _state(cat) == _derived(cat.db) and len(_state(cat)[1]) == 9
         sizes = set()
         for step in range(150):
             det, ind, who = rng.choice(dets), rng.choice(inds), rng.choice(["ann", "bob"])
@@ -93,49 +94,43 @@ def test_state_tables_say_what_the_log_says_after_every_decision(tmp_path):
                 cat.undo_last(who, detection_id=det)
             else:
                 _suggest(cat, det, rng.sample(inds, 2), model)
-            assert _state(cat) == _derived(cat), f"step {step}: {action} on detection {det}"
+            assert _state(cat) == _derived(cat.db), f"step {step}: {action} on detection {det}"
             sizes.add(tuple(map(len, _state(cat))))
         assert len(sizes) >= 10  # the walk went through many different states, not one repeated
 
 
 def test_an_existing_schema_4_catalogue_gets_its_state_derived(tmp_path):
     path = tmp_path / "old.sqlite"
-    db = sqlite_utils.Database(path)
+    db = sqlite_utils.Database(path)  # a catalogue as Herdbook 0.3 (schema 4) left it, its log written row by row
     db["schema_version"].create({"version": int, "applied_at": str}, pk="version")
     for version in (1, 2, 3, 4):
         MIGRATIONS[version](db)
         db["schema_version"].insert({"version": version, "applied_at": "2026-01-01"})
-    db.close()
-    # Decisions written as Herdbook 0.3 wrote them, before the trigger existed.
-    with Catalogue(path) as cat:
-        cat.db.execute("DROP TRIGGER assignments_keep_state")
-        model = cat.ensure_model("reid", "1", "reid")
-        dets = _photos(cat, 4)
-        a, b = cat.ensure_individual("A", "nyala"), cat.ensure_individual("B", "nyala")
-        for det in dets:
-            _suggest(cat, det, [a, b], model)
-        cat.confirm(dets[0], a, "ann")
-        cat.confirm(dets[1], b, "ann")
-        cat.undo_last("ann")
-        cat.reject(dets[2], None, "ann")
-        expected = _derived(cat)
-        cat.db.executescript(
-            "DROP INDEX assignments_undone; DROP TABLE review_queue; DROP VIEW sightings; DROP TABLE sighting_state;"
-            "DROP TRIGGER media_time_keeps_queue; DELETE FROM schema_version WHERE version = 5;"
-            "CREATE VIEW sightings AS SELECT NULL AS assignment_id, NULL AS detection_id, NULL AS individual_id, "
-            "NULL AS score, NULL AS who, NULL AS at WHERE 0"
+    model = db["models"].insert({"name": "reid", "version": "1", "kind": "reid"}).last_pk
+    a, b = (db["individuals"].insert({"code": c, "species": "nyala"}).last_pk for c in "AB")
+    dets = []
+    for i in range(4):
+        media = (
+            db["media"]
+            .insert(
+                {"path": f"/card/{i}.jpg", "file_name": f"{i}.jpg", "kind": "image", "status": "ok", "sha256": str(i)}
+            )
+            .last_pk
         )
-    # The schema-4 view is stood in for above; recreate it as schema 1 defined it before migrating.
-    raw = sqlite_utils.Database(path)
-    raw.execute("DROP VIEW sightings")
-    raw.execute(
-        "CREATE VIEW sightings AS SELECT e.id AS assignment_id, e.detection_id, e.individual_id, e.score, e.who, e.at "
-        "FROM effective_assignments e WHERE e.status = 'confirmed' AND e.id = (SELECT max(x.id) FROM "
-        "effective_assignments x WHERE x.detection_id = e.detection_id AND x.status = 'confirmed') AND NOT EXISTS "
-        "(SELECT 1 FROM effective_assignments r WHERE r.detection_id = e.detection_id AND r.individual_id = "
-        "e.individual_id AND r.status = 'rejected' AND r.id > e.id)"
-    )
-    raw.close()
+        dets.append(db["detections"].insert({"media_id": media, "source": "bench"}).last_pk)
+
+    def log(det, ind, status, undoes=None):
+        row = {"detection_id": det, "individual_id": ind, "status": status, "who": "ann", "at": "2026-01-01"}
+        return db["assignments"].insert({**row, "undoes": undoes, "model_id": model}).last_pk
+
+    for det in dets:
+        for ind in (a, b):
+            log(det, ind, "suggested")
+    log(dets[0], a, "confirmed")
+    log(dets[1], b, "undo", undoes=log(dets[1], b, "confirmed"))
+    log(dets[2], None, "rejected")
+    expected = _derived(db)
+    db.close()
     with Catalogue(path) as cat:
         assert cat.version == SCHEMA_VERSION
         assert _state(cat) == expected

@@ -132,6 +132,10 @@ def main(argv=None) -> int:
             "split": "split_by_identity(samples, 0.34, seed=0)",
             "calibration": [len(calibration), len({s.individual for s in calibration})],
             "test": [len(test), len({s.individual for s in test})],
+            "unseen": "the test individuals were never used to fit the fusion or to choose its threshold, k or "
+            "matcher; the embedding (ImageNet MobileNetV2 off the shelf) never trained on any nyala",
+            "queries": "every test photo with another encounter of its individual, against all other test photos "
+            "outside its own encounter (a nyala number's left and right photos are one encounter), same side only",
             "candidates_verified": fused.candidates,
             "photos_per_candidate": fused.photos_per_candidate,
             "open_set": f"threshold flags {TARGET_NEW_FLAGGED:.0%} of calibration 'new' scores; a query's 'new' "
