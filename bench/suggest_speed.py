@@ -3,8 +3,10 @@ with the global top-k individuals (the model card's k, 40) pattern-verified. Not
 bench/results/suggest_speed.json.
 
 The gallery is real: 300 nyala photos' embeddings and pattern features (bundled detector crop, bundled model),
-repeated over 1000 individuals x 3 photos (each copy's vector jittered so the index sees 3000 distinct rows).
-Usage: python bench/suggest_speed.py [--individuals 1000] [--queries 50]
+repeated over 1000 individuals x the card's photos per candidate (8 since 0.4.0; each copy's vector jittered so
+the index sees distinct rows). At most the search depth's 200 nearest gallery photos are verified per query, and
+this gallery makes every query verify all 200 (worst case).
+Usage: python bench/suggest_speed.py [--individuals 1000] [--photos N] [--queries 50]
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--individuals", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--photos", type=int, default=None, help="per individual (default: the card's per candidate)")
     args = parser.parse_args()
     samples = folder_samples(find_data_dir() / "nyala" / "train")
     rng = np.random.default_rng(0)
@@ -42,12 +45,17 @@ def main() -> None:
     embedder = Embedder()
     vectors, patterns = photo_features([s.path for s in chosen], load_detector("bundled"), embedder)
     fusion = Fusion.from_card(embedder.card.data)
-    n = args.individuals * 3
-    source = np.arange(n) % 300
+    photos = args.photos or fusion.photos_per_candidate
+    n = args.individuals * photos
+    # Each individual's photos are copies of one real photo, so the nearest 200 gallery photos are 25 individuals x
+    # 8 photos: every query pays the most verifications the search depth allows (the worst case, not the typical).
+    source = (np.arange(n) // photos) % 300
     jitter = rng.normal(0, 0.01, (n, vectors.shape[1])).astype(np.float32)
     gv = vectors[source] + jitter
     gv /= np.linalg.norm(gv, axis=1, keepdims=True)
-    gallery = Gallery(gv, np.arange(n) // 3, np.arange(n), np.array(["left"] * n, object), np.array([None] * n, object))
+    gallery = Gallery(
+        gv, np.arange(n) // photos, np.arange(n), np.array(["left"] * n, object), np.array([None] * n, object)
+    )
     store = {i: patterns[source[i]] for i in range(n)}
     times = {}
     for name, f in (("appearance only", None), (f"appearance + pattern (top-{fusion.candidates} verified)", fusion)):
@@ -68,6 +76,9 @@ def main() -> None:
             {
                 "individuals": args.individuals,
                 "gallery_photos": n,
+                "photos_per_individual": photos,
+                "candidates_verified": fusion.candidates,
+                "photos_verified_per_candidate": fusion.photos_per_candidate,
                 "queries": args.queries,
                 "cpu_count": os.cpu_count(),
                 "results": times,

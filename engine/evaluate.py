@@ -102,7 +102,8 @@ def evaluate_folder(
     out = reid_protocol(emb, ids, enc, sides)  # appearance alone, photo against photo
     fusion = Fusion.from_card(embedder.card.data)
     threshold = fusion.threshold if fusion else float(embedder.card.data.get("open_set_threshold") or 0.5)
-    run = run_suggestions(emb, ids, enc, sides, patterns if fusion else None)
+    verified = (fusion.candidates, fusion.photos_per_candidate) if fusion else ()
+    run = run_suggestions(emb, ids, enc, sides, patterns if fusion else None, *verified)
     out["suggestions"] = suggestion_figures(run, fusion, threshold)
     out["fused"] = fusion is not None
     out["photos"], out["individuals"] = len(photos), len(set(ids))
@@ -130,6 +131,7 @@ def run_suggestions(
     viewpoints,
     patterns: list[PatternFeatures] | None = None,
     candidates: int = 20,
+    photos_per_candidate: int = 3,
 ) -> SuggestionRun:
     """Every photo as a query against all the others outside its own encounter, through engine.match.suggest
     (same side only when sides are known; each candidate's best photos pattern-verified when ``patterns``)."""
@@ -145,7 +147,7 @@ def run_suggestions(
         np.array([None] * len(ids), dtype=object),
     )
     # Ranking by appearance (weight 1, pattern 0): the verified top-k are the product's, in appearance order.
-    probe = Fusion(1.0, 0.0, 0.0, float("-inf"), candidates=candidates) if patterns is not None else None
+    probe = Fusion(1.0, 0.0, 0.0, float("-inf"), candidates, photos_per_candidate) if patterns is not None else None
     queries = []
     t0 = time.perf_counter()
     for q in range(len(ids)):
@@ -175,7 +177,7 @@ def fused_scores(run: SuggestionRun, fusion: Fusion | None) -> list[np.ndarray]:
     """Each query's candidate scores: appearance alone, or the fusion's probability."""
     if fusion is None:
         return [np.array([a for a, _, _ in q]) for q in run.queries]
-    return [np.array([fusion.probability(a, max(n, 0)) for a, n, _ in q]) for q in run.queries]
+    return [fusion.probabilities([a for a, _, _ in q], [max(n, 0) for _, n, _ in q]) for q in run.queries]
 
 
 def query_outcomes(run: SuggestionRun, fusion: Fusion | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -125,9 +125,10 @@ class Gallery:
 
 
 def rank_individuals(
-    sims: np.ndarray, gallery_rows: np.ndarray, gallery: Gallery, k: int = 5, top_n: int = 3
+    sims: np.ndarray, gallery_rows: np.ndarray, gallery: Gallery, k: int = 5, top_n: int = 3, keep_photos: int = 3
 ) -> list[Candidate]:
-    """Aggregate per-vector similarities into per-individual scores (mean of each one's best top_n)."""
+    """Aggregate per-vector similarities into per-individual scores (mean of each one's best top_n); each
+    candidate lists its best ``keep_photos`` gallery detections (the ones pattern verification looks at)."""
     per: dict[int, list[tuple[float, int]]] = defaultdict(list)
     for s, row in zip(sims, gallery_rows, strict=True):
         if row < 0:
@@ -138,7 +139,7 @@ def rank_individuals(
         items.sort(reverse=True)
         best = items[:top_n]
         score = sum(v for v, _ in best) / len(best)  # plain floats: np.mean costs more than the sum at this size
-        cands.append(Candidate(ind, score, best[0][1], score, [d for _, d in best]))
+        cands.append(Candidate(ind, score, best[0][1], score, [d for _, d in items[: max(top_n, keep_photos)]]))
     cands.sort(key=lambda c: -c.score)
     return cands[:k]
 
@@ -180,7 +181,8 @@ def suggest(
     if exclude_detections:
         keep &= np.array([d not in exclude_detections for d in gallery.detection_ids[np.maximum(rows, 0)]], bool)
     verify = fusion is not None and query_pattern is not None and gallery_pattern is not None
-    cands = rank_individuals(scores[keep], rows[keep], gallery, fusion.candidates if verify else k, top_n)
+    photos = fusion.photos_per_candidate if verify else top_n
+    cands = rank_individuals(scores[keep], rows[keep], gallery, fusion.candidates if verify else k, top_n, photos)
     if verify:
         cands = verify_candidates(cands, query_pattern, gallery_pattern, fusion)[:k]
         threshold = fusion.threshold
@@ -199,7 +201,8 @@ def match_reason(score: float, appearance: float | None, pattern_inliers: int | 
 def verify_candidates(
     cands: list[Candidate], query_pattern: PatternFeatures, gallery_pattern, fusion: Fusion
 ) -> list[Candidate]:
-    """Match the query's coat pattern against each candidate's best photos; rank by fused probability."""
+    """Match the query's coat pattern against each candidate's best photos; rank by fused probability (the
+    candidates are judged together: each one's lead over the best of the others counts)."""
     for c in cands:
         best_inliers, best_detection = 0, c.best_detection_id
         for detection_id in c.detection_ids[: fusion.photos_per_candidate]:
@@ -210,7 +213,9 @@ def verify_candidates(
             if inliers > best_inliers:
                 best_inliers, best_detection = inliers, detection_id
         c.pattern_inliers, c.best_detection_id = best_inliers, best_detection
-        c.score = fusion.probability(c.appearance, best_inliers)
+    probabilities = fusion.probabilities([c.appearance for c in cands], [c.pattern_inliers for c in cands])
+    for c, p in zip(cands, probabilities, strict=True):
+        c.score = float(p)
     return sorted(cands, key=lambda c: -c.score)
 
 

@@ -100,12 +100,26 @@ def test_a_query_without_pattern_features_falls_back_to_the_appearance_threshold
     assert best == pytest.approx(0.8) and is_new  # 0.8 < the appearance threshold 0.9; not compared with 0.5
     cands, is_new, best = suggest(query, gallery, 0.9, fusion=fusion, query_pattern=store(8), gallery_pattern=store)
     assert cands[0].individual_id == 2 and cands[0].pattern_inliers > 100  # same photo's features
-    assert not is_new and best == pytest.approx(fusion.probability(0.8, cands[0].pattern_inliers))
+    alone = fusion.probabilities([c.appearance for c in cands], [c.pattern_inliers for c in cands])
+    assert not is_new and best == pytest.approx(alone.max())
+
+
+def test_a_candidate_that_stands_out_is_more_probable_than_the_same_scores_in_a_crowd():
+    fusion = Fusion(2.0, 0.5, -4.0, 0.5, pattern_lead_weight=1.5, appearance_lead_weight=3.0)
+    clear = fusion.probabilities([0.7, 0.5, 0.5], [40, 5, 4])  # a known animal: one candidate well ahead
+    crowd = fusion.probabilities([0.7, 0.69, 0.68], [40, 38, 37])  # the same best scores among look-alikes
+    assert clear.argmax() == crowd.argmax() == 0
+    assert clear[0] > 0.5 > crowd[0]  # the lead decides 'probably new', not the raw inliers
+    plain = Fusion(2.0, 0.5, -4.0, 0.5)  # a card without leads (0.3.x) keeps its per-candidate probabilities
+    assert plain.probabilities([0.7, 0.5], [40, 5])[0] == pytest.approx(plain.probabilities([0.7, 0.69], [40, 38])[0])
+    assert fusion.probabilities([0.7], [40]).shape == (1,) and fusion.probabilities([], []).shape == (0,)
 
 
 def test_fusion_is_read_from_a_card_only_for_its_own_recipe():
-    card = {"fusion": Fusion(8.0, 1.2, -9.0, 0.3).as_card()}
-    assert Fusion.from_card(card) == Fusion(8.0, 1.2, -9.0, 0.3)
+    card = {"fusion": Fusion(8.0, 1.2, -9.0, 0.3, pattern_lead_weight=0.7).as_card()}
+    assert Fusion.from_card(card) == Fusion(8.0, 1.2, -9.0, 0.3, pattern_lead_weight=0.7)
+    old = {k: v for k, v in card["fusion"].items() if "lead" not in k}  # a 0.3.x card
+    assert Fusion.from_card({"fusion": old}) == Fusion(8.0, 1.2, -9.0, 0.3)
     assert Fusion.from_card({"fusion": {**card["fusion"], "method": "older-recipe/0"}}) is None
     assert Fusion.from_card({"fusion": {**card["fusion"], "matcher": "affine/1"}}) is None  # fitted for another
     assert Fusion.from_card({"fusion": {k: v for k, v in card["fusion"].items() if k != "matcher"}}) is None

@@ -36,26 +36,53 @@ SEED, TEST_FRACTION = 0, 0.34
 # there: the true individual is often 21st-40th by appearance. Twice the matching time of k = 20, still within
 # the 1 s budget (bench/suggest_speed.py).
 CANDIDATES = 40
+# Photos verified per candidate individual (its best by appearance), and the leads in the fusion
+# (engine.calibration), chosen by two-fold cross-validation over the calibration individuals (fit on one half's
+# queries, measure on the other's), top-40 verified, appearance + inliers fusion:
+#   photos 3 / 5 / 8: top-1 28.8 / 31.6 / 32.6 %, top-5 46.7 / 50.1 / 51.2 %, AUROC 0.574 / 0.583 / 0.586;
+#   8 photos + pattern lead: AUROC 0.678; + appearance lead too: 0.681 (top-5 53.2 %); leads relative to the
+#   query's median instead: 0.672. A StripeSpotter-like stripe profile (light vertical stripes sampled in three
+#   bands along the flank, compared by normalised correlation over scale and shift) separated a test photo's own
+#   individual from its 5 most similar others no better than chance (AUC 0.50 against 0.62 for the inliers on the
+#   same pairs, bench/stripe_code.py): not used.
+PHOTOS_PER_CANDIDATE = 8
 TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 25 % of known ones are
-# The card's version with this fusion (0.3.1: top-40 verified; 0.3.2: similarity RANSAC): same ONNX file as 0.2.0,
+# The card's version with this fusion (0.3.1: top-40 verified; 0.3.2: similarity RANSAC; 0.4.0: 8 photos per
+# candidate and the leads): same ONNX file as 0.2.0,
 # but suggestions change, so catalogues re-suggest.
-RELEASE_VERSION = "0.3.2"
+RELEASE_VERSION = "0.4.0"
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def fit_fusion(appearance, inliers, same, threshold: float = 0.5, use_appearance=True, use_pattern=True) -> Fusion:
-    """Logistic regression on (appearance, log(1 + inliers)) of (query, candidate) pairs -> P(same individual)."""
+FEATURES = ("appearance_weight", "pattern_weight", "pattern_lead_weight", "appearance_lead_weight")
+
+
+def fit_fusion(run, features=FEATURES, threshold: float = 0.5) -> Fusion:
+    """Logistic regression on the (query, candidate) pairs of a verified run -> P(same individual), on the
+    features of engine.calibration that ``features`` names (the others get weight 0). The inputs are standardised
+    for the fit (one regularisation strength for all) and the weights folded back onto raw inputs for the card."""
     from sklearn.linear_model import LogisticRegression
 
-    columns = [np.asarray(appearance, float)] if use_appearance else []
-    if use_pattern:
-        columns.append(np.log1p(np.maximum(np.asarray(inliers, float), 0)))
-    model = LogisticRegression(C=1.0).fit(np.stack(columns, 1), np.asarray(same, bool))
-    weights = list(model.coef_[0])
-    a = weights.pop(0) if use_appearance else 0.0
-    b = weights.pop(0) if use_pattern else 0.0
-    return Fusion(float(a), float(b), float(model.intercept_[0]), threshold, candidates=CANDIDATES)
+    unit = {name: dataclasses.replace(Fusion(0.0, 0.0, 0.0, 0.0), **{name: 1.0}) for name in features}  # one feature
+    columns, same = [], []
+    for q in run.queries:
+        appearance, inliers = [a for a, _, _ in q], [max(n, 0) for _, n, _ in q]
+        columns.append(np.stack([unit[name].logits(appearance, inliers) for name in features], 1))
+        same += [s for _, _, s in q]
+    x = np.concatenate(columns)
+    mean, std = x.mean(0), x.std(0) + 1e-9
+    model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / std, np.asarray(same, bool))
+    weights = model.coef_[0] / std
+    intercept = float(model.intercept_[0] - (weights * mean).sum())
+    fitted = {name: float(w) for name, w in zip(features, weights, strict=True)}
+    return Fusion(
+        **({name: 0.0 for name in FEATURES} | fitted),
+        intercept=intercept,
+        threshold=threshold,
+        candidates=CANDIDATES,
+        photos_per_candidate=PHOTOS_PER_CANDIDATE,
+    )
 
 
 def write_card(result: dict) -> Path:
@@ -91,17 +118,20 @@ def main(argv=None) -> int:
     for name, part in (("calibration", calibration), ("test", test)):
         vectors, patterns = photo_features([s.path for s in part], detector, embedder)
         args_ = (vectors, [s.individual for s in part], [s.encounter for s in part], [s.viewpoint for s in part])
-        runs[name] = run_suggestions(*args_, patterns=patterns, candidates=CANDIDATES)
+        runs[name] = run_suggestions(
+            *args_, patterns=patterns, candidates=CANDIDATES, photos_per_candidate=PHOTOS_PER_CANDIDATE
+        )
         print(
             f"{name}: {len(part)} photos, {len({s.individual for s in part})} individuals, "
             f"{time.perf_counter() - t0:.0f} s",
             flush=True,
         )
-    pairs = np.array([c for q in runs["calibration"].queries for c in q], float)
+    cal = runs["calibration"]
     fitted: dict[str, Fusion | None] = {
         BASELINE: None,
-        "pattern only (calibrated inliers)": fit_fusion(pairs[:, 0], pairs[:, 1], pairs[:, 2], use_appearance=False),
-        FUSED: fit_fusion(pairs[:, 0], pairs[:, 1], pairs[:, 2]),
+        "pattern only (calibrated inliers and lead)": fit_fusion(cal, ("pattern_weight", "pattern_lead_weight")),
+        "appearance + pattern, no leads (card 0.3.2's features)": fit_fusion(cal, FEATURES[:2]),
+        FUSED: fit_fusion(cal),
     }
     table, variants = {}, {}
     for name, fusion in fitted.items():
