@@ -95,17 +95,32 @@ class VectorIndex:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         if self.ann is not None:
             return self.ann.search(queries, k_eff)
-        # Exact search a block of queries at a time: the similarity block stays near 64 MB at any gallery size.
-        block = max(1, (1 << 24) // max(len(self.vectors), 1))
-        out_s, out_i = [], []
-        for start in range(0, len(queries), block):
-            sims = queries[start : start + block] @ self.vectors.T
-            idx = np.argpartition(-sims, k_eff - 1, axis=1)[:, :k_eff]
-            part = np.take_along_axis(sims, idx, 1)
-            order = np.argsort(-part, axis=1)
-            out_s.append(np.take_along_axis(part, order, 1))
-            out_i.append(np.take_along_axis(idx, order, 1))
-        return np.concatenate(out_s), np.concatenate(out_i)
+        return exact_top_k(queries, self.vectors, k_eff)
+
+
+def exact_top_k(
+    queries: np.ndarray, vectors: np.ndarray, k: int, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k, (scores, rows) each (n_queries, min(k, valid rows)), best first.
+
+    A block of queries at a time, so the similarity block stays near 64 MB at any gallery size; ``valid`` masks
+    rows out (a gallery row whose sighting no longer stands)."""
+    k_eff = min(k, len(vectors) if valid is None else int(valid.sum()))
+    out_s = np.zeros((len(queries), k_eff), np.float32)
+    out_i = np.zeros((len(queries), k_eff), np.int64)
+    if k_eff == 0:
+        return out_s, out_i
+    block = max(1, (1 << 24) // max(len(vectors), 1))
+    for start in range(0, len(queries), block):
+        sims = queries[start : start + block] @ np.asarray(vectors).T
+        if valid is not None:
+            sims[:, ~valid] = -np.inf
+        idx = np.argpartition(-sims, k_eff - 1, axis=1)[:, :k_eff]
+        part = np.take_along_axis(sims, idx, 1)
+        order = np.argsort(-part, axis=1)
+        out_s[start : start + block] = np.take_along_axis(part, order, 1)
+        out_i[start : start + block] = np.take_along_axis(idx, order, 1)
+    return out_s, out_i
 
 
 @dataclass

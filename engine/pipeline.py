@@ -22,9 +22,10 @@ import numpy as np
 from .calibration import Fusion
 from .catalogue import Catalogue
 from .detect import load_detector
+from .gallery_index import open_gallery
 from .imageio import ImageError, crop, load_rgb, load_rgb_reduced
 from .ingest import ImportSummary, import_folder
-from .match import Gallery, group_new, match_reason, suggest
+from .match import group_new, match_reason, suggest
 from .pattern import PATTERN_METHOD, PatternFeatures, PatternMatch, draw_match
 from .pattern import extract as extract_pattern
 from .pattern import match as match_pattern
@@ -82,26 +83,6 @@ class PatternStore:
             ).fetchone()
             self.cache[detection_id] = PatternFeatures.from_bytes(row[0]) if row else None
         return self.cache[detection_id]
-
-
-def load_gallery(catalogue: Catalogue, model_id: int) -> Gallery:
-    rows = catalogue.query(
-        """SELECT e.vector, s.detection_id, COALESCE(i.merged_into, i.id) AS individual_id, d.viewpoint, i.species
-           FROM sightings s JOIN embeddings e ON e.detection_id = s.detection_id AND e.model_id = ?
-           JOIN detections d ON d.id = s.detection_id JOIN individuals i ON i.id = s.individual_id
-           ORDER BY s.detection_id""",
-        [model_id],
-    )
-    dim = len(rows[0]["vector"]) // 4 if rows else 0
-    return Gallery(
-        vectors=np.frombuffer(b"".join(r["vector"] for r in rows), np.float32).reshape(len(rows), dim)
-        if rows
-        else np.zeros((0, 0), np.float32),
-        individual_ids=np.array([r["individual_id"] for r in rows], dtype=np.int64),
-        detection_ids=np.array([r["detection_id"] for r in rows], dtype=np.int64),
-        viewpoints=np.array([r["viewpoint"] for r in rows], dtype=object),
-        species=np.array([r["species"] for r in rows], dtype=object),
-    )
 
 
 class Pipeline:
@@ -281,7 +262,7 @@ class Pipeline:
     def suggest(self, progress: StageProgress | None = None, cancel=None, k: int = 5) -> StageStats:
         stats, t0 = StageStats(), time.perf_counter()
         todo = self.pending_suggestion()
-        gallery = load_gallery(self.cat, self.reid_model_id)
+        gallery = open_gallery(self.cat, self.reid_model_id)
         patterns = PatternStore(self.cat)
         results, new_items, new_vecs = [], [], []
         queries = np.stack([np.frombuffer(r["vector"], np.float32) for r in todo]) if todo else None

@@ -1,0 +1,144 @@
+"""The gallery kept beside the catalogue (engine.gallery_index): it catches up with new confirmations by appending
+only them, never suggests a sighting that no longer stands (undo, merge), rebuilds itself when its files are
+damaged or belong to another catalogue, and its IVF index finds what exact search finds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.catalogue import Catalogue
+from engine.decisions import merge
+from engine.gallery_index import _Meta, gallery_folder, open_gallery
+from engine.match import VectorIndex, suggest
+
+DIM = 64
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _grow(cat: Catalogue, model: int, vectors: np.ndarray, start: int = 0) -> list[int]:
+    """One photo and detection per vector, each with this model's embedding."""
+    dets = []
+    with cat.transaction():
+        for i, v in enumerate(vectors, start):
+            media = (
+                cat.db["media"]
+                .insert(
+                    {
+                        "path": f"/card/{i}.jpg",
+                        "file_name": f"{i}.jpg",
+                        "kind": "image",
+                        "status": "ok",
+                        "sha256": f"{i:064x}",
+                        "taken_at": "2026-03-01T10:00:00",
+                    }
+                )
+                .last_pk
+            )
+            det = cat.add_detection(media, (0, 0, 1, 1), source="test")
+            cat.db["embeddings"].insert({"detection_id": det, "model_id": model, "vector": v.tobytes()})
+            dets.append(det)
+    return dets
+
+
+def _catalogue(tmp_path, n=300, individuals=30, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = _unit(rng.normal(size=(individuals, DIM)))
+    owner = np.arange(n) % individuals
+    vectors = _unit(centres[owner] + 0.06 * rng.normal(size=(n, DIM)))  # photos of one animal lie near each other
+    cat = Catalogue(tmp_path / "c.sqlite")
+    model = cat.ensure_model("reid", "1", "reid")
+    dets = _grow(cat, model, vectors)
+    inds = [cat.ensure_individual(f"N{i}", "nyala") for i in range(individuals)]
+    return cat, model, dets, inds, owner, vectors
+
+
+def test_the_folder_catches_up_with_new_confirmations_by_appending_them_only(tmp_path):
+    cat, model, dets, inds, owner, vectors = _catalogue(tmp_path)
+    for d in dets[:200]:
+        cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    gallery = open_gallery(cat, model)
+    folder = gallery_folder(cat.path, model)
+    assert _Meta.read(folder / "meta.json").rows == 200 and len(gallery.index) == 200
+    first = (folder / "vectors.f32").read_bytes()
+    for d in dets[200:210]:
+        cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    gallery = open_gallery(cat, model)
+    now = (folder / "vectors.f32").read_bytes()
+    assert _Meta.read(folder / "meta.json").rows == 210 and now[: len(first)] == first  # appended, not rewritten
+    # A query equal to a newly confirmed photo's vector finds that photo first, as its individual.
+    scores, rows = gallery.index.search(vectors[205], 5)
+    assert gallery.detection_ids[rows[0, 0]] == dets[205] and scores[0, 0] > 0.999
+    assert gallery.individual_ids[rows[0, 0]] == inds[owner[205]]
+    cat.close()
+
+
+def test_an_undone_or_merged_away_sighting_is_never_suggested_although_its_row_stays(tmp_path):
+    cat, model, dets, inds, owner, vectors = _catalogue(tmp_path)
+    for d in dets[:100]:
+        cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    open_gallery(cat, model)
+    cat.undo_last("ann", detection_id=dets[42])  # the confirmation of photo 42 is cancelled
+    merge(cat, inds[1], inds[2], "ann")  # individual N2 is N1 now
+    gallery = open_gallery(cat, model)
+    assert _Meta.read(gallery_folder(cat.path, model) / "meta.json").rows == 100  # photo 42's row is still there
+    scores, rows = gallery.index.search(vectors[:100], 100)
+    found = {int(gallery.detection_ids[r]) for r in rows.ravel() if r >= 0}
+    assert dets[42] not in found and len(found) == 99
+    cands, _, _ = suggest(vectors[42], gallery, 0.0, k=40)
+    assert all(c.best_detection_id != dets[42] for c in cands)
+    assert inds[2] not in {c.individual_id for c in cands}  # merged away: suggested as N1
+    n2_photos = [d for d in dets[:100] if owner[d - dets[0]] == 2 and d != dets[42]]
+    assert {int(i) for i, d in zip(gallery.individual_ids, gallery.detection_ids, strict=True) if d in n2_photos} == {
+        inds[1]
+    }
+    cat.close()
+
+
+def test_damaged_or_foreign_files_are_rebuilt_from_the_catalogue(tmp_path):
+    cat, model, dets, inds, owner, vectors = _catalogue(tmp_path)
+    for d in dets[:120]:
+        cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    open_gallery(cat, model)
+    folder = gallery_folder(cat.path, model)
+    with open(folder / "vectors.f32", "r+b") as f:
+        f.truncate(1000)  # a disk that filled up, a copy that stopped half-way
+    gallery = open_gallery(cat, model)
+    scores, rows = gallery.index.search(vectors[:120], 1)
+    assert (gallery.detection_ids[rows[:, 0]] == np.array(dets[:120])).all()
+    # Files of another catalogue under the same name (a backup restored over this one): vectors differ.
+    other = np.memmap(folder / "vectors.f32", np.float32, "r+", shape=(120, DIM))
+    other[:] = _unit(np.random.default_rng(9).normal(size=(120, DIM)))
+    other.flush()
+    del other
+    (folder / "meta.json").write_text("not json")  # and a broken meta on top: still no crash
+    gallery = open_gallery(cat, model)
+    scores, rows = gallery.index.search(vectors[:120], 1)
+    assert (gallery.detection_ids[rows[:, 0]] == np.array(dets[:120])).all() and scores.min() > 0.999
+    cat.close()
+
+
+def test_the_ivf_index_finds_what_exact_search_finds_and_new_rows_are_searched_beside_it(tmp_path):
+    cat, model, dets, inds, owner, vectors = _catalogue(tmp_path, n=3000, individuals=300)
+    with cat.transaction():
+        for d in dets[:2500]:
+            cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    gallery = open_gallery(cat, model, ivf_min=1000)
+    folder = gallery_folder(cat.path, model)
+    assert gallery.index.index is not None and (folder / "ivf.faiss").exists()
+    queries = _unit(vectors[2500:] + 0.05 * np.random.default_rng(3).normal(size=(500, DIM)))
+    _, exact = VectorIndex(vectors[:2500], ann_min=10**9).search(queries, 1)
+    _, approx = gallery.index.search(queries, 1)
+    agree = np.mean(gallery.detection_ids[approx[:, 0]] == np.array(dets)[exact[:, 0]])
+    assert agree >= 0.97, agree
+    # A few new confirmations: appended and searched exactly beside the index, which is not rewritten.
+    stamp = (folder / "ivf.faiss").stat().st_mtime_ns
+    for d in dets[2500:2510]:
+        cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    gallery = open_gallery(cat, model, ivf_min=1000)
+    assert (folder / "ivf.faiss").stat().st_mtime_ns == stamp
+    _, rows = gallery.index.search(vectors[2500:2510], 1)
+    assert list(gallery.detection_ids[rows[:, 0]]) == dets[2500:2510]
+    cat.close()
