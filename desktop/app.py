@@ -28,6 +28,7 @@ from engine.pipeline import open_count
 from engine.reid import Embedder, ModelError, default_model_path
 from engine.resources import resources_dir
 
+from .deployments import DeploymentsDialog
 from .dialogs import ExportDialog, ImportDialog, TrainDialog
 from .individuals import IndividualsWidget
 from .review import ReviewWidget
@@ -113,6 +114,7 @@ class MainWindow(QMainWindow):
             ("&Open or create catalogue…", "Ctrl+O", self.open_catalogue),
             ("&Import photos…", "Ctrl+I", self.open_import),
             ("&Export sightings…", "Ctrl+E", self.open_export),
+            ("&Deployments…", "Ctrl+D", self.open_deployments),
             ("&Train on confirmed individuals…", "Ctrl+T", self.open_train),
             ("&Quit", "Ctrl+Q", self.close),
         ):
@@ -151,6 +153,11 @@ class MainWindow(QMainWindow):
 
     def open_export(self) -> ExportDialog:
         dialog = ExportDialog(self.catalogue, self)
+        dialog.show()
+        return dialog
+
+    def open_deployments(self) -> DeploymentsDialog:
+        dialog = DeploymentsDialog(self.catalogue, self)
         dialog.show()
         return dialog
 

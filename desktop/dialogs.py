@@ -230,11 +230,22 @@ class ExportDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.export_button = buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
         self.export_button.clicked.connect(self.export)
+        # Shown when the export needs something a deployment lacks (coordinates, a UTC offset).
+        self.deployments_button = buttons.addButton("Edit deployments…", QDialogButtonBox.ButtonRole.ActionRole)
+        self.deployments_button.clicked.connect(self.edit_deployments)
+        self.deployments_button.hide()
         buttons.rejected.connect(self.reject)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addWidget(self.message)
         lay.addWidget(buttons)
+
+    def edit_deployments(self):
+        from .deployments import DeploymentsDialog
+
+        dialog = DeploymentsDialog(self.catalogue, self)
+        dialog.show()
+        return dialog
 
     def _browse(self) -> None:
         if self.format.currentIndex() == 0:
@@ -269,7 +280,9 @@ class ExportDialog(QDialog):
                 )
         except (ExportError, OSError) as exc:
             self.message.setText(str(exc))
+            self.deployments_button.setVisible(isinstance(exc, ExportError) and "deployment" in str(exc))
             return False
+        self.deployments_button.hide()
         self.message.setText(f"Wrote {report.path}: " + ", ".join(f"{n} {k}" for k, n in report.rows.items()))
         return True
 

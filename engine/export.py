@@ -289,34 +289,38 @@ def export_camtrap_dp(
            FROM deployments d JOIN media m ON m.deployment_id = d.id
            WHERE m.status != 'error' GROUP BY d.id ORDER BY d.id"""
     )
-    problems = []
     for dep in deployments:
         dep["lat"] = dep["latitude"] if dep["latitude"] is not None else dep["gps_lat"]
         dep["lon"] = dep["longitude"] if dep["longitude"] is not None else dep["gps_lon"]
-        if dep["lat"] is None or dep["lon"] is None:
-            problems.append(
-                f"deployment {dep['name']!r} has no coordinates (no GPS in its photos): set them with "
-                f"`herdbook deployment {dep['name']} --latitude LAT --longitude LON`"
-            )
-    if problems:
-        raise ExportError("Camtrap DP requires deployment coordinates:\n" + "\n".join(problems))
     dep_by_id = {d["id"]: d for d in deployments}
     chosen = _ChosenMedia(catalogue, dep_by_id, utc_offset, species, site, date_from, date_to)
 
     # Pass 1 checks every photo's time and gathers the per-deployment ranges; passes 2 and 3 stream the rows
     # (a season's million photos and detections are never held in memory).
     first_last: dict[int, list[str]] = {}
+    covered: set[int] = set()  # deployments with a photo in this export
     for m, stamp in chosen.media("m.id, m.path, m.taken_at"):
+        covered.add(m["deployment_id"])
         if stamp is None:
             why = "no time in its metadata" if not m["taken_at"] else "time without UTC offset"
             report.skipped.append(f"{m['path']}: {why}")
             continue
         span = first_last.setdefault(m["deployment_id"], [stamp, stamp])
         span[0], span[1] = min(span[0], stamp), max(span[1], stamp)
+    # Only the deployments this export covers need coordinates: one site is never blocked by another's gaps.
+    problems = [
+        f"deployment {dep_by_id[i]['name']!r} has no coordinates (no GPS in its photos): set them in the app "
+        f"(Catalogue > Deployments) or with `herdbook deployment {dep_by_id[i]['name']} --latitude LAT --longitude LON`"
+        for i in sorted(covered)
+        if dep_by_id[i]["lat"] is None or dep_by_id[i]["lon"] is None
+    ]
+    if problems:
+        raise ExportError("Camtrap DP requires deployment coordinates:\n" + "\n".join(problems))
     if any("without UTC offset" in s for s in report.skipped):
         raise ExportError(
             "Camtrap DP needs timestamps with a UTC offset; some photos have none and their deployment names "
-            "none. Pass --utc-offset +HH:MM or set the deployment's offset. First: " + report.skipped[0]
+            "none. Give a UTC offset for the export, or set the deployment's (app: Catalogue > Deployments; command "
+            "line: --utc-offset +HH:MM or `herdbook deployment NAME --utc-offset`). First: " + report.skipped[0]
         )
 
     dep_rows = []

@@ -328,3 +328,42 @@ def test_an_empty_timeline_says_so_without_a_line_through_the_words(qtbot):
     assert mid_row_dark_pixels() == 0
     view.set_rows([{"taken_at": "2026-01-01T10:00:00"}, {"taken_at": "2026-03-01T10:00:00"}])
     assert mid_row_dark_pixels() > 20  # with sightings the axis is drawn: the check can see a line
+
+
+def test_deployments_are_edited_in_the_app_and_bad_values_refused(qtbot, tmp_path, data_dir):
+    from desktop.deployments import COLUMNS, DeploymentsDialog
+    from engine.ingest import import_folder
+
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        import_folder(cat, data_dir / "camtrapr/raw_images")
+        dialog = DeploymentsDialog(cat)
+        qtbot.addWidget(dialog)
+        model = dialog.model
+        row = next(r for r, d in enumerate(model.rows) if d["name"] == "StationA")
+        col = {key: c for c, (key, _, _) in enumerate(COLUMNS)}
+
+        def edit(key, text):
+            return model.setData(model.index(row, col[key]), text)
+
+        assert model.flags(model.index(row, col["name"])) & Qt.ItemFlag.ItemIsEditable == Qt.ItemFlag(0)
+        assert edit("latitude", "5.4") and edit("longitude", "118,1")  # a decimal comma is read too
+        assert edit("utc_offset", "Asia/Kuching") and edit("camera", "Reconyx HC600")
+        dep = cat.deployment("StationA")
+        assert (dep["latitude"], dep["longitude"], dep["utc_offset"]) == (5.4, 118.1, "Asia/Kuching")
+        assert model.data(model.index(row, col["latitude"])) == "5.4"
+        assert not edit("latitude", "95") and "outside -90..90" in dialog.message.text()
+        assert not edit("utc_offset", "+25:00") and "time zone" in dialog.message.text()
+        assert cat.deployment("StationA")["latitude"] == 5.4  # a refused edit writes nothing
+        before = cat.query("SELECT taken_at FROM media WHERE deployment_id = ? ORDER BY id", [dep["id"]])
+        assert edit("clock_offset_s", "3600") and "photo times moved" in dialog.message.text()
+        after = cat.query("SELECT taken_at FROM media WHERE deployment_id = ? ORDER BY id", [dep["id"]])
+        assert [a["taken_at"][11:13] for a in after] != [b["taken_at"][11:13] for b in before]
+        # The export dialog points to this editor when a deployment lacks what Camtrap DP needs.
+        export = ExportDialog(cat)
+        qtbot.addWidget(export)
+        export.format.setCurrentIndex(1)
+        export.out.setText(str(tmp_path / "dp"))
+        assert not export.export() and "StationB" in export.message.text()
+        assert not export.deployments_button.isHidden()
+        export.site.setCurrentText("StationA")
+        assert export.export() and export.deployments_button.isHidden()

@@ -269,3 +269,14 @@ def test_exports_take_each_photos_offset_from_its_deployments_time_zone(tagged, 
         assert stamps[str(photo["id"])].endswith(expected), (photo, stamps[str(photo["id"])])
         seen.add(expected)
     assert seen  # photos were checked
+
+
+def test_one_sites_export_is_not_blocked_by_another_sites_missing_coordinates(catalogue, data_dir, tmp_path):
+    import_folder(catalogue, data_dir / "camtrapr/raw_images")  # StationA and StationB, no GPS in the photos
+    catalogue.update_deployment("StationA", latitude=5.4, longitude=118.1, utc_offset="+08:00")
+    with pytest.raises(ExportError, match="'StationB'") as whole:
+        export_camtrap_dp(catalogue, tmp_path / "all")
+    assert "StationA" not in str(whole.value) and "Deployments" in str(whole.value)  # says where to set them
+    report = export_camtrap_dp(catalogue, tmp_path / "a", site="StationA")
+    media = read_csv(tmp_path / "a" / "media.csv")
+    assert report.rows["media"] == len(media) > 0 and {m["deploymentID"] for m in media} == {"StationA"}
