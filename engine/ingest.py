@@ -159,7 +159,7 @@ class _Scanned:
     error: str | None = None
 
 
-def _scan(path: Path) -> _Scanned:
+def scan_file(path: Path) -> _Scanned:
     """Everything that reads the file; runs in worker threads (hashing and decoding release the GIL)."""
     kind = "video" if path.suffix.lower() in VIDEO_SUFFIXES else "image"
     try:
@@ -319,7 +319,7 @@ class Importer:
                 batch = files[start : start + self.batch_size]
                 fresh = [p for p in batch if not self._known_path(p)]
                 summary.already_known += len(batch) - len(fresh)
-                scanned = list(pool.map(_scan, fresh))
+                scanned = list(pool.map(scan_file, fresh))
                 with self.cat.transaction():
                     for item in scanned:
                         self._store(item, import_id, summary)

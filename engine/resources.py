@@ -29,3 +29,20 @@ def species_info(name: str | None) -> dict:
     if not name:
         return {"scientific_name": None, "common_name": None}
     return species_table().get(name.casefold(), {"scientific_name": None, "common_name": name})
+
+
+@cache
+def species_by_scientific_name() -> dict[str, str]:
+    """Scientific name (case-folded) -> the common name Herdbook uses for it (the table's own name for itself)."""
+    out: dict[str, str] = {}
+    for value in species_table().values():
+        if value.get("scientific_name") and value.get("common_name"):
+            out.setdefault(value["scientific_name"].casefold(), value["common_name"])
+    return out
+
+
+def species_from_scientific(name: str | None) -> str | None:
+    """What Herdbook calls the species with this scientific name (e.g. from a Camtrap DP package)."""
+    if not name:
+        return None
+    return species_by_scientific_name().get(name.strip().casefold(), name.strip())

@@ -404,6 +404,32 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_import_camtrap_dp(args) -> int:
+    """A Camtrap DP package's deployments, media and observations; its boxes embedded for the gallery."""
+    from engine.camtrap_dp_import import import_camtrap_dp
+    from engine.ingest import IngestError
+
+    if not (Path(args.package) / "datapackage.json").is_file():
+        raise CommandError(f"{args.package}: no datapackage.json (not a Camtrap DP package)")
+    with _open(args) as cat:
+        try:
+            report = import_camtrap_dp(cat, args.package)
+        except IngestError as exc:
+            raise CommandError(str(exc)) from exc
+        for line in report.lines():
+            print(line)
+        if not args.only_read and report.detections:
+            from engine.pipeline import Pipeline
+            from engine.reid import ModelError
+
+            try:
+                stats = Pipeline(cat, detector="whole-frame").embed()
+                print(f"embed: {stats.items} boxes embedded for the gallery")
+            except ModelError as exc:
+                print(f"not embedded ({exc}); run `herdbook import` later to embed them")
+    return 0
+
+
 def cmd_info(args) -> int:
     with _open(args, create=False) as cat:
         print(json.dumps({"catalogue": str(cat.path), "schema": cat.version, **cat.counts()}, indent=2))
@@ -442,6 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
         "matched only against individuals of it",
     )
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("import-camtrap-dp", help="read a Camtrap DP package (Agouti, AddaxAI, Herdbook)")
+    p.add_argument("package", help="folder with datapackage.json")
+    p.add_argument("--only-read", action="store_true", help="do not embed the package's boxes")
+    p.set_defaults(func=cmd_import_camtrap_dp)
 
     p = sub.add_parser("suggestions", help="list detections waiting for a decision")
     p.add_argument("--json", action="store_true")

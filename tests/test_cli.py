@@ -95,3 +95,16 @@ def test_one_default_catalogue_for_the_cli_and_the_app(tmp_path, monkeypatch):
     monkeypatch.delenv("HERDBOOK_CATALOGUE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert default_catalogue_path() == tmp_path / "herdbook.sqlite"  # not the working directory's
+
+
+def test_a_camtrap_dp_package_is_read_from_the_command_line(tmp_path, data_dir):
+    cat = tmp_path / "c.sqlite"
+    refused = herdbook("--catalogue", cat, "import-camtrap-dp", data_dir / "exif")
+    assert refused.returncode == 1 and "no datapackage.json" in refused.stderr and not cat.exists()
+    example = data_dir.parent / "camtrap-dp-1.0" / "example"
+    read = herdbook("--catalogue", cat, "import-camtrap-dp", example)
+    assert read.returncode == 0, read.stderr
+    assert "4 deployments" in read.stdout and "remote files recorded (not downloaded)" in read.stdout
+    assert read.stdout.count("  problem: media.csv row") == 10  # the files the example does not ship
+    with Catalogue(cat) as c:
+        assert c.counts()["deployments"] == 4
