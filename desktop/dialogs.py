@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
+import time
 from pathlib import Path
 
 from PySide6.QtCore import QStorageInfo, Signal
@@ -287,29 +287,66 @@ class ExportDialog(QDialog):
         return True
 
 
+def trained_models_folder(catalogue_path: Path) -> Path:
+    """Where a catalogue's fine-tuned models are kept: beside it, so they outlive a reboot and travel with it."""
+    return catalogue_path.parent / f"{catalogue_path.stem}.models"
+
+
+def comparison_text(metrics: dict) -> str:
+    """What the new model gained on the held-out individuals, against the current model on the same photos."""
+    new = (metrics.get("held_out") or {}).get("across_encounters")
+    current = metrics.get("current_model_held_out")
+    if not new:
+        return "No held-out individuals to measure on (too few confirmed individuals): accept with care."
+    n = new.get("queries")
+    head = "On the confirmed individuals held out of training (never seen by it), across encounters"
+    head += f" ({n} photos as queries):" if n else ":"
+    line = f"new model rank-1 {new['rank1']:.1%}, rank-5 {new.get('rank5', float('nan')):.1%}, mAP {new['mAP']:.1%}"
+    if not current:
+        return f"{head} {line}."
+    cur = current["across_encounters"]
+    gain = new["rank1"] - cur["rank1"]
+    verdict = (
+        f"it finds the right individual first {gain:+.1%} more often."
+        if gain > 0
+        else "it is no better than the current model on these individuals: keeping the current one is advised."
+    )
+    return (
+        f"{head} {line}; current model ({current['model']}) rank-1 {cur['rank1']:.1%}, "
+        f"rank-5 {cur.get('rank5', float('nan')):.1%}, mAP {cur['mAP']:.1%}: {verdict}"
+    )
+
+
 class TrainDialog(QDialog):
-    """Fine-tune on the confirmed individuals; switch the catalogue to the new model only when accepted."""
+    """Fine-tune on the confirmed individuals; say what the new model gained over the current one on held-out
+    individuals; switch the catalogue to it only when accepted. The model is kept beside the catalogue."""
 
     model_switched = Signal(str)
 
-    def __init__(self, catalogue_path: Path, parent=None):
+    def __init__(self, catalogue_path: Path, parent=None, current_model: Path | None = None):
         super().__init__(parent)
         self.setWindowTitle("Train on confirmed individuals")
-        self.catalogue_path = catalogue_path
-        self.out_dir = Path(tempfile.mkdtemp(prefix="herdbook-train-"))
-        self.budget = QDoubleSpinBox(minimum=1, maximum=600, value=20, suffix=" min")
+        self.setMinimumWidth(640)
+        self.catalogue_path = Path(catalogue_path)
+        self.current_model = current_model
+        self.out_dir: Path | None = None
+        self.budget = QDoubleSpinBox(minimum=0.5, maximum=600, value=20, suffix=" min")
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.metrics = QLabel()
         self.metrics.setWordWrap(True)
         self.start_button = QPushButton("Start training")
         self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
         self.accept_button = QPushButton("Use the new model")
         self.accept_button.setEnabled(False)
         self.accept_button.clicked.connect(self.switch_model)
         self.progress = QProgressBar()
+        self.progress.setFormat("%p% of the time budget")
         form = QFormLayout()
-        form.addRow("Time budget", self.budget)
+        form.addRow("Time budget (whole run)", self.budget)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addWidget(self.log, 1)
@@ -317,8 +354,8 @@ class TrainDialog(QDialog):
         lay.addWidget(self.progress)
         row = QHBoxLayout()
         row.addStretch(1)
-        row.addWidget(self.start_button)
-        row.addWidget(self.accept_button)
+        for button in (self.start_button, self.cancel_button, self.accept_button):
+            row.addWidget(button)
         lay.addLayout(row)
         self.worker: Worker | None = None
         try:
@@ -328,22 +365,41 @@ class TrainDialog(QDialog):
             self.log.setPlainText("Training needs the train extra: pip install 'herdbook[train]'.")
 
     def start(self) -> None:
-        self.worker = Worker(train_work(self.catalogue_path, self.out_dir, self.budget.value()))
+        self.out_dir = trained_models_folder(self.catalogue_path) / time.strftime("train-%Y%m%d-%H%M%S")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log.appendPlainText(f"training into {self.out_dir}")
+        self.worker = Worker(train_work(self.catalogue_path, self.out_dir, self.budget.value(), self.current_model))
         self.worker.message.connect(self.log.appendPlainText)
+        self.worker.progress.connect(self._train_progress)
         self.worker.finished.connect(self._finished)
-        self.worker.failed.connect(self.log.appendPlainText)
+        self.worker.failed.connect(self._failed)
         self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
         self.worker.start()
 
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            self.log.appendPlainText("cancelling…")
+
+    def _train_progress(self, _stage: str, done: int, total: int, _left: float) -> None:
+        self.progress.setMaximum(max(total, 1))
+        self.progress.setValue(min(done, total))
+
+    def _failed(self, message: str) -> None:
+        self.log.appendPlainText(message)
+        self.cancel_button.setEnabled(False)
+        self.start_button.setEnabled(True)
+
     def _finished(self, metrics) -> None:
-        if not metrics:
+        self.cancel_button.setEnabled(False)
+        self.start_button.setEnabled(True)
+        if not metrics or metrics.get("cancelled"):
+            self.log.appendPlainText("training cancelled; the current model stays")
             return
-        held = metrics.get("held_out") or {}
-        across = held.get("across_encounters", {})
-        self.metrics.setText(
-            f"Held-out individuals: rank-1 {across.get('rank1', float('nan')):.3f}, "
-            f"mAP {across.get('mAP', float('nan')):.3f}. Use it?"
-        )
+        self.progress.setValue(self.progress.maximum())
+        self.metrics.setText(comparison_text(metrics) + " Use it?")
         self.accept_button.setEnabled(True)
 
     def switch_model(self) -> None:
@@ -354,6 +410,7 @@ class TrainDialog(QDialog):
         # thread, so the bar never moved and the window refreshed from the wrong thread.
         self.worker.progress.connect(self._reembed_progress)
         self.worker.finished.connect(self._reembed_done)
+        self.progress.setFormat("re-embedding %p%")
         self.worker.start()
 
     def _reembed_progress(self, _stage: str, done: int, total: int, _left: float) -> None:

@@ -84,40 +84,53 @@ def import_work(catalogue_path: Path, folder: Path, site: str | None, detector: 
     return work
 
 
-def train_work(catalogue_path: Path, out_dir: Path, budget_minutes: float):
-    """Fine-tuning runs in a subprocess (torch stays out of the app's process); its epoch lines stream back."""
+def train_work(catalogue_path: Path, out_dir: Path, budget_minutes: float, compare_model: Path | None = None):
+    """Fine-tuning runs in a subprocess (torch stays out of the app's process). It reports JSON lines: stages,
+    batches (elapsed against the budget drive the bar), epochs (shown as text) and the final figures."""
 
     def work(worker: Worker):
-        cmd = [
-            sys.executable,
-            "-m",
-            "herdbook",
-            "train",
-            "--catalogue",
-            str(catalogue_path),
-            "--out",
-            str(out_dir),
-            "--budget-minutes",
-            str(budget_minutes),
-            "--val-fraction",
-            "0.3",
-        ]
+        cmd = [sys.executable, "-m", "herdbook", "train", "--catalogue", str(catalogue_path), "--out", str(out_dir)]
+        cmd += ["--budget-minutes", str(budget_minutes), "--val-fraction", "0.3", "--progress-jsonl"]
+        if compare_model:
+            cmd += ["--compare-model", str(compare_model)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lines = []
+        tail, result = [], None
+        budget = budget_minutes * 60
         for line in proc.stdout:
             if worker.cancel_event.is_set():
                 proc.terminate()
                 break
-            lines.append(line)
-            if "epoch" in line:
-                worker.message.emit(line.strip())
+            try:
+                event = json.loads(line)
+            except ValueError:
+                tail = (tail + [line])[-15:]  # warnings and errors: kept for the message if it fails
+                continue
+            if not isinstance(event, dict):
+                continue
+            if "stage" in event:
+                worker.message.emit(event["stage"])
+            elif "epoch_done" in event:
+                worker.message.emit(epoch_line(event["epoch_done"]))
+            elif "batch" in event:
+                worker.progress.emit("train", int(event.get("elapsed_s", 0)), int(budget), budget - event["elapsed_s"])
+            elif "result" in event:
+                result = event["result"]
         proc.wait()
-        if proc.returncode != 0 and not worker.cancel_event.is_set():
-            raise RuntimeError("training failed:\n" + "".join(lines[-15:]))
-        metrics_path = out_dir / "metrics.json"
-        return json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+        if worker.cancel_event.is_set():
+            return None
+        if proc.returncode != 0:
+            raise RuntimeError("training failed:\n" + "".join(tail))
+        return result
 
     return work
+
+
+def epoch_line(record: dict) -> str:
+    line = f"{record['phase']} epoch {record['epoch']}: loss {record['loss']:.3f} ({record['elapsed_s']:.0f} s)"
+    if "eval" in record:
+        ev = record["eval"]["across_encounters"]
+        line += f", held-out rank-1 {ev['rank1']:.3f}, mAP {ev['mAP']:.3f}"
+    return line
 
 
 def reembed_work(catalogue_path: Path, model: Path):

@@ -299,7 +299,12 @@ def cmd_train(args) -> int:
     bar = tqdm(total=0, unit="batch", disable=not sys.stderr.isatty(), leave=False)
 
     def progress(event: dict) -> None:
-        if "epoch_done" in event:
+        if args.progress_jsonl:  # for the app's Train dialog: one JSON object a line, nothing else on stdout
+            print(json.dumps(event), flush=True)
+            return
+        if "stage" in event:
+            tqdm.write(event["stage"])
+        elif "epoch_done" in event:
             rec = event["epoch_done"]
             line = f"{rec['phase']} epoch {rec['epoch']}: loss {rec['loss']:.3f} ({rec['elapsed_s']:.0f} s)"
             if "eval" in rec:
@@ -316,7 +321,7 @@ def cmd_train(args) -> int:
         metrics = run_train(args, progress=progress)
     finally:
         bar.close()
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps({"result": metrics}) if args.progress_jsonl else json.dumps(metrics, indent=2), flush=True)
     return 0
 
 
@@ -552,7 +557,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default="dev")
     p.add_argument("--init", help="start from these weights (.pt)")
     p.add_argument("--val-fraction", type=float, help="share of identities held out for evaluation")
-    p.add_argument("--budget-minutes", type=float, help="wall-clock budget for both phases")
+    p.add_argument(
+        "--budget-minutes", type=float, help="wall-clock budget for the whole run (photos, training, export)"
+    )
+    p.add_argument("--compare-model", help="measure this model on the same held-out photos (default: the bundled one)")
+    p.add_argument("--progress-jsonl", action="store_true", help="progress as JSON lines on stdout (the app reads it)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.set_defaults(func=cmd_train)
 

@@ -367,3 +367,57 @@ def test_deployments_are_edited_in_the_app_and_bad_values_refused(qtbot, tmp_pat
         assert not export.deployments_button.isHidden()
         export.site.setCurrentText("StationA")
         assert export.export() and export.deployments_button.isHidden()
+
+
+def test_training_from_the_app_reports_progress_compares_with_the_current_model_and_keeps_it_beside_the_catalogue(
+    qtbot, tmp_path, data_dir
+):
+    pytest.importorskip("torch")
+    from desktop.dialogs import TrainDialog, trained_models_folder
+    from engine.demo import label_folder_individuals
+    from engine.ingest import import_folder
+
+    path = tmp_path / "station.sqlite"
+    with Catalogue(path) as cat:
+        for code in sorted(p.name for p in (data_dir / "nyala/train").iterdir())[:6]:
+            imp = import_folder(cat, data_dir / "nyala/train" / code, site="nyala-site")
+            label_folder_individuals(cat, imp.import_id, "nyala")
+    dialog = TrainDialog(path)
+    qtbot.addWidget(dialog)
+    dialog.budget.setValue(0.5)
+    started = time.monotonic()
+    dialog.start()
+    bar_values = []
+    dialog.worker.progress.connect(lambda _s, done, _t, _l: bar_values.append(done))
+    qtbot.waitUntil(lambda: dialog.accept_button.isEnabled() or dialog.start_button.isEnabled(), timeout=240_000)
+    took = time.monotonic() - started
+    text = dialog.log.toPlainText()
+    assert dialog.accept_button.isEnabled(), text
+    assert "reading" in text and "measuring and exporting" in text and '"epochs"' not in text  # no stray JSON
+    assert bar_values and dialog.progress.value() == dialog.progress.maximum()
+    assert "current model (herdbook-reid" in dialog.metrics.text() and "new model rank-1" in dialog.metrics.text()
+    assert dialog.out_dir.parent == trained_models_folder(path) and list(dialog.out_dir.glob("*.onnx"))
+    assert took < 0.5 * 60 + 90, took  # the budget covers the run; a fixed start-up (torch, export) beside it
+
+
+def test_training_can_be_cancelled_from_the_app(qtbot, tmp_path, data_dir):
+    pytest.importorskip("torch")
+    from desktop.dialogs import TrainDialog
+    from engine.demo import label_folder_individuals
+    from engine.ingest import import_folder
+
+    path = tmp_path / "station.sqlite"
+    with Catalogue(path) as cat:
+        for code in sorted(p.name for p in (data_dir / "nyala/train").iterdir())[:4]:
+            imp = import_folder(cat, data_dir / "nyala/train" / code, site="nyala-site")
+            label_folder_individuals(cat, imp.import_id, "nyala")
+    dialog = TrainDialog(path)
+    qtbot.addWidget(dialog)
+    dialog.budget.setValue(10)
+    dialog.start()
+    qtbot.waitUntil(lambda: "reading" in dialog.log.toPlainText(), timeout=60_000)
+    started = time.monotonic()
+    qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dialog.start_button.isEnabled(), timeout=60_000)
+    assert time.monotonic() - started < 30 and "cancelled" in dialog.log.toPlainText()
+    assert not dialog.accept_button.isEnabled()

@@ -10,6 +10,7 @@ import json
 import shlex
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,28 @@ def open_set_calibration(trainer: Trainer) -> dict | None:
     return open_set_scores(arr[~new_mask], ok[~new_mask], arr[new_mask], 0.9)
 
 
+def current_model_figures(model_path: Path | None, val: list[Sample]) -> dict | None:
+    """The model the app uses now, measured on the same held-out photos as the new one (the app's own ONNX
+    embedder), so that the new model is accepted for what it gains, not for a number on its own."""
+    if not val or model_path is None or not Path(model_path).is_file():
+        return None
+    from engine.imageio import crop, load_rgb
+    from engine.metrics import reid_protocol
+    from engine.reid import Embedder
+
+    embedder = Embedder(model_path)
+    vectors = np.concatenate(
+        [
+            embedder.embed([crop(load_rgb(s.path), s.box, s.path) for s in val[i : i + 32]])
+            for i in range(0, len(val), 32)
+        ]
+    )
+    figures = reid_protocol(
+        vectors, [s.individual for s in val], [s.encounter for s in val], [s.viewpoint for s in val]
+    )
+    return {"model": f"{embedder.card['name']} {embedder.card['version']}", **figures}
+
+
 def train_and_export(
     config: dict,
     train: list[Sample],
@@ -78,10 +101,21 @@ def train_and_export(
     resume: bool = False,
     progress=None,
     cancel: threading.Event | None = None,
+    compare_with: Path | None = None,
 ) -> dict:
+    """Train, export and document a model. A time budget covers the whole run: reading the photos before
+    training and the export and evaluation after it are taken out of the training's share."""
+    started = time.time()
+    if progress:
+        progress({"stage": f"reading {len(train) + len(val)} photos"})
     trainer = Trainer(config, train, out_dir, val=val, init_from=init_from)
     if resume:
         trainer.resume()
+    budget_min = config["training"].get("time_budget_minutes")
+    if budget_min:
+        reserve = min(60.0, 0.15 * budget_min * 60)  # export, parity check, evaluations
+        left = max(budget_min * 60 - (time.time() - started) - reserve, 10.0)
+        trainer.config["training"]["time_budget_minutes"] = left / 60
     result: TrainResult = trainer.fit(progress=progress, cancel=cancel)
     if cancel is not None and cancel.is_set():
         return {"cancelled": True, "out_dir": str(out_dir)}
@@ -89,8 +123,11 @@ def train_and_export(
     checkpoint = out_dir / "last.pt"
     model, _ = load_checkpoint(checkpoint)
     trainer.model = model
+    if progress:
+        progress({"stage": "measuring and exporting the new model"})
     metrics = {
         "held_out": trainer.evaluate(),
+        "current_model_held_out": current_model_figures(compare_with, val),
         "open_set": open_set_calibration(trainer),
         "train_images_per_s": round(result.images_per_second, 2),
         "epochs": result.epochs,
@@ -164,4 +201,5 @@ def run_train(args, progress=None, cancel=None) -> dict:
         resume=args.resume,
         progress=progress,
         cancel=cancel,
+        compare_with=Path(args.compare_model) if getattr(args, "compare_model", None) else default_model_path(),
     )
