@@ -10,7 +10,7 @@ training identities' (query, candidate) pairs,
 where a candidate's lead is how far it stands above the best *other* verified candidate of the same query
 (negative for all but the best). The leads carry the open-set decision: a known animal's true match stands out
 from the crowd of chance matches, a never-seen animal's best match is only the top of that crowd. On 118
-calibration nyala (two-fold by identity) they raised AUROC known/new from 0.586 to 0.681 (trainer/fusion.py).
+calibration nyala (two-fold by identity) they raised AUROC known/new from 0.586 to 0.677 (bench/fusion_variants.py).
 The fit lives in trainer/fusion.py (scikit-learn); the coefficients and the 'probably new' threshold are stored
 in the model card under "fusion", so the app needs only numpy to apply them.
 """
