@@ -17,7 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import piexif
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, IptcImagePlugin, UnidentifiedImageError
 
 # Some trail cameras write a fixed position when they have no GPS fix; both mean "unknown".
 PLACEHOLDER_GPS = ((0.0, 0.0), (1.0225, 1.0225))
@@ -36,7 +36,7 @@ class PhotoMeta:
     width: int | None = None
     height: int | None = None
     taken_at_raw: str | None = None  # ISO 8601 as the camera wrote it (offset when the camera gave one)
-    time_source: str | None = None  # exif | makernote:reconyx | xmp | None
+    time_source: str | None = None  # exif | makernote:reconyx | xmp | iptc | None
     latitude: float | None = None
     longitude: float | None = None
     altitude: float | None = None
@@ -254,6 +254,43 @@ def _xmp(image: Image.Image, meta: PhotoMeta) -> None:
                 meta.taken_at_raw, meta.time_source = iso, "xmp"
 
 
+def iptc_datetime_to_iso(date: bytes, time: bytes | None) -> str | None:
+    """IPTC IIM DateCreated (CCYYMMDD) and TimeCreated (HHMMSS, often with +HHMM) as ISO 8601."""
+    try:
+        day = datetime.strptime(date.decode("ascii").strip(), "%Y%m%d")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    clock = (time or b"").decode("ascii", "replace").strip()
+    if len(clock) >= 6 and clock[:6].isdigit():
+        iso = f"{day:%Y-%m-%d}T{clock[0:2]}:{clock[2:4]}:{clock[4:6]}"
+        zone = clock[6:]
+        if len(zone) == 5 and zone[0] in "+-" and zone[1:].isdigit():
+            iso += f"{zone[:3]}:{zone[3:]}"
+        return iso
+    return f"{day:%Y-%m-%d}T00:00:00" if not clock else None
+
+
+def _iptc(image: Image.Image, meta: PhotoMeta) -> None:
+    """Older cameras and archive software keep the capture time only in the legacy IPTC IIM block (APP13):
+    DateCreated + TimeCreated, read through Pillow's IPTC reader, as exiftool reads them. Used only when EXIF,
+    the maker note and XMP give no time."""
+    if meta.taken_at_raw:
+        return
+    try:
+        info = IptcImagePlugin.getiptcinfo(image) or {}
+    except Exception:  # a damaged APP13 block is not worth a warning when it holds no time we need
+        return
+    date = info.get((2, 55))
+    if isinstance(date, list):
+        date = date[0]
+    time = info.get((2, 60))
+    if isinstance(time, list):
+        time = time[0]
+    iso = iptc_datetime_to_iso(date, time) if isinstance(date, bytes) else None
+    if iso:
+        meta.taken_at_raw, meta.time_source = iso, "iptc"
+
+
 def read_photo(path: str | Path) -> PhotoMeta:
     """Read one image file. Never raises for a bad file: the problem goes into ``error``/``warnings``."""
     meta = PhotoMeta()
@@ -271,6 +308,7 @@ def read_photo(path: str | Path) -> PhotoMeta:
                 except Exception as exc:  # piexif raises many types on broken blocks
                     meta.exif_error = f"EXIF block broken, GPS and maker note not read ({type(exc).__name__}: {exc})"
             _xmp(image, meta)
+            _iptc(image, meta)
             # Decode the pixels (at 1/8 scale where JPEG allows) to prove the file really is an image.
             image.draft("RGB", (max(1, meta.width // 8), max(1, meta.height // 8)))
             image.load()

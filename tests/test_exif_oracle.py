@@ -90,3 +90,25 @@ def test_committed_oracle_matches_live_exiftool(tmp_path):
     fresh = tmp_path / "fresh.json"
     subprocess.run(["bash", str(ORACLE.parent / "make_exiftool_oracle.sh"), str(fresh)], check=True)
     assert json.loads(ORACLE.read_text()) == json.loads(fresh.read_text())
+
+
+def test_a_time_kept_only_in_the_legacy_iptc_block_is_read(tmp_path, data_dir):
+    """Derived at test time: a real Nikon photo with its EXIF block removed keeps its capture time only in the
+    IPTC IIM block (DateCreated + TimeCreated). exiftool 12.57 reads it there as Composite:DateTimeOriginal
+    2005:12:14 14:39:47 (recorded below; compared live when exiftool is installed)."""
+    import piexif
+
+    from engine.exif import read_photo
+
+    photo = tmp_path / "legacy.jpg"
+    shutil.copyfile(data_dir / "exif/jpg/tests/87_OSError.jpg", photo)
+    piexif.remove(str(photo))
+    assert piexif.load(str(photo))["Exif"] == {}  # the EXIF time is really gone
+    expected = "2005-12-14T14:39:47"
+    if shutil.which("exiftool"):
+        live = subprocess.run(
+            ["exiftool", "-s3", "-Composite:DateTimeOriginal", str(photo)], capture_output=True, text=True
+        ).stdout.strip()
+        assert live.replace(":", "-", 2).replace(" ", "T") == expected
+    meta = read_photo(photo)
+    assert (meta.taken_at_raw, meta.time_source) == (expected, "iptc")
