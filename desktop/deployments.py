@@ -8,10 +8,12 @@ written at once through the catalogue (engine.catalogue), or refused with a mess
 from __future__ import annotations
 
 from PySide6.QtCore import QAbstractTableModel, Qt, Signal
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QHeaderView, QLabel, QTableView, QVBoxLayout
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QTableView, QVBoxLayout
 
 from engine.catalogue import Catalogue
 from engine.exif import valid_zone
+
+from .layout import fit_title, headers_in_full
 
 # (column key, header, tooltip)
 COLUMNS = (
@@ -121,11 +123,11 @@ class DeploymentsDialog(QDialog):
     def __init__(self, catalogue: Catalogue, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Deployments — where and when each camera recorded")
+        fit_title(self)
         self.model = DeploymentsModel(catalogue, self)
         self.table = QTableView()
         self.table.setModel(self.model)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        headers_in_full(self.table)
         self.message = QLabel("Double-click a cell to edit it; each change is saved at once.")
         self.message.setWordWrap(True)
         self.model.refused.connect(self.message.setText)

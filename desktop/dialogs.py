@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from engine.catalogue import Catalogue
 from engine.export import ExportError, export_camtrap_dp, export_sightings_csv
 
+from .layout import fit_title
 from .workers import Worker, import_work, reembed_work, train_work
 
 STAGES = ("import", "detect", "embed", "suggest")
@@ -63,6 +64,7 @@ class ImportDialog(QDialog):
     def __init__(self, catalogue_path: Path, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Import photos")
+        fit_title(self)
         self.catalogue_path = catalogue_path
         self.worker: Worker | None = None
         self.result = None
@@ -188,6 +190,7 @@ class ExportDialog(QDialog):
     def __init__(self, catalogue: Catalogue, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Export sightings")
+        fit_title(self)
         self.catalogue = catalogue
         self.format = QComboBox()
         self.format.addItems(["Sightings CSV", "Camtrap DP package"])
@@ -326,6 +329,7 @@ class TrainDialog(QDialog):
     def __init__(self, catalogue_path: Path, parent=None, current_model: Path | None = None):
         super().__init__(parent)
         self.setWindowTitle("Train on confirmed individuals")
+        fit_title(self)
         self.setMinimumWidth(640)
         self.catalogue_path = Path(catalogue_path)
         self.current_model = current_model

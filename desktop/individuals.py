@@ -27,6 +27,7 @@ from engine import decisions
 from engine.catalogue import Catalogue
 
 from .images import pixmap
+from .layout import headers_in_full
 from .models import IndividualsModel, SightingsModel
 
 
@@ -121,6 +122,7 @@ class IndividualsWidget(QWidget):
         self.table = QTableView()
         self.table.setModel(self.model)
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        headers_in_full(self.table)
         self.table.selectionModel().selectionChanged.connect(self._selected)
         rename = QPushButton("Rename…")
         rename.clicked.connect(self.rename_selected)
@@ -142,6 +144,7 @@ class IndividualsWidget(QWidget):
         self.gallery = QListWidget(viewMode=QListWidget.ViewMode.IconMode, iconSize=QSize(140, 100))
         self.history = QTableView()
         self.history.setModel(self.sightings)
+        headers_in_full(self.history)
         self.timeline = TimelineView()
         self.map = MapView()
         tabs = QTabWidget()

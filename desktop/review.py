@@ -34,6 +34,7 @@ from engine.imageio import ImageError
 from engine.pipeline import explain_match
 
 from .images import pixmap
+from .layout import fit_title
 from .models import ReviewQueueModel
 
 
@@ -110,8 +111,10 @@ class PhotoView(QLabel):
             self._band.show()
 
     def mouseMoveEvent(self, event):  # noqa: N802
-        if self.box_mode:
-            self._band.setGeometry(QRect(self._origin, event.position().toPoint()).normalized())
+        if self.box_mode:  # the rectangle follows the pointer to the photo's edge, never past it
+            end = event.position().toPoint()
+            end = QPoint(min(max(end.x(), 0), self.width() - 1), min(max(end.y(), 0), self.height() - 1))
+            self._band.setGeometry(QRect(self._origin, end).normalized())
 
     def mouseReleaseEvent(self, event):  # noqa: N802
         if self.box_mode:
@@ -128,7 +131,8 @@ class CompareDialog(QDialog):
 
     def __init__(self, query: dict, candidate_info: dict | None, full_width: int, parent=None):
         super().__init__(parent)
-        self.setWindowTitle("Compare at full resolution (drag with B held on to draw a box)")
+        self.setWindowTitle("Compare at full resolution: the query on the left, the best candidate on the right")
+        fit_title(self)
         lay = QHBoxLayout(self)
         self.query_view = PhotoView()
         self.query_view.show_photo(query["path"], 1600, full_width)
@@ -155,6 +159,24 @@ class CompareDialog(QDialog):
         column.addWidget(self.pattern_view)
         column.addWidget(self.pattern_reason)
         self.layout().insertLayout(0, column)
+
+
+class BoxDialog(QDialog):
+    """The whole photo, fitted to the screen (no scrolling, no second photo beside it), to draw a box on: the
+    split compare view left the animal off-screen and a drag could not reach it."""
+
+    def __init__(self, query: dict, full_width: int, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Draw a box around the animal: drag over it; Esc cancels")
+        fit_title(self)
+        screen = self.screen().availableGeometry() if self.screen() else QRect(0, 0, 1280, 800)
+        fit = max(320, min(int(screen.width() * 0.9), int(screen.height() * 0.85) * 4 // 3, 1600))
+        self.query_view = PhotoView()
+        self.query_view.show_photo(query["path"], fit, full_width)
+        self.query_view.box_mode = True
+        lay = QVBoxLayout(self)
+        lay.addWidget(QLabel(f"{query.get('file_name') or query['path']}: the box replaces the detector's"))
+        lay.addWidget(self.query_view, 0, Qt.AlignmentFlag.AlignCenter)
 
 
 class ReviewWidget(QWidget):
@@ -398,14 +420,14 @@ class ReviewWidget(QWidget):
         with Image.open(item["path"]) as im:
             return ImageOps.exif_transpose(im).size[0]
 
-    def draw_box(self) -> CompareDialog | None:
-        """Open the photo full size in box mode: the drawn box becomes a manual detection."""
-        dialog = self.compare()
-        if dialog is None:
-            return None
-        dialog.query_view.box_mode = True
+    def draw_box(self) -> BoxDialog | None:
+        """The whole photo fitted to the screen in box mode: the drawn box becomes a manual detection."""
         item = self.current()
+        if not item:
+            return None
+        dialog = BoxDialog(item, self._full_width(item), self)
         dialog.query_view.box_drawn.connect(lambda box: self.add_manual_box(item, box, dialog))
+        dialog.show()
         return dialog
 
     def add_manual_box(self, item: dict, box: tuple, dialog: QDialog | None = None) -> int:

@@ -421,3 +421,49 @@ def test_training_can_be_cancelled_from_the_app(qtbot, tmp_path, data_dir):
     qtbot.waitUntil(lambda: dialog.start_button.isEnabled(), timeout=60_000)
     assert time.monotonic() - started < 30 and "cancelled" in dialog.log.toPlainText()
     assert not dialog.accept_button.isEnabled()
+
+
+def test_a_box_is_drawn_on_the_whole_photo_fitted_to_the_screen_and_stops_at_its_edge(qtbot, review):
+    from PySide6.QtCore import QPoint
+
+    cat, widget = review
+    item = widget.current()
+    dialog = widget.draw_box()
+    qtbot.addWidget(dialog)
+    view = dialog.query_view
+    screen = dialog.screen().availableGeometry()
+    assert view.width() <= screen.width() and view.height() <= screen.height()  # all of the photo is on screen
+    full_width = widget._full_width(item)
+    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=QPoint(view.width() // 2, view.height() // 3))
+    qtbot.mouseMove(view, QPoint(view.width() + 200, view.height() + 200))  # dragged past the photo's corner
+    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=QPoint(view.width() + 200, view.height() + 200))
+    row = cat.query("SELECT * FROM detections WHERE source = 'manual' ORDER BY id DESC LIMIT 1")[0]
+    assert row["x"] == pytest.approx(full_width / 2, rel=0.02)
+    assert row["x"] + row["w"] <= full_width + 1  # the rectangle stopped at the photo's edge
+    assert item["detection_id"] not in [r["detection_id"] for r in widget.model.rows]
+
+
+def test_no_dialog_title_or_column_header_is_cut_off(qtbot, tmp_path):
+    from desktop.deployments import DeploymentsDialog
+    from desktop.dialogs import TrainDialog
+    from desktop.individuals import IndividualsWidget
+
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        cat.ensure_deployment("StationA")
+        for dialog in (ExportDialog(cat), DeploymentsDialog(cat), TrainDialog(tmp_path / "c.sqlite")):
+            qtbot.addWidget(dialog)
+            dialog.show()
+            title = dialog.fontMetrics().horizontalAdvance(dialog.windowTitle())
+            assert dialog.width() > title, dialog.windowTitle()
+        people = IndividualsWidget(cat)
+        qtbot.addWidget(people)
+        people.show()
+        deployments = DeploymentsDialog(cat)
+        qtbot.addWidget(deployments)
+        deployments.show()
+        for table in (people.table, people.history, deployments.table):
+            header = table.horizontalHeader()
+            model = table.model()
+            for col in range(model.columnCount()):
+                text = str(model.headerData(col, Qt.Orientation.Horizontal))
+                assert header.sectionSize(col) >= header.fontMetrics().horizontalAdvance(text), text
