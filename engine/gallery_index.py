@@ -6,8 +6,8 @@ building a search index for each suggestion run cost more than the suggestions t
 which sightings stand now (a few columns, no vectors) and the vectors of sightings confirmed since the last run.
 
 Layout, one folder per re-identification model: ``<catalogue>.gallery/model-<id>/``
-* ``detections.i64`` and ``vectors.f32``: append-only rows, one per detection ever confirmed with this model's
-  embedding (an embedding never changes, so a row never needs rewriting);
+* ``detections.i64``, ``vectors.f32`` and ``viewpoints.u8``: append-only rows, one per detection ever confirmed
+  with this model's embedding (an embedding and a detection's side never change, so a row is never rewritten);
 * ``ivf.faiss``: from ``IVF_MIN`` rows, a faiss inverted-file index (vectors kept in fp16) over the first
   ``indexed`` rows; rows appended since are searched exactly beside it and folded into the index once they are
   a fifth of it (so an ordinary run writes only its new rows, never the whole index);
@@ -24,14 +24,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .match import Gallery, exact_top_k
 
-FORMAT = 1
+FORMAT = 2
 IVF_MIN = 50_000  # below this many rows exact search over the memory-mapped vectors is fast enough (~3 ms/query)
 NPROBE = 24  # inverted lists searched per query: >= 97 % of exact top-1 on real nyala vectors (tests)
 FOLD_SHARE = 0.2  # rows searched exactly beside the index are folded into it once they are this share of it
@@ -44,6 +44,7 @@ class _Meta:
     dim: int = 0
     indexed: int = 0  # rows in ivf.faiss
     nlist: int = 0
+    sides: list = field(default_factory=lambda: [None])  # viewpoints.u8 code -> side (0: not known)
 
     @classmethod
     def read(cls, path: Path) -> _Meta:
@@ -51,7 +52,7 @@ class _Meta:
             data = json.loads(path.read_text())
             if data.get("format") != FORMAT:
                 return cls()
-            return cls(int(data["rows"]), int(data["dim"]), int(data["indexed"]), int(data["nlist"]))
+            return cls(int(data["rows"]), int(data["dim"]), int(data["indexed"]), int(data["nlist"]), data["sides"])
         except (OSError, ValueError, KeyError, TypeError):
             return cls()
 
@@ -120,64 +121,68 @@ class GallerySearch:
         return out_s.astype(np.float32), np.where(np.isfinite(out_s), out_r, -1)
 
 
-def _standing(catalogue, model_id: int) -> dict[str, np.ndarray]:
-    """The sightings that stand now and have this model's embedding: ids, individual (after merges), side,
-    species. No vectors: those come from the files."""
-    rows = catalogue.db.execute(
-        """SELECT s.detection_id, COALESCE(i.merged_into, i.id), d.viewpoint, i.species
-           FROM sighting_state s JOIN individuals i ON i.id = s.individual_id
-           JOIN detections d ON d.id = s.detection_id
-           WHERE EXISTS (SELECT 1 FROM embeddings e WHERE e.detection_id = s.detection_id AND e.model_id = ?)""",
-        [model_id],
-    ).fetchall()
-    columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
+def _standing(catalogue) -> dict[str, np.ndarray]:
+    """The sightings that stand now (detection -> individual as confirmed) and every individual's merged-into id
+    and species: two plain table reads, no joins (700k sightings in 0.4 s at 1M detections)."""
+    rows = catalogue.db.execute("SELECT detection_id, individual_id FROM sighting_state").fetchall()
+    sightings = np.array(rows, np.int64).reshape(-1, 2)
+    people = catalogue.db.execute("SELECT id, COALESCE(merged_into, id), species FROM individuals ORDER BY id")
+    people = people.fetchall()
     return {
-        "detection_ids": np.array(columns[0], np.int64),
-        "individual_ids": np.array(columns[1], np.int64),
-        "viewpoints": np.array(columns[2], dtype=object),
-        "species": np.array(columns[3], dtype=object),
+        "detection_ids": sightings[:, 0],
+        "individuals": sightings[:, 1],
+        "people": np.array([p[0] for p in people], np.int64),
+        "resolved": np.array([p[1] for p in people], np.int64),
+        "species": np.array([p[2] for p in people], dtype=object),
     }
 
 
 def _append_missing(catalogue, model_id: int, folder: Path, meta: _Meta, missing: np.ndarray) -> _Meta:
-    """Append the vectors of ``missing`` detections to the files; returns the new meta (not yet written)."""
-    with (
-        open(folder / "detections.i64", "r+b" if meta.rows else "wb") as ids_file,
-        open(folder / "vectors.f32", "r+b" if meta.rows else "wb") as vec_file,
-    ):
-        ids_file.truncate(meta.rows * 8)  # drop a tail a killed run left behind
-        vec_file.truncate(meta.rows * meta.dim * 4)
-        ids_file.seek(0, os.SEEK_END)
-        vec_file.seek(0, os.SEEK_END)
-        rows, dim = meta.rows, meta.dim
+    """Append the vectors and sides of ``missing`` detections to the files; returns the new meta (not yet
+    written). Standing detections without this model's embedding (a tag sighting with no box) add nothing."""
+    names = ("detections.i64", "vectors.f32", "viewpoints.u8")
+    sizes = (8, meta.dim * 4, 1)
+    handles = [open(folder / n, "r+b" if meta.rows else "wb") for n in names]  # noqa: SIM115 (closed below)
+    try:
+        for handle, size in zip(handles, sizes, strict=True):
+            handle.truncate(meta.rows * size)  # drop a tail a killed run left behind
+            handle.seek(0, os.SEEK_END)
+        rows, dim, sides = meta.rows, meta.dim, list(meta.sides)
         for start in range(0, len(missing), READ_CHUNK):
             chunk = [int(d) for d in missing[start : start + READ_CHUNK]]
             found = catalogue.db.execute(
-                "SELECT detection_id, vector FROM embeddings WHERE model_id = ? AND detection_id IN "
+                "SELECT e.detection_id, e.vector, d.viewpoint FROM embeddings e JOIN detections d "
+                "ON d.id = e.detection_id WHERE e.model_id = ? AND e.detection_id IN "
                 f"({','.join('?' * len(chunk))})",
                 [model_id, *chunk],
             ).fetchall()
             if not found:
                 continue
             dim = dim or len(found[0][1]) // 4
-            vectors = np.frombuffer(b"".join(v for _, v in found), np.float32).reshape(len(found), dim)
-            ids_file.write(np.array([d for d, _ in found], np.int64).tobytes())
-            vec_file.write(np.ascontiguousarray(vectors).tobytes())
+            vectors = np.frombuffer(b"".join(v for _, v, _ in found), np.float32).reshape(len(found), dim)
+            for side in {f[2] for f in found} - set(sides):
+                sides.append(side)
+            codes = np.array([sides.index(f[2]) for f in found], np.uint8)
+            handles[0].write(np.array([d for d, _, _ in found], np.int64).tobytes())
+            handles[1].write(np.ascontiguousarray(vectors).tobytes())
+            handles[2].write(codes.tobytes())
             rows += len(found)
-        ids_file.flush()
-        vec_file.flush()
-        os.fsync(ids_file.fileno())
-        os.fsync(vec_file.fileno())
-    return _Meta(rows, dim, meta.indexed, meta.nlist)
+        for handle in handles:
+            handle.flush()
+            os.fsync(handle.fileno())
+    finally:
+        for handle in handles:
+            handle.close()
+    return _Meta(rows, dim, meta.indexed, meta.nlist, sides)
 
 
 def _files_hold(folder: Path, meta: _Meta) -> bool:
     """Are the files at least as long as the meta says (a tail beyond it is a killed run's, and is dropped)?"""
     try:
-        sizes = ((folder / "detections.i64").stat().st_size, (folder / "vectors.f32").stat().st_size)
+        sizes = [(folder / n).stat().st_size for n in ("detections.i64", "vectors.f32", "viewpoints.u8")]
     except OSError:
         return False
-    return meta.dim > 0 and sizes[0] >= meta.rows * 8 and sizes[1] >= meta.rows * meta.dim * 4
+    return meta.dim > 0 and sizes[0] >= meta.rows * 8 and sizes[1] >= meta.rows * meta.dim * 4 and sizes[2] >= meta.rows
 
 
 def _sample_matches(catalogue, model_id: int, folder: Path, meta: _Meta, known: np.ndarray, n: int = 32) -> bool:
@@ -219,7 +224,7 @@ def open_gallery(catalogue, model_id: int, ivf_min: int = IVF_MIN) -> Gallery:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:  # a read-only card or share: no cache, the gallery is read whole as before
         return _in_memory(catalogue, model_id)
-    standing = _standing(catalogue, model_id)
+    standing = _standing(catalogue)
     with _locked(folder):
         meta = _Meta.read(folder / "meta.json")
         ids_path = folder / "detections.i64"
@@ -232,69 +237,83 @@ def open_gallery(catalogue, model_id: int, ivf_min: int = IVF_MIN) -> Gallery:
         if len(missing):
             meta = _append_missing(catalogue, model_id, folder, meta, missing)
         if meta.rows == 0:
-            return Gallery(np.zeros((0, 0), np.float32), *[standing[k][:0] for k in _COLUMNS])
+            return _empty()
         vectors = np.memmap(folder / "vectors.f32", np.float32, "r", shape=(meta.rows, meta.dim))
         index, faiss = None, _faiss()
         if faiss is not None and meta.rows >= ivf_min:
-            index_path = folder / "ivf.faiss"
-            if meta.indexed and index_path.exists():
-                try:
-                    index = faiss.read_index(str(index_path))
-                except RuntimeError:
-                    index = None
-                if index is None or index.ntotal != meta.indexed:
-                    index, meta.indexed = None, 0
-            if index is None or meta.rows - meta.indexed > FOLD_SHARE * max(meta.indexed, 1):
-                if index is None or meta.rows > 16 * meta.indexed:  # (re)train when the gallery outgrew its lists
-                    index, meta.nlist = _build_index(vectors, meta.rows)
-                else:
-                    index.add(np.ascontiguousarray(vectors[meta.indexed : meta.rows]))
-                meta.indexed = meta.rows
-                tmp = folder / "ivf.faiss.tmp"
-                faiss.write_index(index, str(tmp))
-                os.replace(tmp, index_path)
+            index = _current_index(faiss, folder, meta, vectors)
         meta.write(folder / "meta.json")
         known = np.fromfile(ids_path, np.int64, meta.rows)
-    return _gallery(vectors, known, standing, index, meta.indexed if index is not None else 0)
+        sides = np.array(meta.sides, dtype=object)[np.fromfile(folder / "viewpoints.u8", np.uint8, meta.rows)]
+    return _gallery(vectors, known, sides, standing, index, meta.indexed if index is not None else 0)
 
 
-_COLUMNS = ("individual_ids", "detection_ids", "viewpoints", "species")
+def _current_index(faiss, folder: Path, meta: _Meta, vectors: np.ndarray):
+    """The IVF index over the first ``meta.indexed`` rows, memory-mapped (2.5 s to read 1.8 GB at 1M
+    detections, 0.1 s mapped); rows appended since are folded in once they are a fifth of it."""
+    index_path = folder / "ivf.faiss"
+    index = None
+    if meta.indexed and index_path.exists():
+        try:
+            index = faiss.read_index(str(index_path), faiss.IO_FLAG_MMAP)
+        except RuntimeError:
+            index = None
+        if index is None or index.ntotal != meta.indexed:
+            index, meta.indexed = None, 0
+    if index is None or meta.rows - meta.indexed >= FOLD_SHARE * max(meta.indexed, 1):
+        if index is None or meta.rows > 16 * meta.indexed:  # (re)train when the gallery outgrew its lists
+            index, meta.nlist = _build_index(vectors, meta.rows)
+        else:
+            index = faiss.read_index(str(index_path))  # in memory: a mapped index cannot grow
+            index.add(np.ascontiguousarray(vectors[meta.indexed : meta.rows]))
+        meta.indexed = meta.rows
+        tmp = folder / "ivf.faiss.tmp"
+        faiss.write_index(index, str(tmp))
+        os.replace(tmp, index_path)
+    return index
 
 
-def _gallery(vectors, row_detections: np.ndarray, standing: dict, index, indexed: int) -> Gallery:
+def _empty() -> Gallery:
+    none = np.zeros(0, dtype=object)
+    return Gallery(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64), none, none)
+
+
+def _gallery(vectors, row_detections: np.ndarray, row_sides: np.ndarray, standing: dict, index, indexed: int):
     """Gallery arrays aligned with the file's rows; rows whose sighting does not stand get individual -1 and are
-    never returned by the search."""
+    never returned by the search. Individuals are resolved through merges; species are the individual's own."""
     n = len(row_detections)
     individual_ids = np.full(n, -1, np.int64)
-    viewpoints, species = np.full(n, None, dtype=object), np.full(n, None, dtype=object)
+    species = np.full(n, None, dtype=object)
     hit = np.zeros(n, bool)
     if len(standing["detection_ids"]):
         order = np.argsort(standing["detection_ids"])
         sorted_ids = standing["detection_ids"][order]
         pos = np.minimum(np.searchsorted(sorted_ids, row_detections), len(sorted_ids) - 1)
         hit = sorted_ids[pos] == row_detections
-        src = order[pos[hit]]
-        individual_ids[hit] = standing["individual_ids"][src]
-        viewpoints[hit], species[hit] = standing["viewpoints"][src], standing["species"][src]
-    gallery = Gallery(vectors, individual_ids, row_detections, viewpoints, species)
+        raw = standing["individuals"][order[pos[hit]]]
+        person = np.searchsorted(standing["people"], raw)  # individuals are read ordered by id
+        individual_ids[hit] = standing["resolved"][person]
+        species[hit] = standing["species"][person]
+    gallery = Gallery(vectors, individual_ids, row_detections, np.where(hit, row_sides, None), species)
     gallery._index = GallerySearch(vectors, hit, index, indexed)
     return gallery
 
 
 def _in_memory(catalogue, model_id: int) -> Gallery:
     """Every standing sighting's vector read from the catalogue (no folder beside it can be written)."""
-    standing = _standing(catalogue, model_id)
+    standing = _standing(catalogue)
     ids = standing["detection_ids"]
-    vectors, found = [], []
+    found = []
     for start in range(0, len(ids), READ_CHUNK):
         chunk = [int(d) for d in ids[start : start + READ_CHUNK]]
         found += catalogue.db.execute(
-            f"SELECT detection_id, vector FROM embeddings WHERE model_id = ? AND detection_id IN "
-            f"({','.join('?' * len(chunk))})",
+            "SELECT e.detection_id, e.vector, d.viewpoint FROM embeddings e JOIN detections d ON d.id = "
+            f"e.detection_id WHERE e.model_id = ? AND e.detection_id IN ({','.join('?' * len(chunk))})",
             [model_id, *chunk],
         ).fetchall()
     if not found:
-        return Gallery(np.zeros((0, 0), np.float32), *[standing[k][:0] for k in _COLUMNS])
+        return _empty()
     dim = len(found[0][1]) // 4
-    vectors = np.frombuffer(b"".join(v for _, v in found), np.float32).reshape(len(found), dim)
-    return _gallery(vectors, np.array([d for d, _ in found], np.int64), standing, None, 0)
+    vectors = np.frombuffer(b"".join(v for _, v, _ in found), np.float32).reshape(len(found), dim)
+    sides = np.array([f[2] for f in found], dtype=object)
+    return _gallery(vectors, np.array([d for d, _, _ in found], np.int64), sides, standing, None, 0)

@@ -8,6 +8,7 @@ commits in batches, so a run that is killed or cancelled resumes where it stoppe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -22,7 +23,7 @@ import numpy as np
 from .calibration import Fusion
 from .catalogue import Catalogue
 from .detect import load_detector
-from .gallery_index import open_gallery
+from .gallery_index import gallery_folder, open_gallery
 from .imageio import ImageError, crop, load_rgb, load_rgb_reduced
 from .ingest import ImportSummary, import_folder
 from .match import group_new, match_reason, suggest
@@ -65,6 +66,9 @@ class PipelineSummary:
         return out
 
 
+# What identifies the last embedding row a suggest stage saw: a restored backup reuses rowids and detection ids
+# for other photos, but not their vectors.
+_EMBEDDING_ROW = "detection_id, model_id, hex(substr(vector, 1, 32))"
 SEARCH_DEPTH = 200  # gallery photos per query that are aggregated into individuals (engine.match.suggest)
 SEARCH_BLOCK = 256  # queries searched together: the gallery is read once per block, not once per query
 
@@ -245,22 +249,70 @@ class Pipeline:
         return stats
 
     # -- suggest --------------------------------------------------------------------------------------------
+    def _marks_path(self) -> Path:
+        return gallery_folder(self.cat.path, self.reid_model_id) / "suggest_marks.json"
+
+    def _log_marks(self) -> dict:
+        """Where the embeddings table and the decision log end now (both only grow), with what those last rows
+        say: a catalogue restored from an older backup has other rows there, and its marks are then not used."""
+        db = self.cat.db
+        emb = db.execute(f"SELECT rowid, {_EMBEDDING_ROW} FROM embeddings ORDER BY rowid DESC LIMIT 1").fetchone()
+        log = db.execute("SELECT id, detection_id, at FROM assignments ORDER BY id DESC LIMIT 1").fetchone()
+        return {
+            "embedding_rowid": emb[0] if emb else 0,
+            "embedding_row": list(emb[1:]) if emb else None,
+            "assignment_id": log[0] if log else 0,
+            "assignment_row": list(log[1:]) if log else None,
+        }
+
+    def _valid_marks(self) -> dict | None:
+        try:
+            marks = json.loads(self._marks_path().read_text())
+        except (OSError, ValueError):
+            return None
+        db = self.cat.db
+        emb = db.execute(
+            f"SELECT {_EMBEDDING_ROW} FROM embeddings WHERE rowid = ?", [marks.get("embedding_rowid", 0)]
+        ).fetchone()
+        log = db.execute(
+            "SELECT detection_id, at FROM assignments WHERE id = ?", [marks.get("assignment_id", 0)]
+        ).fetchone()
+        same_emb = (list(emb) if emb else None) == marks.get("embedding_row")
+        same_log = (list(log) if log else None) == marks.get("assignment_row")
+        return marks if same_emb and same_log else None
+
     def pending_suggestion(self) -> list[dict]:
+        """Embedded detections with no standing decision and no suggestion of this model, oldest photo first.
+
+        After a completed suggest stage only what changed since can be pending: embeddings added after it,
+        detections the log has written about since (an undone decision), and detections waiting with another
+        model's suggestions; so only those are looked at (a season's million detections are not scanned on every
+        import). Without marks (first run, another model, a lost cache) every detection is looked at."""
+        marks = self._valid_marks()
+        source = "detections d"
+        params = {"model": self.reid_model_id}
+        if marks:
+            source = """(SELECT detection_id AS id FROM embeddings WHERE rowid > :embedding_rowid
+                         UNION SELECT detection_id FROM assignments WHERE id > :assignment_id
+                         UNION SELECT detection_id FROM review_queue WHERE model_id < :model OR model_id > :model
+                        ) changed JOIN detections d ON d.id = changed.id"""
+            params |= {"embedding_rowid": int(marks["embedding_rowid"]), "assignment_id": int(marks["assignment_id"])}
         return self.cat.query(
-            """SELECT d.id, d.media_id, d.viewpoint, e.vector, m.deployment_id, m.taken_at,
+            f"""SELECT d.id, d.media_id, d.viewpoint, e.vector, m.deployment_id, m.taken_at,
                       COALESCE(d.species, m.species) AS species,
                       (SELECT count(*) FROM detections d2 WHERE d2.media_id = d.media_id) AS n_in_photo
-               FROM detections d JOIN embeddings e ON e.detection_id = d.id AND e.model_id = ?
+               FROM {source} JOIN embeddings e ON e.detection_id = d.id AND e.model_id = :model
                JOIN media m ON m.id = d.media_id
                WHERE NOT EXISTS (SELECT 1 FROM effective_assignments a WHERE a.detection_id = d.id)
                  AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.detection_id = d.id
-                                 AND a.status = 'suggested' AND a.model_id = ?)
+                                 AND a.status = 'suggested' AND a.model_id = :model)
                ORDER BY m.taken_at, d.id""",
-            [self.reid_model_id, self.reid_model_id],
+            params,
         )
 
     def suggest(self, progress: StageProgress | None = None, cancel=None, k: int = 5) -> StageStats:
         stats, t0 = StageStats(), time.perf_counter()
+        marks = self._log_marks()  # read before the work: whatever arrives during it is looked at next time
         todo = self.pending_suggestion()
         gallery = open_gallery(self.cat, self.reid_model_id)
         patterns = PatternStore(self.cat)
@@ -324,6 +376,10 @@ class Pipeline:
                 )
         with self.cat.transaction():
             self.cat.record_suggestions(rows, self.who, self.reid_model_id)
+        if len(results) == len(todo):  # completed, not cancelled: the next run looks only at what changed
+            with contextlib.suppress(OSError):
+                self._marks_path().parent.mkdir(parents=True, exist_ok=True)
+                self._marks_path().write_text(json.dumps(marks))
         stats.items = len(results)
         stats.seconds = time.perf_counter() - t0
         if progress:

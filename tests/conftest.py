@@ -107,3 +107,30 @@ def decision_catalogue(tmp_path, data_dir) -> Path:
             for row in cat.query("SELECT id, width, height FROM media WHERE import_id = ?", [summary.import_id]):
                 cat.add_detection(row["id"], (0, 0, row["width"], row["height"]), source="whole-frame", label="animal")
     return path
+
+
+def grow_detections(cat: Catalogue, model: int, vectors) -> list[int]:
+    """One photo and detection per vector, each with this model's embedding (a derived fixture: the vectors are
+    the test's own, the rows are what the pipeline writes)."""
+    dets = []
+    with cat.transaction():
+        start = cat.db.execute("SELECT count(*) FROM media").fetchone()[0]
+        for i, v in enumerate(vectors, start):
+            media = (
+                cat.db["media"]
+                .insert(
+                    {
+                        "path": f"/card/{i}.jpg",
+                        "file_name": f"{i}.jpg",
+                        "kind": "image",
+                        "status": "ok",
+                        "sha256": f"{i:064x}",
+                        "taken_at": "2026-03-01T10:00:00",
+                    }
+                )
+                .last_pk
+            )
+            det = cat.add_detection(media, (0, 0, 1, 1), source="test")
+            cat.db["embeddings"].insert({"detection_id": det, "model_id": model, "vector": v.tobytes()})
+            dets.append(det)
+    return dets

@@ -10,37 +10,13 @@ from engine.catalogue import Catalogue
 from engine.decisions import merge
 from engine.gallery_index import _Meta, gallery_folder, open_gallery
 from engine.match import VectorIndex, suggest
+from tests.conftest import grow_detections
 
 DIM = 64
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def _grow(cat: Catalogue, model: int, vectors: np.ndarray, start: int = 0) -> list[int]:
-    """One photo and detection per vector, each with this model's embedding."""
-    dets = []
-    with cat.transaction():
-        for i, v in enumerate(vectors, start):
-            media = (
-                cat.db["media"]
-                .insert(
-                    {
-                        "path": f"/card/{i}.jpg",
-                        "file_name": f"{i}.jpg",
-                        "kind": "image",
-                        "status": "ok",
-                        "sha256": f"{i:064x}",
-                        "taken_at": "2026-03-01T10:00:00",
-                    }
-                )
-                .last_pk
-            )
-            det = cat.add_detection(media, (0, 0, 1, 1), source="test")
-            cat.db["embeddings"].insert({"detection_id": det, "model_id": model, "vector": v.tobytes()})
-            dets.append(det)
-    return dets
 
 
 def _catalogue(tmp_path, n=300, individuals=30, seed=0):
@@ -50,7 +26,7 @@ def _catalogue(tmp_path, n=300, individuals=30, seed=0):
     vectors = _unit(centres[owner] + 0.06 * rng.normal(size=(n, DIM)))  # photos of one animal lie near each other
     cat = Catalogue(tmp_path / "c.sqlite")
     model = cat.ensure_model("reid", "1", "reid")
-    dets = _grow(cat, model, vectors)
+    dets = grow_detections(cat, model, vectors)
     inds = [cat.ensure_individual(f"N{i}", "nyala") for i in range(individuals)]
     return cat, model, dets, inds, owner, vectors
 
@@ -141,4 +117,13 @@ def test_the_ivf_index_finds_what_exact_search_finds_and_new_rows_are_searched_b
     assert (folder / "ivf.faiss").stat().st_mtime_ns == stamp
     _, rows = gallery.index.search(vectors[2500:2510], 1)
     assert list(gallery.detection_ids[rows[:, 0]]) == dets[2500:2510]
+    # Once the rows beside the index are more than a fifth of it, they are folded into it.
+    with cat.transaction():
+        for d in dets[2510:]:
+            cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    gallery = open_gallery(cat, model, ivf_min=1000)
+    assert (folder / "ivf.faiss").stat().st_mtime_ns != stamp
+    assert gallery.index.indexed == gallery.index.index.ntotal == 3000
+    _, rows = gallery.index.search(vectors[2900:], 1)
+    assert np.mean(gallery.detection_ids[rows[:, 0]] == np.array(dets[2900:])) >= 0.97
     cat.close()

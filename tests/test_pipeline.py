@@ -174,3 +174,45 @@ def test_new_model_triggers_reembedding(tmp_path, card_folders):
         assert second.reid_model_id != first.reid_model_id
         stats = second.embed()
         assert stats.items == n and cat.db["embeddings"].count == 2 * n
+
+
+def test_after_a_completed_suggest_stage_only_what_changed_is_looked_at_and_nothing_pending_is_missed(tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from engine.catalogue import Catalogue
+    from engine.pipeline import Pipeline
+    from tests.conftest import grow_detections
+
+    rng = np.random.default_rng(4)
+
+    def unit(n):
+        v = rng.normal(size=(n, 1280)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    path = tmp_path / "c.sqlite"
+    with Catalogue(path) as cat:
+        pipe = Pipeline(cat, detector="whole-frame")
+        dets = grow_detections(cat, pipe.reid_model_id, unit(40))
+        inds = [cat.ensure_individual(f"N{i}", "nyala") for i in range(5)]
+        for i, d in enumerate(dets[:20]):
+            cat.confirm(d, inds[i % 5], "ann")
+        assert pipe.suggest().items == 20  # no marks yet: every detection looked at
+        assert pipe._valid_marks() is not None and pipe.suggest().items == 0
+        new = grow_detections(cat, pipe.reid_model_id, unit(3))
+        assert [r["id"] for r in pipe.pending_suggestion()] == new and pipe.suggest().items == 3
+        cat.undo_last("ann", detection_id=dets[7])  # a confirmed photo, never suggested, is open again
+        assert [r["id"] for r in pipe.pending_suggestion()] == [dets[7]] and pipe.suggest().items == 1
+        cat.db.conn.execute("VACUUM INTO ?", [str(tmp_path / "backup.sqlite")])
+        grow_detections(cat, pipe.reid_model_id, unit(4))
+        assert pipe.suggest().items == 4  # the marks move past the backup
+    # The backup is restored over the catalogue: its log ends earlier, so the newer marks are not trusted.
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"c.sqlite{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(tmp_path / "backup.sqlite", path)
+    with Catalogue(path) as cat:
+        pipe = Pipeline(cat, detector="whole-frame")
+        restored = grow_detections(cat, pipe.reid_model_id, unit(6))  # rowids below the old marks' end
+        assert pipe._valid_marks() is None
+        assert [r["id"] for r in pipe.pending_suggestion()] == restored and pipe.suggest().items == 6
