@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .catalogue import Catalogue
+from .catalogue import Catalogue, utc_now
 from .exif import upright_size
 from .imageio import load_rgb_reduced
 from .metrics import box_intersection, box_iou
@@ -310,6 +310,12 @@ class MegaDetectorImport:
     media_matched: int
     unmatched_files: list[str]
     ambiguous_files: list[str]
+    classified: int = 0  # boxes given a species by the file's classifier
+
+
+# A species classifier's label (MegaDetector's 'classifications', e.g. from AddaxAI or animl) is taken as the box's
+# species from this confidence: lower ones are left for the reviewer.
+CLASSIFICATION_THRESHOLD = 0.5
 
 
 def import_megadetector_json(
@@ -328,11 +334,13 @@ def import_megadetector_json(
         meta = doc.get("info", {}).get("detector_metadata", {})
         conf = float(meta.get("typical_detection_threshold", 0.2))
     categories = doc.get("detection_categories", {"1": "animal", "2": "person", "3": "vehicle"})
+    classes = doc.get("classification_categories") or {}
+    classifier = f"classifier:{doc.get('info', {}).get('classifier') or 'unnamed'}"
     by_name: dict[str, list[dict]] = {}
     for m in catalogue.query("SELECT id, path, file_name, width, height, orientation FROM media WHERE status = 'ok'"):
         by_name.setdefault(m["file_name"].casefold(), []).append(m)
     model = catalogue.ensure_model("megadetector-json", doc.get("info", {}).get("detector", "unknown"), "detector")
-    added, matched, unmatched, ambiguous = 0, 0, [], []
+    added, matched, unmatched, ambiguous, classified = 0, 0, [], [], 0
     with catalogue.transaction():
         for entry in doc.get("images", []):
             parts = str(entry.get("file", "")).replace("\\", "/").casefold().split("/")
@@ -352,18 +360,26 @@ def import_megadetector_json(
                 if det.get("conf", 0) < conf:
                     continue
                 bx, by, bw, bh = det["bbox"]
-                catalogue.add_detection(
+                top = max(det.get("classifications") or [], key=lambda c: c[1], default=None)
+                species = classes.get(str(top[0])) if top and top[1] >= CLASSIFICATION_THRESHOLD else None
+                detection_id = catalogue.add_detection(
                     m["id"],
                     (bx * w, by * h, bw * w, bh * h),
                     score=float(det["conf"]),
                     label=categories.get(str(det["category"]), str(det["category"])),
                     source="megadetector-json",
                     model_id=model,
+                    species=species,
                 )
+                if species:  # the same trail as a reviewer's species, naming the classifier
+                    catalogue.db["species_changes"].insert(
+                        {"detection_id": detection_id, "species": species, "who": classifier, "at": utc_now()}
+                    )
+                    classified += 1
                 added += 1
             catalogue.mark_stage(m["id"], "detect", model)
             matched += 1
-    return MegaDetectorImport(added, matched, unmatched, ambiguous)
+    return MegaDetectorImport(added, matched, unmatched, ambiguous, classified)
 
 
 def _best_path_matches(candidates: list[dict], entry_parts: list[str]) -> list[dict]:

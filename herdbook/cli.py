@@ -78,7 +78,8 @@ def cmd_import(args) -> int:
 
             md = import_megadetector_json(cat, args.megadetector_json)
             print(
-                f"megadetector boxes: {md.detections} on {md.media_matched} photos; "
+                f"megadetector boxes: {md.detections} on {md.media_matched} photos ({md.classified} given a species "
+                "by the file's classifier); "
                 f"{len(md.unmatched_files)} file names matched no photo, {len(md.ambiguous_files)} several"
             )
         model = args.model or default_model_path()

@@ -193,3 +193,48 @@ def test_megadetector_paths_tell_apart_one_file_name_at_two_stations(catalogue, 
     )
     where = {row["score"]: row["path"].replace("\\", "/").split("/")[-2:] for row in rows}
     assert where == {0.9: ["StationA", "IMG0001.JPG"], 0.8: ["StationB", "IMG0001.JPG"]}
+
+
+def test_a_classifiers_species_in_a_megadetector_file_becomes_the_boxes_species(catalogue, data_dir, tmp_path):
+    """animl's Results.csv holds its species classifier's prediction for each real MegaDetector box; written here
+    as the batch file's 'classifications', as AddaxAI writes them."""
+    import_folder(catalogue, data_dir / ANIML)
+    classes: dict[str, str] = {}
+    images: dict[str, list] = {}
+    with open(data_dir / ANIML / "tests/GroundTruth/main/Results.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            if not r["conf"]:
+                continue
+            cls = classes.setdefault(r["prediction"], str(len(classes)))
+            images.setdefault(r["file"], []).append(
+                {
+                    "category": r["category"],
+                    "conf": float(r["conf"]),
+                    "bbox": [float(r[f"bbox{i}"]) for i in range(1, 5)],
+                    "classifications": [[cls, float(r["confidence"])]],
+                }
+            )
+    for box in next(d for f, d in images.items() if f.endswith("2021-08-08_RCNX0063_fox.JPG")):
+        box["classifications"][0][1] = 0.3  # an uncertain label, derived from the real one
+    md = {
+        "info": {"format_version": "1.4", "detector": "MegaDetector v5a", "classifier": "Animl"},
+        "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
+        "classification_categories": {v: k for k, v in classes.items()},
+        "images": [{"file": f, "detections": d} for f, d in images.items()],
+    }
+    (tmp_path / "md.json").write_text(json.dumps(md))
+    result = import_megadetector_json(catalogue, tmp_path / "md.json", conf=0.2)
+    assert result.classified > 0
+    cougar = catalogue.query(
+        """SELECT d.id, d.species FROM detections d JOIN media m ON m.id = d.media_id
+           WHERE m.file_name = '2021-06-30_SYFR0218_cougar.JPG' ORDER BY d.score DESC"""
+    )[0]
+    assert cougar["species"] == "cougar"  # animl said cougar at 0.97
+    trail = catalogue.query("SELECT who FROM species_changes WHERE detection_id = ?", [cougar["id"]])
+    assert [t["who"] for t in trail] == ["classifier:Animl"]
+    fox = catalogue.query(
+        """SELECT d.species FROM detections d JOIN media m ON m.id = d.media_id
+           WHERE m.file_name = '2021-08-08_RCNX0063_fox.JPG'"""
+    )
+    assert fox and all(f["species"] is None for f in fox)  # said at 0.3 below: left for the reviewer
+    assert result.classified == result.detections - len(fox)
