@@ -109,28 +109,21 @@ def decision_catalogue(tmp_path, data_dir) -> Path:
     return path
 
 
-def grow_detections(cat: Catalogue, model: int, vectors) -> list[int]:
-    """One photo and detection per vector, each with this model's embedding (a derived fixture: the vectors are
-    the test's own, the rows are what the pipeline writes)."""
+def add_photos(cat: Catalogue, n: int, taken_at=lambda i: "2026-03-01T10:00:00") -> list[int]:
+    """``n`` photo rows, one detection each (a derived fixture: rows as the importer and detector write them)."""
     dets = []
+    start = cat.db.execute("SELECT count(*) FROM media").fetchone()[0]
+    for i in range(start, start + n):
+        row = {"path": f"/card/{i}.jpg", "file_name": f"{i}.jpg", "kind": "image", "status": "ok"}
+        media = cat.db["media"].insert(row | {"sha256": f"{i:064x}", "taken_at": taken_at(i)}).last_pk
+        dets.append(cat.add_detection(media, (0, 0, 1, 1), source="test"))
+    return dets
+
+
+def grow_detections(cat: Catalogue, model: int, vectors) -> list[int]:
+    """One photo and detection per vector, each with this model's embedding."""
     with cat.transaction():
-        start = cat.db.execute("SELECT count(*) FROM media").fetchone()[0]
-        for i, v in enumerate(vectors, start):
-            media = (
-                cat.db["media"]
-                .insert(
-                    {
-                        "path": f"/card/{i}.jpg",
-                        "file_name": f"{i}.jpg",
-                        "kind": "image",
-                        "status": "ok",
-                        "sha256": f"{i:064x}",
-                        "taken_at": "2026-03-01T10:00:00",
-                    }
-                )
-                .last_pk
-            )
-            det = cat.add_detection(media, (0, 0, 1, 1), source="test")
+        dets = add_photos(cat, len(vectors))
+        for det, v in zip(dets, vectors, strict=True):
             cat.db["embeddings"].insert({"detection_id": det, "model_id": model, "vector": v.tobytes()})
-            dets.append(det)
     return dets

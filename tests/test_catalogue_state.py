@@ -11,6 +11,7 @@ import sqlite_utils
 
 from engine.catalogue import MIGRATIONS, SCHEMA_VERSION, Catalogue
 from engine.pipeline import iter_open_suggestions, open_count, open_suggestions
+from tests.conftest import add_photos
 
 # The oracle: the state as schema 1 derived it from the log, with no stored state at all.
 DERIVED_SIGHTINGS = """
@@ -41,24 +42,7 @@ def _derived(db) -> tuple[list, list]:
 
 
 def _photos(cat: Catalogue, n: int) -> list[int]:
-    dets = []
-    for i in range(n):
-        media = (
-            cat.db["media"]
-            .insert(
-                {
-                    "path": f"/card/{i}.jpg",
-                    "file_name": f"{i}.jpg",
-                    "kind": "image",
-                    "status": "ok",
-                    "sha256": f"{i:064x}",
-                    "taken_at": f"2026-03-{1 + (7 * i) % 28:02d}T10:00:00",  # not in detection order
-                }
-            )
-            .last_pk
-        )
-        dets.append(cat.add_detection(media, (1, 2, 3, 4), source="bench"))
-    return dets
+    return add_photos(cat, n, taken_at=lambda i: f"2026-03-{1 + (7 * i) % 28:02d}T10:00:00")  # not in detection order
 
 
 def _suggest(cat: Catalogue, det: int, individuals: list[int], model: int, new: bool = False) -> None:

@@ -369,19 +369,26 @@ def test_deployments_are_edited_in_the_app_and_bad_values_refused(qtbot, tmp_pat
         assert export.export() and export.deployments_button.isHidden()
 
 
-def test_training_from_the_app_reports_progress_compares_with_the_current_model_and_keeps_it_beside_the_catalogue(
-    qtbot, tmp_path, data_dir
-):
+def _station_catalogue(tmp_path, data_dir, individuals: int):
+    """A station's catalogue of the first nyala individuals' photos, each confirmed as its folder's individual."""
     pytest.importorskip("torch")
-    from desktop.dialogs import TrainDialog, trained_models_folder
     from engine.demo import label_folder_individuals
     from engine.ingest import import_folder
 
     path = tmp_path / "station.sqlite"
     with Catalogue(path) as cat:
-        for code in sorted(p.name for p in (data_dir / "nyala/train").iterdir())[:6]:
+        for code in sorted(p.name for p in (data_dir / "nyala/train").iterdir())[:individuals]:
             imp = import_folder(cat, data_dir / "nyala/train" / code, site="nyala-site")
             label_folder_individuals(cat, imp.import_id, "nyala")
+    return path
+
+
+def test_training_from_the_app_reports_progress_compares_with_the_current_model_and_keeps_it_beside_the_catalogue(
+    qtbot, tmp_path, data_dir
+):
+    from desktop.dialogs import TrainDialog, trained_models_folder
+
+    path = _station_catalogue(tmp_path, data_dir, 6)
     dialog = TrainDialog(path)
     qtbot.addWidget(dialog)
     dialog.budget.setValue(0.5)
@@ -401,16 +408,9 @@ def test_training_from_the_app_reports_progress_compares_with_the_current_model_
 
 
 def test_training_can_be_cancelled_from_the_app(qtbot, tmp_path, data_dir):
-    pytest.importorskip("torch")
     from desktop.dialogs import TrainDialog
-    from engine.demo import label_folder_individuals
-    from engine.ingest import import_folder
 
-    path = tmp_path / "station.sqlite"
-    with Catalogue(path) as cat:
-        for code in sorted(p.name for p in (data_dir / "nyala/train").iterdir())[:4]:
-            imp = import_folder(cat, data_dir / "nyala/train" / code, site="nyala-site")
-            label_folder_individuals(cat, imp.import_id, "nyala")
+    path = _station_catalogue(tmp_path, data_dir, 4)
     dialog = TrainDialog(path)
     qtbot.addWidget(dialog)
     dialog.budget.setValue(10)
