@@ -316,7 +316,9 @@ def comparison_text(metrics: dict) -> str:
     )
     return (
         f"{head} {line}; current model ({current['model']}) rank-1 {cur['rank1']:.1%}, "
-        f"rank-5 {cur.get('rank5', float('nan')):.1%}, mAP {cur['mAP']:.1%}: {verdict}"
+        f"rank-5 {cur.get('rank5', float('nan')):.1%}, mAP {cur['mAP']:.1%}: {verdict} (Appearance alone, "
+        "both. The new model's suggestions rest on appearance alone: the coat-pattern verification's fusion is "
+        "fitted for the bundled model.)"
     )
 
 
