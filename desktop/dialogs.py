@@ -190,6 +190,7 @@ class ExportDialog(QDialog):
     def __init__(self, catalogue: Catalogue, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Export sightings")
+        self.setMinimumWidth(560)  # room for the messages and all three buttons
         fit_title(self)
         self.catalogue = catalogue
         self.format = QComboBox()
