@@ -20,7 +20,6 @@ Vectors are searched exactly with numpy, and with a faiss HNSW index once the ga
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -143,20 +142,33 @@ def rank_individuals(
     sims: np.ndarray, gallery_rows: np.ndarray, gallery: Gallery, k: int = 5, top_n: int = 3, keep_photos: int = 3
 ) -> list[Candidate]:
     """Aggregate per-vector similarities into per-individual scores (mean of each one's best top_n); each
-    candidate lists its best ``keep_photos`` gallery detections (the ones pattern verification looks at)."""
-    per: dict[int, list[tuple[float, int]]] = defaultdict(list)
-    for s, row in zip(sims, gallery_rows, strict=True):
-        if row < 0:
-            continue
-        per[int(gallery.individual_ids[row])].append((float(s), int(gallery.detection_ids[row])))
+    candidate lists its best ``keep_photos`` gallery detections (the ones pattern verification looks at).
+
+    In numpy, one sort per query (a Python loop over the 200 neighbours cost 0.65 s per 1,000 queries): photos
+    grouped by individual, best first (ties: the higher detection id); individuals tied on score keep the order
+    in which the search met them."""
+    rows = np.asarray(gallery_rows)
+    valid = rows >= 0
+    if not valid.any():
+        return []
+    rows, scores = rows[valid], np.asarray(sims, np.float64)[valid]
+    inds, dets = gallery.individual_ids[rows], gallery.detection_ids[rows]
+    _, first_seen, group = np.unique(inds, return_index=True, return_inverse=True)
+    order = np.lexsort((-dets, -scores, first_seen[group]))  # by individual (as met), then best photo first
+    group_sorted = group[order]
+    starts = np.flatnonzero(np.r_[True, group_sorted[1:] != group_sorted[:-1]])  # one per individual, as met
+    rank_in_group = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    best = rank_in_group < top_n
+    slot = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(order)]))
+    means = np.bincount(slot[best], scores[order][best]) / np.bincount(slot[best])
+    keep = max(top_n, keep_photos)
     cands = []
-    for ind, items in per.items():
-        items.sort(reverse=True)
-        best = items[:top_n]
-        score = sum(v for v, _ in best) / len(best)  # plain floats: np.mean costs more than the sum at this size
-        cands.append(Candidate(ind, score, best[0][1], score, [d for _, d in items[: max(top_n, keep_photos)]]))
-    cands.sort(key=lambda c: -c.score)
-    return cands[:k]
+    for g in np.argsort(-means, kind="stable")[:k]:
+        a = starts[g]
+        photos = [int(d) for d in dets[order[a : a + keep]][: int((slot == g).sum())]]
+        score = float(means[g])
+        cands.append(Candidate(int(inds[order[a]]), score, photos[0], score, photos))
+    return cands
 
 
 def suggest(

@@ -289,19 +289,20 @@ class Pipeline:
         model's suggestions; so only those are looked at (a season's million detections are not scanned on every
         import). Without marks (first run, another model, a lost cache) every detection is looked at."""
         marks = self._valid_marks()
-        source = "detections d"
+        source, join = "detections d", "JOIN"
         params = {"model": self.reid_model_id}
         if marks:
             source = """(SELECT detection_id AS id FROM embeddings WHERE rowid > :embedding_rowid
                          UNION SELECT detection_id FROM assignments WHERE id > :assignment_id
                          UNION SELECT detection_id FROM review_queue WHERE model_id < :model OR model_id > :model
-                        ) changed JOIN detections d ON d.id = changed.id"""
+                        ) changed CROSS JOIN detections d ON d.id = changed.id"""
             params |= {"embedding_rowid": int(marks["embedding_rowid"]), "assignment_id": int(marks["assignment_id"])}
+            join = "CROSS JOIN"  # SQLite keeps this order: from the few changed rows, not from every embedding
         return self.cat.query(
             f"""SELECT d.id, d.media_id, d.viewpoint, e.vector, m.deployment_id, m.taken_at,
                       COALESCE(d.species, m.species) AS species,
                       (SELECT count(*) FROM detections d2 WHERE d2.media_id = d.media_id) AS n_in_photo
-               FROM {source} JOIN embeddings e ON e.detection_id = d.id AND e.model_id = :model
+               FROM {source} {join} embeddings e ON e.detection_id = d.id AND e.model_id = :model
                JOIN media m ON m.id = d.media_id
                WHERE NOT EXISTS (SELECT 1 FROM effective_assignments a WHERE a.detection_id = d.id)
                  AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.detection_id = d.id
