@@ -418,10 +418,14 @@ class TrainDialog(QDialog):
         self.worker.progress.connect(self._reembed_progress)
         self.worker.finished.connect(self._reembed_done)
         self.progress.setFormat("re-embedding %p%")
+        self.progress.setValue(0)
         self.worker.start()
 
-    def _reembed_progress(self, _stage: str, done: int, total: int, _left: float) -> None:
-        self.progress.setMaximum(max(total, 1))
+    def _reembed_progress(self, stage: str, done: int, total: int, _left: float) -> None:
+        if total <= 0:  # a stage with nothing to do (no detection waiting for suggestions) leaves the bar alone;
+            return  # it reset a finished re-embedding to 0 % before
+        self.progress.setFormat(f"{'re-embedding' if stage == 'embed' else stage} %p%")
+        self.progress.setMaximum(total)
         self.progress.setValue(done)
 
     def _reembed_done(self, _result) -> None:

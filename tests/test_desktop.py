@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -405,6 +406,13 @@ def test_training_from_the_app_reports_progress_compares_with_the_current_model_
     assert "current model (herdbook-reid" in dialog.metrics.text() and "new model rank-1" in dialog.metrics.text()
     assert dialog.out_dir.parent == trained_models_folder(path) and list(dialog.out_dir.glob("*.onnx"))
     assert took < 0.5 * 60 + 90, took  # the budget covers the run; a fixed start-up (torch, export) beside it
+    # Accepting re-embeds the catalogue with the new model, and the bar follows it (it stayed at 0% once).
+    bar_values.clear()
+    with qtbot.waitSignal(dialog.model_switched, timeout=120_000) as switched:
+        qtbot.mouseClick(dialog.accept_button, Qt.MouseButton.LeftButton)
+    assert switched.args[0].endswith(".onnx") and Path(switched.args[0]).parent == dialog.out_dir
+    assert dialog.progress.value() == dialog.progress.maximum() > 1
+    assert "re-embedding" in dialog.progress.format()
 
 
 def test_training_can_be_cancelled_from_the_app(qtbot, tmp_path, data_dir):
