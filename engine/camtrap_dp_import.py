@@ -265,7 +265,7 @@ def import_camtrap_dp(catalogue: Catalogue, package: str | Path, who: str = SOUR
                 score=_number(obs.get("classificationProbability")),
             )
             report.detections += pixels is not None
-            if individual and target.get("status") == "ok":
+            if individual:  # a sighting history stands without the photo (a web URL, a missing file)
                 ind = catalogue.ensure_individual(individual, species or "unknown")
                 catalogue.confirm(detection, ind, who=obs.get("classifiedBy") or who)
                 report.sightings += 1
