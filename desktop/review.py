@@ -126,6 +126,9 @@ class PhotoView(QLabel):
                 )
 
 
+OTHER_PHOTOS = 8  # a candidate's other photos shown in the compare view
+
+
 class CompareDialog(QDialog):
     """Query and candidate side by side at full resolution, each scrollable; also where boxes are drawn."""
 
@@ -140,12 +143,32 @@ class CompareDialog(QDialog):
             area = QScrollArea()
             area.setWidget(view)
             lay.addWidget(area)
+        self.other_photos: list[QLabel] = []
         if candidate_info:
             other = QLabel()
             other.setPixmap(pixmap(candidate_info["path"], candidate_info.get("box"), 1600))
             area = QScrollArea()
             area.setWidget(other)
-            lay.addWidget(area)
+            column = QVBoxLayout()
+            column.addWidget(area, 1)
+            if candidate_info.get("others"):
+                column.addWidget(QLabel(f"Other photos of {candidate_info.get('code') or 'this candidate'}:"))
+                strip, row = QWidget(), QHBoxLayout()
+                for photo in candidate_info["others"]:
+                    thumb = QLabel()
+                    thumb.setPixmap(pixmap(photo["path"], photo["box"], 150))
+                    thumb.setToolTip(photo["caption"])
+                    cell = QVBoxLayout()
+                    cell.addWidget(thumb)
+                    cell.addWidget(QLabel(photo["caption"]))
+                    row.addLayout(cell)
+                    self.other_photos.append(thumb)
+                strip.setLayout(row)
+                scroll = QScrollArea()
+                scroll.setWidget(strip)
+                scroll.setFixedHeight(215)
+                column.addWidget(scroll)
+            lay.addLayout(column)
         self.resize(1400, 800)
 
     def show_pattern_match(self, picture, reason: str) -> None:
@@ -235,7 +258,7 @@ class ReviewWidget(QWidget):
     def _candidate_info(self, cand: dict) -> dict | None:
         """The candidate's best-matching gallery photo, and when and where it was last seen."""
         rows = self.catalogue.query(
-            """SELECT m.path, m.taken_at, dep.name AS site, d.x, d.y, d.w, d.h FROM sightings s
+            """SELECT m.path, m.taken_at, dep.name AS site, d.x, d.y, d.w, d.h, d.viewpoint FROM sightings s
                JOIN detections d ON d.id = s.detection_id JOIN media m ON m.id = d.media_id
                LEFT JOIN deployments dep ON dep.id = m.deployment_id
                WHERE s.individual_id = ? ORDER BY m.taken_at DESC, s.detection_id DESC""",
@@ -259,11 +282,24 @@ class ReviewWidget(QWidget):
             )
             if hit:
                 best = {**rows[0], **hit[0]}
+        shown = best["path"]
+        others = [r for r in rows if r["path"] != shown]
+        others.sort(key=lambda r: str(r["viewpoint"] or ""))  # stable: each side's photos stay newest first
         return {
             "path": best["path"],
             "box": (best["x"], best["y"], best["w"], best["h"]) if best["w"] else None,
             "taken_at": rows[0]["taken_at"],
             "site": rows[0]["site"],
+            "code": cand.get("code"),
+            # Its other confirmed photos, both sides, so a person can check the match against more than one view.
+            "others": [
+                {
+                    "path": r["path"],
+                    "box": (r["x"], r["y"], r["w"], r["h"]) if r["w"] else None,
+                    "caption": " · ".join(str(v) for v in (r["viewpoint"], (r["taken_at"] or "")[:10]) if v),
+                }
+                for r in others[:OTHER_PHOTOS]
+            ],
         }
 
     def show_current(self) -> None:
