@@ -136,7 +136,9 @@ class CompareDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Compare at full resolution: the query on the left, the best candidate on the right")
         fit_title(self)
-        lay = QHBoxLayout(self)
+        self.column = QVBoxLayout(self)  # the coat-pattern match above, the two photos side by side below
+        lay = QHBoxLayout()
+        self.column.addLayout(lay, 1)
         self.query_view = PhotoView()
         self.query_view.show_photo(query["path"], 1600, full_width)
         for view in (self.query_view,):
@@ -178,10 +180,8 @@ class CompareDialog(QDialog):
         self.pattern_view = QLabel()
         self.pattern_view.setPixmap(QPixmap.fromImage(image))
         self.pattern_reason = QLabel(reason)
-        column = QVBoxLayout()
-        column.addWidget(self.pattern_view)
-        column.addWidget(self.pattern_reason)
-        self.layout().insertLayout(0, column)
+        self.column.insertWidget(0, self.pattern_reason)
+        self.column.insertWidget(0, self.pattern_view, 0, Qt.AlignmentFlag.AlignHCenter)
 
 
 class BoxDialog(QDialog):
