@@ -66,6 +66,9 @@ class CandidateCard(QFrame):
         self.photo.setFixedSize(QSize(220, 150))
         self.text = QLabel()
         self.text.setWordWrap(True)
+        # Room for the code, the reason (two lines) and where it was last seen: a squeezed card drew its text
+        # over the photo.
+        self.text.setMinimumHeight(self.text.fontMetrics().lineSpacing() * 5)
         lay = QVBoxLayout(self)
         lay.addWidget(QLabel(f"<b>[{key}]</b>"))
         lay.addWidget(self.photo)

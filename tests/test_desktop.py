@@ -485,3 +485,13 @@ def test_no_dialog_title_or_column_header_is_cut_off(qtbot, tmp_path):
             for col in range(model.columnCount()):
                 text = str(model.headerData(col, Qt.Orientation.Horizontal))
                 assert header.sectionSize(col) >= header.fontMetrics().horizontalAdvance(text), text
+
+
+def test_a_candidate_cards_words_never_lie_over_its_photo(qtbot, review):
+    _, widget = review
+    widget.show()
+    qtbot.waitExposed(widget)
+    for card in widget.cards:
+        if card.isEnabled():
+            assert card.text.geometry().top() >= card.photo.geometry().bottom(), card.text.text()
+            assert card.text.height() >= card.text.heightForWidth(card.text.width()) - 1  # nothing cut off
