@@ -163,6 +163,7 @@ class IndividualsWidget(QWidget):
         split.addWidget(lw)
         split.addWidget(rw)
         split.setStretchFactor(1, 2)
+        lw.setMinimumWidth(440)  # the list's five columns in full (code, name, species, sightings, last seen)
         lay = QVBoxLayout(self)
         lay.addWidget(split)
         self.model.reload()
@@ -186,7 +187,7 @@ class IndividualsWidget(QWidget):
         self.title.setText(f"<b>{ind['code']}</b> {ind['name'] or ''} · {ind['species']} · {len(rows)} sightings")
         self.gallery.clear()
         for r in sorted(rows, key=lambda r: (r["viewpoint"] or "", r["taken_at"] or ""))[:60]:
-            item = QListWidgetItem(f"{r['viewpoint'] or 'side ?'} · {(r['taken_at'] or '')[:10]}")
+            item = QListWidgetItem(" · ".join(v for v in (r["viewpoint"] or "side ?", (r["taken_at"] or "")[:10]) if v))
             item.setIcon(pixmap(r["path"], (r["x"], r["y"], r["w"], r["h"]) if r["w"] else None, 140))
             self.gallery.addItem(item)
         self.timeline.set_rows(rows)
