@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +25,7 @@ from .ingest import IngestError, scan_file
 from .resources import species_from_scientific
 
 SOURCE = "camtrap-dp"
+SCAN_BATCH = 32  # files read between two looks at the cancel event
 LABELS = {"animal": "animal", "human": "person", "vehicle": "vehicle"}  # observationType -> detector label
 
 
@@ -38,8 +41,11 @@ class CamtrapImportReport:
     sightings: int = 0
     individuals: int = 0
     problems: list[str] = field(default_factory=list)
+    cancelled: bool = False
 
     def lines(self) -> list[str]:
+        if self.cancelled:
+            return [f"cancelled reading Camtrap DP package {self.package}: nothing written"]
         out = [
             f"read Camtrap DP package {self.package}: {self.deployments} deployments, "
             f"{self.media_local} photos imported, {self.media_remote} remote files recorded (not downloaded), "
@@ -102,11 +108,36 @@ def _species(obs: dict) -> str | None:
     return species_from_scientific(obs.get("scientificName")) or (tags.get("species") or "").strip() or None
 
 
-def import_camtrap_dp(catalogue: Catalogue, package: str | Path, who: str = SOURCE) -> CamtrapImportReport:
-    """Import a Camtrap DP package folder; see the module docstring."""
+def _scan_local_files(package: Path, media_table: Path, progress=None, cancel=None) -> dict[Path, object] | None:
+    """Every local file the media table names, hashed and read in threads before anything is written (so the
+    catalogue is never locked while files are read); None when cancelled."""
+    paths = sorted(
+        {p for _, m in _rows(media_table) if m.get("filePath") and (p := _local_file(package, m["filePath"]))}
+    )
+    scanned: dict[Path, object] = {}
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(paths), SCAN_BATCH):
+            if cancel is not None and cancel.is_set():
+                return None
+            batch = paths[start : start + SCAN_BATCH]
+            scanned.update(zip(batch, pool.map(scan_file, batch), strict=True))
+            if progress:
+                progress(len(scanned), len(paths))
+    return None if cancel is not None and cancel.is_set() else scanned
+
+
+def import_camtrap_dp(
+    catalogue: Catalogue, package: str | Path, who: str = SOURCE, progress=None, cancel=None
+) -> CamtrapImportReport:
+    """Import a Camtrap DP package folder; see the module docstring. ``progress(done, total)`` follows the
+    reading of its files; a ``cancel`` event set meanwhile leaves the catalogue as it was."""
     package = Path(package).resolve()
     tables = _resources(package)
     report = CamtrapImportReport(str(package))
+    files = _scan_local_files(package, tables["media"], progress, cancel)
+    if files is None:
+        report.cancelled = True
+        return report
     db = catalogue.db
     source = f"camtrap-dp:{package}"
     found = db.execute("SELECT id FROM imports WHERE source = ?", [source]).fetchone()
@@ -160,7 +191,7 @@ def import_camtrap_dp(catalogue: Catalogue, package: str | Path, who: str = SOUR
                 "time_source": SOURCE if taken else None,
             }
             if local is not None:
-                scanned = scan_file(local)
+                scanned = files[local]
                 meta = scanned.meta
                 if scanned.error or meta is None or meta.error:
                     # Recorded, so the observations of a missing or broken photo are not lost.

@@ -418,10 +418,13 @@ def cmd_import_camtrap_dp(args) -> int:
     if not (Path(args.package) / "datapackage.json").is_file():
         raise CommandError(f"{args.package}: no datapackage.json (not a Camtrap DP package)")
     with _open(args) as cat:
+        bar, update = _progress_bar("read")
         try:
-            report = import_camtrap_dp(cat, args.package)
+            report = import_camtrap_dp(cat, args.package, progress=lambda d, t: update(d, t, ""))
         except IngestError as exc:
             raise CommandError(str(exc)) from exc
+        finally:
+            bar.close()
         for line in report.lines():
             print(line)
         if not args.only_read and report.detections:

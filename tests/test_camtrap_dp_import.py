@@ -80,3 +80,30 @@ def test_the_standards_example_package_reads_without_downloading_its_web_media(d
 def test_a_folder_that_is_not_a_package_is_refused_by_name(tmp_path):
     with Catalogue(tmp_path / "c.sqlite") as cat, pytest.raises(IngestError, match="no datapackage.json"):
         import_camtrap_dp(cat, tmp_path)
+
+
+def test_reading_a_package_shows_progress_and_a_cancel_writes_nothing(data_dir, tmp_path):
+    import threading
+
+    card = tmp_path / "card"
+    shutil.copytree(data_dir / "camtrapr/sample_images_indiv_tag", card)
+    with Catalogue(tmp_path / "station.sqlite") as cat:
+        import_folder(cat, card)
+        for row in cat.query("SELECT name FROM deployments"):
+            cat.update_deployment(row["name"], latitude=5.1, longitude=117.9, utc_offset="+08:00")
+        export_camtrap_dp(cat, card)
+    with Catalogue(tmp_path / "central.sqlite") as cat:
+        stop = threading.Event()
+        seen = []
+
+        def progress(done, total):
+            seen.append((done, total))
+            stop.set()  # the user presses Cancel after the first batch of files
+
+        report = import_camtrap_dp(cat, card, progress=progress, cancel=stop)
+        assert report.cancelled and seen and seen[0][1] >= seen[0][0] > 0
+        assert cat.counts()["media"] == 0 and cat.counts()["deployments"] == 0  # nothing written
+        assert "nothing written" in report.lines()[0]
+        done = []
+        report = import_camtrap_dp(cat, card, progress=lambda d, t: done.append((d, t)))
+        assert not report.cancelled and done[-1][0] == done[-1][1] == report.media_local
