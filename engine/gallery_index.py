@@ -82,7 +82,11 @@ def _locked(folder: Path):
         yield
         return
     with open(folder / "lock", "a+") as handle:  # a lock file of our own, never the catalogue's file
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # a share without locks (some NFS mounts): one writer is then the user's rule
+            yield
+            return
         try:
             yield
         finally:
@@ -225,8 +229,12 @@ def open_gallery(catalogue, model_id: int, ivf_min: int = IVF_MIN) -> Gallery:
     folder = gallery_folder(catalogue.path, model_id)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError:  # a read-only card or share: no cache, the gallery is read whole as before
+        return _from_folder(catalogue, model_id, folder, ivf_min)
+    except OSError:  # a read-only card or share, a full disk: no cache, the gallery is read whole as before
         return _in_memory(catalogue, model_id)
+
+
+def _from_folder(catalogue, model_id: int, folder: Path, ivf_min: int) -> Gallery:
     standing = _standing(catalogue)
     with _locked(folder):
         meta = _Meta.read(folder / "meta.json")

@@ -127,3 +127,21 @@ def test_the_ivf_index_finds_what_exact_search_finds_and_new_rows_are_searched_b
     _, rows = gallery.index.search(vectors[2900:], 1)
     assert np.mean(gallery.detection_ids[rows[:, 0]] == np.array(dets[2900:])) >= 0.97
     cat.close()
+
+
+def test_a_gallery_folder_that_cannot_be_written_falls_back_to_reading_the_catalogue(tmp_path):
+    import os
+
+    cat, model, dets, inds, owner, vectors = _catalogue(tmp_path)
+    for d in dets[:50]:
+        cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    place = gallery_folder(cat.path, model).parent
+    if os.geteuid() == 0:  # root writes anywhere: a file where the folder should be makes mkdir fail
+        place.write_text("not a folder")
+    else:  # a read-only card or share
+        place.mkdir()
+        place.chmod(0o500)
+    gallery = open_gallery(cat, model)
+    _, rows = gallery.index.search(vectors[:50], 1)
+    assert list(gallery.detection_ids[rows[:, 0]]) == dets[:50]
+    cat.close()
