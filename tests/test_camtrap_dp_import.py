@@ -24,19 +24,29 @@ def _sightings(cat: Catalogue) -> set[tuple[str, str]]:
     }
 
 
-def test_herdbooks_own_package_reads_back_to_the_same_individuals_on_the_same_photos(data_dir, tmp_path):
+def _station_card(data_dir, tmp_path, also=None) -> tuple:
+    """A copy of camtrapR's tagged card, imported with its deployments placed, then exported as Camtrap DP into
+    the card itself (relative file paths); ``also(cat)`` adds to the station's catalogue before the export.
+    Returns the card, the station's sightings and its deployment names."""
     card = tmp_path / "card"
     shutil.copytree(data_dir / "camtrapr/sample_images_indiv_tag", card)
     with Catalogue(tmp_path / "station.sqlite") as cat:
         import_folder(cat, card)
         for row in cat.query("SELECT name FROM deployments"):
             cat.update_deployment(row["name"], latitude=5.1, longitude=117.9, utc_offset="+08:00")
+        if also:
+            also(cat)
+        export_camtrap_dp(cat, card)
+        return card, _sightings(cat), {r["name"] for r in cat.query("SELECT name FROM deployments")}
+
+
+def test_herdbooks_own_package_reads_back_to_the_same_individuals_on_the_same_photos(data_dir, tmp_path):
+    def boxed_sighting(cat):
         photo = cat.query("SELECT id, width, height FROM media ORDER BY id LIMIT 1")[0]
         boxed = cat.add_detection(photo["id"], (10, 20, photo["width"] / 2, photo["height"] / 4), source="manual")
         cat.confirm(boxed, cat.ensure_individual("7", "Leopard Cat"), "ann")
-        export_camtrap_dp(cat, card)  # into the card: relative file paths
-        expected = _sightings(cat)
-        deployments = {r["name"] for r in cat.query("SELECT name FROM deployments")}
+
+    card, expected, deployments = _station_card(data_dir, tmp_path, boxed_sighting)
     assert len(expected) == 27
     with Catalogue(tmp_path / "central.sqlite") as cat:
         report = import_camtrap_dp(cat, card)
@@ -85,13 +95,7 @@ def test_a_folder_that_is_not_a_package_is_refused_by_name(tmp_path):
 def test_reading_a_package_shows_progress_and_a_cancel_writes_nothing(data_dir, tmp_path):
     import threading
 
-    card = tmp_path / "card"
-    shutil.copytree(data_dir / "camtrapr/sample_images_indiv_tag", card)
-    with Catalogue(tmp_path / "station.sqlite") as cat:
-        import_folder(cat, card)
-        for row in cat.query("SELECT name FROM deployments"):
-            cat.update_deployment(row["name"], latitude=5.1, longitude=117.9, utc_offset="+08:00")
-        export_camtrap_dp(cat, card)
+    card, _, _ = _station_card(data_dir, tmp_path)
     with Catalogue(tmp_path / "central.sqlite") as cat:
         stop = threading.Event()
         seen = []
