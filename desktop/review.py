@@ -8,6 +8,7 @@ Every decision is a row in the catalogue's append-only log, with who and when.
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
 import sqlite3
 from collections.abc import Callable
@@ -285,9 +286,12 @@ class ReviewWidget(QWidget):
             )
             if hit:
                 best = {**rows[0], **hit[0]}
-        shown = best["path"]
-        others = [r for r in rows if r["path"] != shown]
-        others.sort(key=lambda r: str(r["viewpoint"] or ""))  # stable: each side's photos stay newest first
+        by_side: dict = {}
+        for r in rows:  # newest first within each side
+            if r["path"] != best["path"]:
+                by_side.setdefault(r["viewpoint"], []).append(r)
+        # Taken side by side in turn, so both flanks show however many photos one of them has.
+        others = [r for turn in itertools.zip_longest(*by_side.values()) for r in turn if r is not None]
         return {
             "path": best["path"],
             "box": (best["x"], best["y"], best["w"], best["h"]) if best["w"] else None,

@@ -14,6 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThread, Signal
 
 from engine.catalogue import Catalogue
+from engine.metrics import epoch_summary
 
 
 class Worker(QObject):
@@ -110,7 +111,7 @@ def train_work(catalogue_path: Path, out_dir: Path, budget_minutes: float, compa
             if "stage" in event:
                 worker.message.emit(event["stage"])
             elif "epoch_done" in event:
-                worker.message.emit(epoch_line(event["epoch_done"]))
+                worker.message.emit(epoch_summary(event["epoch_done"]))
             elif "batch" in event:
                 worker.progress.emit("train", int(event.get("elapsed_s", 0)), int(budget), budget - event["elapsed_s"])
             elif "result" in event:
@@ -123,14 +124,6 @@ def train_work(catalogue_path: Path, out_dir: Path, budget_minutes: float, compa
         return result
 
     return work
-
-
-def epoch_line(record: dict) -> str:
-    line = f"{record['phase']} epoch {record['epoch']}: loss {record['loss']:.3f} ({record['elapsed_s']:.0f} s)"
-    if "eval" in record:
-        ev = record["eval"]["across_encounters"]
-        line += f", held-out rank-1 {ev['rank1']:.3f}, mAP {ev['mAP']:.3f}"
-    return line
 
 
 def reembed_work(catalogue_path: Path, model: Path):

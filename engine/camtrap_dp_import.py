@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .catalogue import Catalogue, utc_now
-from .ingest import IngestError, scan_file
+from .ingest import IngestError, photo_columns, scan_file
 from .resources import species_from_scientific
 
 SOURCE = "camtrap-dp"
@@ -190,63 +190,33 @@ def import_camtrap_dp(
                 "taken_at_raw": taken,
                 "time_source": SOURCE if taken else None,
             }
-            if local is not None:
-                scanned = files[local]
-                meta = scanned.meta
-                if scanned.error or meta is None or meta.error:
-                    # Recorded, so the observations of a missing or broken photo are not lost.
-                    known = db.execute("SELECT id FROM media WHERE path = ?", [str(local)]).fetchone()
-                    if known:
-                        media[m["mediaID"]] = catalogue.query("SELECT * FROM media WHERE id = ?", [known[0]])[0]
-                        report.media_known += 1
-                        continue
-                    problem = scanned.error or (meta and meta.error) or "unreadable"
-                    report.problems.append(f"{where}: {local}: {problem}")
-                    row |= {"status": "error", "error": problem}
-                    row["id"] = db["media"].insert(row).last_pk
-                    fresh.add(row["id"])
-                    media[m["mediaID"]] = row
-                    report.media_unreadable += 1
-                    continue
-                known = db.execute("SELECT * FROM media WHERE sha256 = ?", [scanned.sha256]).fetchone()
-                if known:
-                    media[m["mediaID"]] = catalogue.query("SELECT * FROM media WHERE sha256 = ?", [scanned.sha256])[0]
-                    report.media_known += 1
-                    continue
-                row |= {
-                    "sha256": scanned.sha256,
-                    "status": "ok" if kind == "image" else "not processed",
-                    "width": meta.width,
-                    "height": meta.height,
-                    "orientation": meta.orientation,
-                    "latitude": meta.latitude,
-                    "longitude": meta.longitude,
-                    "camera_make": meta.camera_make,
-                    "camera_model": meta.camera_model,
-                    "camera_serial": meta.camera_serial,
-                }
+            scanned = files[local] if local is not None else None
+            readable = scanned is not None and not scanned.error and scanned.meta and not scanned.meta.error
+            # A photo the catalogue has already (same content, or for a remote or missing file the same path)
+            # keeps its row and its decisions.
+            key, value = ("sha256", scanned.sha256) if readable else ("path", row["path"])
+            known = catalogue.query(f"SELECT * FROM media WHERE {key} = ?", [value])
+            if known:
+                media[m["mediaID"]] = known[0]
+                report.media_known += 1
+                continue
+            if readable:
+                row |= photo_columns(scanned.meta)
+                row |= {"sha256": scanned.sha256, "status": "ok" if kind == "image" else "not processed"}
                 report.media_local += 1
+            elif scanned is not None:  # recorded, so the observations of a missing or broken photo are not lost
+                problem = scanned.error or (scanned.meta and scanned.meta.error) or "unreadable"
+                report.problems.append(f"{where}: {local}: {problem}")
+                row |= {"status": "error", "error": problem}
+                report.media_unreadable += 1
             else:
-                known = db.execute("SELECT id FROM media WHERE path = ?", [row["path"]]).fetchone()
-                if known:
-                    media[m["mediaID"]] = catalogue.query("SELECT * FROM media WHERE id = ?", [known[0]])[0]
-                    report.media_known += 1
-                    continue
                 row |= {"status": "not processed", "error": "remote file, not downloaded (Herdbook works offline)"}
                 report.media_remote += 1
             row["id"] = db["media"].insert(row).last_pk
             fresh.add(row["id"])
-            if local is not None:
-                db["media_files"].upsert(
-                    {
-                        "path": row["path"],
-                        "media_id": row["id"],
-                        "import_id": import_id,
-                        "size": scanned.size,
-                        "mtime_ns": scanned.mtime_ns,
-                    },
-                    pk="path",
-                )
+            if readable:
+                file_row = {"path": row["path"], "media_id": row["id"], "import_id": import_id}
+                db["media_files"].upsert(file_row | {"size": scanned.size, "mtime_ns": scanned.mtime_ns}, pk="path")
             media[m["mediaID"]] = row
 
         individuals_before = db.execute("SELECT count(*) FROM individuals").fetchone()[0]

@@ -125,10 +125,16 @@ def set_detection_species(cat: Catalogue, detection_id: int, species: str, who: 
     if not known_species(species):
         raise DecisionError(f"{species!r} is not a species name")
     with cat.transaction():
-        cat.db.execute("UPDATE detections SET species = ? WHERE id = ?", [species.strip(), detection_id])
-        cat.db["species_changes"].insert(
-            {"detection_id": detection_id, "species": species.strip(), "who": who, "at": utc_now()}
-        )
+        record_species(cat, detection_id, species, who)
+
+
+def record_species(cat: Catalogue, detection_id: int, species: str, who: str) -> None:
+    """Set a detection's species with its trail row (who said so, when), in the caller's transaction: a reviewer,
+    or a classifier whose labels came with the boxes."""
+    cat.db.execute("UPDATE detections SET species = ? WHERE id = ?", [species.strip(), detection_id])
+    cat.db["species_changes"].insert(
+        {"detection_id": detection_id, "species": species.strip(), "who": who, "at": utc_now()}
+    )
 
 
 def merge(cat: Catalogue, keep_id: int, merge_id: int, who: str) -> int:

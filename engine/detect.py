@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .catalogue import Catalogue, utc_now
+from .catalogue import Catalogue
+from .decisions import record_species
 from .exif import upright_size
 from .imageio import load_rgb_reduced
 from .metrics import box_intersection, box_iou
@@ -369,12 +370,9 @@ def import_megadetector_json(
                     label=categories.get(str(det["category"]), str(det["category"])),
                     source="megadetector-json",
                     model_id=model,
-                    species=species,
                 )
                 if species:  # the same trail as a reviewer's species, naming the classifier
-                    catalogue.db["species_changes"].insert(
-                        {"detection_id": detection_id, "species": species, "who": classifier, "at": utc_now()}
-                    )
+                    record_species(catalogue, detection_id, species, classifier)
                     classified += 1
                 added += 1
             catalogue.mark_stage(m["id"], "detect", model)

@@ -31,8 +31,10 @@ import numpy as np
 
 from .match import Gallery, exact_top_k
 
-FORMAT = 2
-IVF_MIN = 50_000  # below this many rows exact search over the memory-mapped vectors is fast enough (~3 ms/query)
+FORMAT = 3
+# Below this many rows exact search over the memory-mapped vectors is fast enough: 1,000 queries against 70k
+# 1280-d rows take 1.0 s on this 2-core CPU.
+IVF_MIN = 50_000
 # Inverted lists searched per query. At 1M detections (bench/scale.py's gallery of 700k rows grown around real
 # nyala photos) 8 lists found exact search's best photo and best individual for 200 of 200 queries, at 1.7 ms a
 # query (24 lists: 5.0 ms); the tests hold it to >= 97 % of exact top-1 on clustered vectors.
@@ -46,7 +48,6 @@ class _Meta:
     rows: int = 0
     dim: int = 0
     indexed: int = 0  # rows in ivf.faiss
-    nlist: int = 0
     sides: list = field(default_factory=lambda: [None])  # viewpoints.u8 code -> side (0: not known)
 
     @classmethod
@@ -55,7 +56,7 @@ class _Meta:
             data = json.loads(path.read_text())
             if data.get("format") != FORMAT:
                 return cls()
-            return cls(int(data["rows"]), int(data["dim"]), int(data["indexed"]), int(data["nlist"]), data["sides"])
+            return cls(int(data["rows"]), int(data["dim"]), int(data["indexed"]), data["sides"])
         except (OSError, ValueError, KeyError, TypeError):
             return cls()
 
@@ -144,43 +145,49 @@ def _standing(catalogue) -> dict[str, np.ndarray]:
     }
 
 
-def _append_missing(catalogue, model_id: int, folder: Path, meta: _Meta, missing: np.ndarray) -> _Meta:
+def _embedding_rows(catalogue, model_id: int, detection_ids):
+    """(detection ids, vectors, sides) of these detections' embeddings by ``model_id``, READ_CHUNK at a time;
+    detections without one (a tag sighting with no box) are left out."""
+    for start in range(0, len(detection_ids), READ_CHUNK):
+        chunk = [int(d) for d in detection_ids[start : start + READ_CHUNK]]
+        found = catalogue.db.execute(
+            "SELECT e.detection_id, e.vector, d.viewpoint FROM embeddings e JOIN detections d ON d.id = "
+            f"e.detection_id WHERE e.model_id = ? AND e.detection_id IN ({','.join('?' * len(chunk))})",
+            [model_id, *chunk],
+        ).fetchall()
+        if found:
+            ids, blobs, sides = zip(*found, strict=True)
+            dim = len(blobs[0]) // 4
+            yield np.array(ids, np.int64), np.frombuffer(b"".join(blobs), np.float32).reshape(-1, dim), sides
+
+
+def _append_missing(catalogue, model_id: int, folder: Path, meta: _Meta, missing: np.ndarray) -> tuple:
     """Append the vectors and sides of ``missing`` detections to the files; returns the new meta (not yet
-    written). Standing detections without this model's embedding (a tag sighting with no box) add nothing."""
+    written) and the detection ids appended."""
     names = ("detections.i64", "vectors.f32", "viewpoints.u8")
     sizes = (8, meta.dim * 4, 1)
     handles = [open(folder / n, "r+b" if meta.rows else "wb") for n in names]  # noqa: SIM115 (closed below)
+    appended = []
     try:
         for handle, size in zip(handles, sizes, strict=True):
             handle.truncate(meta.rows * size)  # drop a tail a killed run left behind
             handle.seek(0, os.SEEK_END)
-        rows, dim, sides = meta.rows, meta.dim, list(meta.sides)
-        for start in range(0, len(missing), READ_CHUNK):
-            chunk = [int(d) for d in missing[start : start + READ_CHUNK]]
-            found = catalogue.db.execute(
-                "SELECT e.detection_id, e.vector, d.viewpoint FROM embeddings e JOIN detections d "
-                "ON d.id = e.detection_id WHERE e.model_id = ? AND e.detection_id IN "
-                f"({','.join('?' * len(chunk))})",
-                [model_id, *chunk],
-            ).fetchall()
-            if not found:
-                continue
-            dim = dim or len(found[0][1]) // 4
-            vectors = np.frombuffer(b"".join(v for _, v, _ in found), np.float32).reshape(len(found), dim)
-            for side in {f[2] for f in found} - set(sides):
-                sides.append(side)
-            codes = np.array([sides.index(f[2]) for f in found], np.uint8)
-            handles[0].write(np.array([d for d, _, _ in found], np.int64).tobytes())
+        dim, sides = meta.dim, list(meta.sides)
+        for ids, vectors, chunk_sides in _embedding_rows(catalogue, model_id, missing):
+            dim = dim or vectors.shape[1]
+            sides += [side for side in dict.fromkeys(chunk_sides) if side not in sides]
+            handles[0].write(ids.tobytes())
             handles[1].write(np.ascontiguousarray(vectors).tobytes())
-            handles[2].write(codes.tobytes())
-            rows += len(found)
+            handles[2].write(np.array([sides.index(side) for side in chunk_sides], np.uint8).tobytes())
+            appended.append(ids)
         for handle in handles:
             handle.flush()
             os.fsync(handle.fileno())
     finally:
         for handle in handles:
             handle.close()
-    return _Meta(rows, dim, meta.indexed, meta.nlist, sides)
+    added = np.concatenate(appended) if appended else np.zeros(0, np.int64)
+    return _Meta(meta.rows + len(added), dim, meta.indexed, sides), added
 
 
 def _files_hold(folder: Path, meta: _Meta) -> bool:
@@ -219,7 +226,7 @@ def _build_index(vectors: np.ndarray, rows: int):
     index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
     for start in range(0, rows, 100_000):
         index.add(np.ascontiguousarray(vectors[start : min(rows, start + 100_000)]))
-    return index, nlist
+    return index
 
 
 def open_gallery(catalogue, model_id: int, ivf_min: int = IVF_MIN) -> Gallery:
@@ -246,7 +253,8 @@ def _from_folder(catalogue, model_id: int, folder: Path, ivf_min: int) -> Galler
             meta, known = _Meta(), np.zeros(0, np.int64)  # another catalogue's rows (a restored backup): rebuild
         missing = np.setdiff1d(standing["detection_ids"], known, assume_unique=True)  # both are sets of ids
         if len(missing):
-            meta = _append_missing(catalogue, model_id, folder, meta, missing)
+            meta, added = _append_missing(catalogue, model_id, folder, meta, missing)
+            known = np.concatenate([known, added])
         if meta.rows == 0:
             return _empty()
         vectors = np.memmap(folder / "vectors.f32", np.float32, "r", shape=(meta.rows, meta.dim))
@@ -254,7 +262,6 @@ def _from_folder(catalogue, model_id: int, folder: Path, ivf_min: int) -> Galler
         if faiss is not None and meta.rows >= ivf_min:
             index = _current_index(faiss, folder, meta, vectors)
         meta.write(folder / "meta.json")
-        known = np.fromfile(ids_path, np.int64, meta.rows)
         sides = np.array(meta.sides, dtype=object)[np.fromfile(folder / "viewpoints.u8", np.uint8, meta.rows)]
     return _gallery(vectors, known, sides, standing, index, meta.indexed if index is not None else 0)
 
@@ -273,7 +280,7 @@ def _current_index(faiss, folder: Path, meta: _Meta, vectors: np.ndarray):
             index, meta.indexed = None, 0
     if index is None or meta.rows - meta.indexed >= FOLD_SHARE * max(meta.indexed, 1):
         if index is None or meta.rows > 16 * meta.indexed:  # (re)train when the gallery outgrew its lists
-            index, meta.nlist = _build_index(vectors, meta.rows)
+            index = _build_index(vectors, meta.rows)
         else:
             index = faiss.read_index(str(index_path))  # in memory: a mapped index cannot grow
             index.add(np.ascontiguousarray(vectors[meta.indexed : meta.rows]))
@@ -305,26 +312,15 @@ def _gallery(vectors, row_detections: np.ndarray, row_sides: np.ndarray, standin
         person = np.searchsorted(standing["people"], raw)  # individuals are read ordered by id
         individual_ids[hit] = standing["resolved"][person]
         species[hit] = standing["species"][person]
-    gallery = Gallery(vectors, individual_ids, row_detections, np.where(hit, row_sides, None), species)
-    gallery._index = GallerySearch(vectors, hit, index, indexed)
-    return gallery
+    search = GallerySearch(vectors, hit, index, indexed)
+    return Gallery(vectors, individual_ids, row_detections, np.where(hit, row_sides, None), species, _index=search)
 
 
 def _in_memory(catalogue, model_id: int) -> Gallery:
     """Every standing sighting's vector read from the catalogue (no folder beside it can be written)."""
     standing = _standing(catalogue)
-    ids = standing["detection_ids"]
-    found = []
-    for start in range(0, len(ids), READ_CHUNK):
-        chunk = [int(d) for d in ids[start : start + READ_CHUNK]]
-        found += catalogue.db.execute(
-            "SELECT e.detection_id, e.vector, d.viewpoint FROM embeddings e JOIN detections d ON d.id = "
-            f"e.detection_id WHERE e.model_id = ? AND e.detection_id IN ({','.join('?' * len(chunk))})",
-            [model_id, *chunk],
-        ).fetchall()
-    if not found:
+    parts = list(_embedding_rows(catalogue, model_id, standing["detection_ids"]))
+    if not parts:
         return _empty()
-    dim = len(found[0][1]) // 4
-    vectors = np.frombuffer(b"".join(v for _, v, _ in found), np.float32).reshape(len(found), dim)
-    sides = np.array([f[2] for f in found], dtype=object)
-    return _gallery(vectors, np.array([d for d, _, _ in found], np.int64), sides, standing, None, 0)
+    ids, vectors, sides = (np.concatenate(p) for p in zip(*parts, strict=True))
+    return _gallery(vectors, ids, np.array(sides, dtype=object), standing, None, 0)

@@ -159,6 +159,22 @@ class _Scanned:
     error: str | None = None
 
 
+def photo_columns(meta: PhotoMeta) -> dict:
+    """The media columns a photo's own metadata fills (size, place, camera, orientation); the time is the
+    caller's (EXIF here, a Camtrap DP package's timestamp there)."""
+    return {
+        "width": meta.width,
+        "height": meta.height,
+        "latitude": meta.latitude,
+        "longitude": meta.longitude,
+        "altitude": meta.altitude,
+        "camera_make": meta.camera_make,
+        "camera_model": meta.camera_model,
+        "camera_serial": meta.camera_serial,
+        "orientation": meta.orientation,
+    }
+
+
 def scan_file(path: Path) -> _Scanned:
     """Everything that reads the file; runs in worker threads (hashing and decoding release the GIL)."""
     kind = "video" if path.suffix.lower() in VIDEO_SUFFIXES else "image"
@@ -268,18 +284,10 @@ class Importer:
                     "deployment_id": deployment["id"],
                     "kind": scanned.kind,
                     "status": status,
-                    "width": meta.width,
-                    "height": meta.height,
                     "taken_at": shift_time(meta.taken_at_raw, deployment["clock_offset_s"] or 0.0),
                     "taken_at_raw": meta.taken_at_raw,
                     "time_source": meta.time_source,
-                    "latitude": meta.latitude,
-                    "longitude": meta.longitude,
-                    "altitude": meta.altitude,
-                    "camera_make": meta.camera_make,
-                    "camera_model": meta.camera_model,
-                    "camera_serial": meta.camera_serial,
-                    "orientation": meta.orientation,
+                    **photo_columns(meta),
                     "species": species,
                     "tags": json.dumps(meta.subjects) if meta.subjects else None,
                     "warnings": json.dumps(meta.warnings) if meta.warnings else None,

@@ -14,7 +14,8 @@ Policy (Herdbook's own):
   'probably new'.
 * Within one batch (an import), probably-new detections are linked when they look alike or were taken in one
   burst by one camera, so ten photos of one new animal become one proposal, not ten.
-Vectors are searched exactly with numpy, and with a faiss HNSW index once the gallery is large.
+The catalogue's gallery is searched through engine.gallery_index (kept beside the catalogue; IVF from 50k rows);
+a gallery made in memory (evaluations, grouping) exactly with numpy, or with a faiss HNSW index when very large.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def known_species(species: str | None) -> str | None:
     return str(species).strip()
 
 
-# bench/pipeline.py: exact search takes 2.6 ms a query at 100k vectors and 48 ms at 1M, while building the HNSW
-# index takes 35 s and 11 min; the index is rebuilt for each run, so it only pays at million-vector galleries.
+# For galleries built in memory (the catalogue's own is engine.gallery_index's): bench/pipeline.py measured exact
+# search at 2.6 ms a query at 100k vectors and 48 ms at 1M, an HNSW build at 35 s and 11 min, so it pays only
+# for a million vectors searched once.
 ANN_MIN_GALLERY = 1_000_000
 ANN_MIN_GROUP = 20_000  # grouping new detections searches each against all the others: HNSW pays sooner
 
@@ -157,17 +159,16 @@ def rank_individuals(
     order = np.lexsort((-dets, -scores, first_seen[group]))  # by individual (as met), then best photo first
     group_sorted = group[order]
     starts = np.flatnonzero(np.r_[True, group_sorted[1:] != group_sorted[:-1]])  # one per individual, as met
-    rank_in_group = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    best = rank_in_group < top_n
-    slot = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(order)]))
+    ends = np.r_[starts[1:], len(order)]
+    slot = np.repeat(np.arange(len(starts)), ends - starts)  # each sorted photo's individual, 0..
+    best = np.arange(len(order)) - starts[slot] < top_n  # within its individual's best top_n
     means = np.bincount(slot[best], scores[order][best]) / np.bincount(slot[best])
     keep = max(top_n, keep_photos)
     cands = []
     for g in np.argsort(-means, kind="stable")[:k]:
-        a = starts[g]
-        photos = [int(d) for d in dets[order[a : a + keep]][: int((slot == g).sum())]]
+        photos = [int(d) for d in dets[order[starts[g] : min(ends[g], starts[g] + keep)]]]
         score = float(means[g])
-        cands.append(Candidate(int(inds[order[a]]), score, photos[0], score, photos))
+        cands.append(Candidate(int(inds[order[starts[g]]]), score, photos[0], score, photos))
     return cands
 
 

@@ -249,3 +249,13 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def epoch_summary(record: dict) -> str:
+    """One line for a training epoch's record (trainer.train): loss, time, and held-out figures when evaluated;
+    the command line and the app's Train dialog print the same line."""
+    line = f"{record['phase']} epoch {record['epoch']}: loss {record['loss']:.3f} ({record['elapsed_s']:.0f} s)"
+    if "eval" in record:
+        held = record["eval"]["across_encounters"]
+        line += f", held-out rank-1 {held['rank1']:.3f}, mAP {held['mAP']:.3f}"
+    return line

@@ -297,6 +297,8 @@ def cmd_train(args) -> int:
         raise CommandError("train needs --data DIR (folder per individual) or --catalogue CAT")
     from tqdm import tqdm
 
+    from engine.metrics import epoch_summary
+
     bar = tqdm(total=0, unit="batch", disable=not sys.stderr.isatty(), leave=False)
 
     def progress(event: dict) -> None:
@@ -306,12 +308,7 @@ def cmd_train(args) -> int:
         if "stage" in event:
             tqdm.write(event["stage"])
         elif "epoch_done" in event:
-            rec = event["epoch_done"]
-            line = f"{rec['phase']} epoch {rec['epoch']}: loss {rec['loss']:.3f} ({rec['elapsed_s']:.0f} s)"
-            if "eval" in rec:
-                ev = rec["eval"]["across_encounters"]
-                line += f", held-out rank-1 {ev['rank1']:.3f} mAP {ev['mAP']:.3f}"
-            tqdm.write(line)
+            tqdm.write(epoch_summary(event["epoch_done"]))
         else:
             bar.total = event["batches"]
             bar.n = event["batch"]

@@ -310,15 +310,17 @@ def test_compare_view_shows_the_matched_coat_points_and_why(qtbot, review):
     picture = dialog.pattern_view.pixmap()
     assert picture.height() == 360 and picture.width() > 360  # both crops, side by side
     # The candidate's other confirmed photos, both sides, to check the match against more than one view.
-    photos = cat.query(
-        "SELECT d.viewpoint FROM sightings s JOIN detections d ON d.id = s.detection_id WHERE s.individual_id = ?",
-        [cand["individual_id"]],
+    best_path = widget._candidate_info(cand)["path"]
+    others = cat.query(
+        """SELECT m.path, d.viewpoint FROM sightings s JOIN detections d ON d.id = s.detection_id
+           JOIN media m ON m.id = d.media_id WHERE s.individual_id = ? AND m.path != ?""",
+        [cand["individual_id"], best_path],
     )
-    assert len(dialog.other_photos) == min(len(photos) - 1, 8) > 0
+    assert len(dialog.other_photos) == min(len(others), 8) > 0
     assert all(not t.pixmap().isNull() for t in dialog.other_photos)
-    sides = {p["viewpoint"] for p in photos if p["viewpoint"]}
-    shown = {t.toolTip().split(" · ")[0] for t in dialog.other_photos}
-    assert sides <= shown or len(photos) > 9  # both flanks appear when it has them
+    shown_sides = {t.toolTip().split(" · ")[0] for t in dialog.other_photos}
+    assert len({o["viewpoint"] for o in others}) == 2  # this candidate has both flanks among more than 8 photos
+    assert {o["viewpoint"] for o in others} <= shown_sides  # and both are shown, not 8 of one side
 
 
 def test_an_empty_timeline_says_so_without_a_line_through_the_words(qtbot):

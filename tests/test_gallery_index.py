@@ -31,16 +31,21 @@ def _catalogue(tmp_path, n=300, individuals=30, seed=0):
     return cat, model, dets, inds, owner, vectors
 
 
+def _confirm_true(cat, dets, inds, owner, photos: slice) -> None:
+    """A reviewer confirms these photos as the individuals they really show, in one transaction."""
+    with cat.transaction():
+        for d in dets[photos]:
+            cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+
+
 def test_the_folder_catches_up_with_new_confirmations_by_appending_them_only(tmp_path):
     cat, model, dets, inds, owner, vectors = _catalogue(tmp_path)
-    for d in dets[:200]:
-        cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    _confirm_true(cat, dets, inds, owner, np.s_[:200])
     gallery = open_gallery(cat, model)
     folder = gallery_folder(cat.path, model)
     assert _Meta.read(folder / "meta.json").rows == 200 and len(gallery.index) == 200
     first = (folder / "vectors.f32").read_bytes()
-    for d in dets[200:210]:
-        cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    _confirm_true(cat, dets, inds, owner, np.s_[200:210])
     gallery = open_gallery(cat, model)
     now = (folder / "vectors.f32").read_bytes()
     assert _Meta.read(folder / "meta.json").rows == 210 and now[: len(first)] == first  # appended, not rewritten
@@ -53,8 +58,7 @@ def test_the_folder_catches_up_with_new_confirmations_by_appending_them_only(tmp
 
 def test_an_undone_or_merged_away_sighting_is_never_suggested_although_its_row_stays(tmp_path):
     cat, model, dets, inds, owner, vectors = _catalogue(tmp_path)
-    for d in dets[:100]:
-        cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    _confirm_true(cat, dets, inds, owner, np.s_[:100])
     open_gallery(cat, model)
     cat.undo_last("ann", detection_id=dets[42])  # the confirmation of photo 42 is cancelled
     merge(cat, inds[1], inds[2], "ann")  # individual N2 is N1 now
@@ -75,8 +79,7 @@ def test_an_undone_or_merged_away_sighting_is_never_suggested_although_its_row_s
 
 def test_damaged_or_foreign_files_are_rebuilt_from_the_catalogue(tmp_path):
     cat, model, dets, inds, owner, vectors = _catalogue(tmp_path)
-    for d in dets[:120]:
-        cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    _confirm_true(cat, dets, inds, owner, np.s_[:120])
     open_gallery(cat, model)
     folder = gallery_folder(cat.path, model)
     with open(folder / "vectors.f32", "r+b") as f:
@@ -98,9 +101,7 @@ def test_damaged_or_foreign_files_are_rebuilt_from_the_catalogue(tmp_path):
 
 def test_the_ivf_index_finds_what_exact_search_finds_and_new_rows_are_searched_beside_it(tmp_path):
     cat, model, dets, inds, owner, vectors = _catalogue(tmp_path, n=3000, individuals=300)
-    with cat.transaction():
-        for d in dets[:2500]:
-            cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    _confirm_true(cat, dets, inds, owner, np.s_[:2500])
     gallery = open_gallery(cat, model, ivf_min=1000)
     folder = gallery_folder(cat.path, model)
     assert gallery.index.index is not None and (folder / "ivf.faiss").exists()
@@ -111,16 +112,13 @@ def test_the_ivf_index_finds_what_exact_search_finds_and_new_rows_are_searched_b
     assert agree >= 0.97, agree
     # A few new confirmations: appended and searched exactly beside the index, which is not rewritten.
     stamp = (folder / "ivf.faiss").stat().st_mtime_ns
-    for d in dets[2500:2510]:
-        cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    _confirm_true(cat, dets, inds, owner, np.s_[2500:2510])
     gallery = open_gallery(cat, model, ivf_min=1000)
     assert (folder / "ivf.faiss").stat().st_mtime_ns == stamp
     _, rows = gallery.index.search(vectors[2500:2510], 1)
     assert list(gallery.detection_ids[rows[:, 0]]) == dets[2500:2510]
     # Once the rows beside the index are more than a fifth of it, they are folded into it.
-    with cat.transaction():
-        for d in dets[2510:]:
-            cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    _confirm_true(cat, dets, inds, owner, np.s_[2510:])
     gallery = open_gallery(cat, model, ivf_min=1000)
     assert (folder / "ivf.faiss").stat().st_mtime_ns != stamp
     assert gallery.index.indexed == gallery.index.index.ntotal == 3000
@@ -133,8 +131,7 @@ def test_a_gallery_folder_that_cannot_be_written_falls_back_to_reading_the_catal
     import os
 
     cat, model, dets, inds, owner, vectors = _catalogue(tmp_path)
-    for d in dets[:50]:
-        cat.confirm(d, inds[owner[d - dets[0]]], "ann")
+    _confirm_true(cat, dets, inds, owner, np.s_[:50])
     place = gallery_folder(cat.path, model).parent
     if os.geteuid() == 0:  # root writes anywhere: a file where the folder should be makes mkdir fail
         place.write_text("not a folder")

@@ -129,3 +129,40 @@ def test_grouping_new_detections_without_all_pairs_finds_the_same_groups():
     expected = _partition(_all_pairs_groups(items, vecs, threshold=0.9))
     assert 20 < len(expected) < n - 20  # both kinds of link occur: neither all alone nor all one group
     assert _partition(group_new(items, vecs, threshold=0.9)) == expected
+
+
+def test_individual_ranking_matches_the_plain_definition_on_random_ties():
+    """rank_individuals is vectorised; the oracle here is its definition written plainly: per individual, its
+    photos best first (ties: higher detection id), score = mean of the best top_n, individuals by score with
+    ties in the order the search met them."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    gallery = Gallery(
+        np.zeros((n, 4), np.float32), rng.integers(0, 200, n), np.arange(n) * 3, np.full(n, None), np.full(n, None)
+    )
+
+    def plain(sims, rows, k, top_n, keep):
+        per: dict[int, list] = {}
+        for s, r in zip(sims, rows, strict=True):
+            if r >= 0:
+                per.setdefault(int(gallery.individual_ids[r]), []).append((float(s), int(gallery.detection_ids[r])))
+        out = []
+        for ind, items in per.items():
+            items.sort(reverse=True)
+            score = sum(v for v, _ in items[:top_n]) / len(items[:top_n])
+            out.append((ind, score, [d for _, d in items[: max(top_n, keep)]]))
+        out.sort(key=lambda c: -c[1])
+        return out[:k]
+
+    for _ in range(300):
+        rows = rng.choice(n, 200, replace=False)
+        rows[rng.random(200) < 0.05] = -1
+        sims = -np.sort(-np.round(rng.random(200), 2))  # two decimals: many ties
+        for k, top_n, keep in ((40, 3, 8), (5, 1, 3)):
+            got = [
+                (c.individual_id, c.score, c.detection_ids)
+                for c in rank_individuals(sims, rows, gallery, k, top_n, keep)
+            ]
+            want = plain(sims, rows, k, top_n, keep)
+            assert [(i, d) for i, _, d in got] == [(i, d) for i, _, d in want]
+            assert np.allclose([s for _, s, _ in got], [s for _, s, _ in want])

@@ -112,11 +112,11 @@ def train_and_export(
     if resume:
         trainer.resume()
     budget_min = config["training"].get("time_budget_minutes")
+    left = None  # training's share of the budget (the config, saved with the model, keeps the user's budget)
     if budget_min:
         reserve = min(60.0, 0.15 * budget_min * 60)  # export, parity check, evaluations
         left = max(budget_min * 60 - (time.time() - started) - reserve, 10.0)
-        trainer.config["training"]["time_budget_minutes"] = left / 60
-    result: TrainResult = trainer.fit(progress=progress, cancel=cancel)
+    result: TrainResult = trainer.fit(progress=progress, cancel=cancel, budget_s=left)
     if cancel is not None and cancel.is_set():
         return {"cancelled": True, "out_dir": str(out_dir)}
     # The end of phase 2 is the model: picking best.pt by the held-out score would bias the reported numbers.

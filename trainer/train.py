@@ -260,9 +260,12 @@ class Trainer:
         progress = budget_share if budget_share is not None else epoch / max(1, epochs)
         return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
-    def fit(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> TrainResult:
+    def fit(
+        self, progress: ProgressFn | None = None, cancel: threading.Event | None = None, budget_s: float | None = None
+    ) -> TrainResult:
+        """Both phases; within ``budget_s`` seconds when given, else the config's time_budget_minutes."""
         t = self.config["training"]
-        budget = (t.get("time_budget_minutes") or 0) * 60 or None
+        budget = budget_s or (t.get("time_budget_minutes") or 0) * 60 or None
         phases = t["phases"]
         planned = {"phase1": phases["phase1"]["epochs"], "phase2": phases["phase2"]["epochs"]}
         total_planned = sum(planned.values())
