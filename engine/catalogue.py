@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 5
+from .postgres import WRITER_LOCK, is_postgres_url
+
+SCHEMA_VERSION = 6
 ASSIGNMENT_STATUSES = ("suggested", "confirmed", "rejected", "undo")
 
 
@@ -28,6 +31,43 @@ class CatalogueError(Exception):
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def dialect(db) -> str:
+    """'sqlite' or 'postgresql': the one place the migrations ask which engine they write for."""
+    return getattr(db, "dialect", "sqlite")
+
+
+def _trigger(db, name: str, when: str, body: str) -> None:
+    """A row trigger, written once as its statements; SQLite and PL/pgSQL wrap them differently."""
+    if dialect(db) == "postgresql":
+        # SQLite runs one writer at a time; on the server the derived state is kept under the same writer lock
+        # (engine.postgres), or two clients deciding on one detection at once would both rewrite its row.
+        lock = f"PERFORM pg_advisory_xact_lock({WRITER_LOCK});"
+        db.executescript(
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {lock}{body}\n RETURN NULL; "
+            "END $$;"
+            f"CREATE TRIGGER {name} {when} FOR EACH ROW EXECUTE FUNCTION {name}();"
+        )
+    else:
+        db.executescript(f"CREATE TRIGGER {name} {when} BEGIN {body}\n END;")
+
+
+def _append_only(db, table: str) -> None:
+    """Refuse UPDATE and DELETE on a log table: decisions are only ever appended."""
+    if dialect(db) == "postgresql":
+        db.executescript(
+            f"CREATE FUNCTION {table}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"RAISE EXCEPTION '{table} is an append-only log'; END $$;"
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only();"
+        )
+        return
+    for action in ("update", "delete"):
+        db.executescript(
+            f"CREATE TRIGGER {table}_append_only_{action} BEFORE {action.upper()} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is an append-only log'); END;"
+        )
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -167,13 +207,9 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
     db["assignments"].create_index(["detection_id"])
     db["assignments"].create_index(["undoes"])
+    _append_only(db, "assignments")
     db.executescript(
         """
-        CREATE TRIGGER assignments_append_only_update BEFORE UPDATE ON assignments
-        BEGIN SELECT RAISE(ABORT, 'assignments is an append-only log'); END;
-        CREATE TRIGGER assignments_append_only_delete BEFORE DELETE ON assignments
-        BEGIN SELECT RAISE(ABORT, 'assignments is an append-only log'); END;
-
         -- Decisions (confirm/reject) that no later undo row cancels.
         CREATE VIEW effective_assignments AS
         SELECT a.* FROM assignments a
@@ -216,14 +252,7 @@ def _migration_3(db: sqlite_utils.Database) -> None:
         not_null={"kept_id", "merged_id", "who", "at"},
         foreign_keys=[("kept_id", "individuals", "id"), ("merged_id", "individuals", "id"), ("undoes", "merges", "id")],
     )
-    db.executescript(
-        """
-        CREATE TRIGGER merges_append_only_update BEFORE UPDATE ON merges
-        BEGIN SELECT RAISE(ABORT, 'merges is an append-only log'); END;
-        CREATE TRIGGER merges_append_only_delete BEFORE DELETE ON merges
-        BEGIN SELECT RAISE(ABORT, 'merges is an append-only log'); END;
-        """
-    )
+    _append_only(db, "merges")
     # Merges made before the log existed keep their state and get a log row saying so.
     db.execute(
         "INSERT INTO merges (kept_id, merged_id, who, at) SELECT merged_into, id, 'migration:3', ? "
@@ -298,10 +327,10 @@ def _migration_5(db: sqlite_utils.Database) -> None:
             SELECT a.detection_id, max(a.model_id), m.taken_at
             FROM assignments a JOIN detections d ON d.id = a.detection_id JOIN media m ON m.id = d.media_id
             WHERE a.status = 'suggested' AND NOT EXISTS ({decided_a})
-            GROUP BY a.detection_id;
-
-        CREATE TRIGGER assignments_keep_state AFTER INSERT ON assignments
-        BEGIN
+            GROUP BY a.detection_id, m.taken_at;
+        """
+    )
+    keep_state = f"""
             DELETE FROM sighting_state WHERE detection_id = NEW.detection_id;
             INSERT INTO sighting_state (assignment_id, detection_id, individual_id, score, who, at)
                 SELECT e.id, e.detection_id, e.individual_id, e.score, e.who, e.at FROM assignments e
@@ -313,23 +342,46 @@ def _migration_5(db: sqlite_utils.Database) -> None:
                         WHERE d.id = NEW.detection_id)
                 FROM assignments a WHERE a.detection_id = NEW.detection_id AND a.status = 'suggested'
                   AND NOT EXISTS ({decided_a})
-                HAVING count(*) > 0;
-        END;
-
-        -- A corrected camera clock moves the photos in the queue too.
-        CREATE TRIGGER media_time_keeps_queue AFTER UPDATE OF taken_at ON media
-        BEGIN
+                HAVING count(*) > 0;"""
+    # A corrected camera clock moves the photos in the queue too.
+    time_keeps_queue = """
             UPDATE review_queue SET taken_at = NEW.taken_at
-            WHERE detection_id IN (SELECT id FROM detections WHERE media_id = NEW.id);
-        END;
-        """
-    )
+            WHERE detection_id IN (SELECT id FROM detections WHERE media_id = NEW.id);"""
+    _trigger(db, "assignments_keep_state", "AFTER INSERT ON assignments", keep_state)
+    _trigger(db, "media_time_keeps_queue", "AFTER UPDATE OF taken_at ON media", time_keeps_queue)
     # No index on assignments(status, ...): with one, SQLite answers "has this detection a suggestion?" by
     # scanning every suggestion of the model instead of the detection's few rows (quadratic at 100k). The queue
     # keeps its own time order, so media needs no index on taken_at.
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5}
+# Tables whose rows travel between catalogues (engine.sync), each row with a stable id.
+SYNCED_TABLES = ("deployments", "media", "detections", "individuals", "assignments", "merges")
+
+
+def _migration_6(db) -> None:
+    """Several stations, one population (issue 14): ids that mean the same row in every catalogue.
+
+    A catalogue gets a UUID of its own; a row that came from another catalogue keeps where it came from
+    (``origin``: that catalogue's UUID) and its id there (``origin_id``). A row's stable id is therefore
+    (origin, origin_id), or (this catalogue's UUID, id) for a row made here: nothing is renumbered and the
+    local integer keys stay what every query joins on. ``thumbnails`` holds small crops that travel instead of
+    the photos; ``stations`` names the catalogues a central one has heard from."""
+    db["catalogue_info"].create({"key": str, "value": str}, pk="key")
+    db["catalogue_info"].insert({"key": "uuid", "value": str(uuid.uuid4())})
+    for table in SYNCED_TABLES:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN origin TEXT")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN origin_id INTEGER")
+        db.execute(f"CREATE UNIQUE INDEX {table}_origin ON {table}(origin, origin_id)")
+    db["thumbnails"].create(
+        {"detection_id": int, "jpeg": bytes},
+        pk="detection_id",
+        not_null={"jpeg"},
+        foreign_keys=[("detection_id", "detections", "id")],
+    )
+    db["stations"].create({"uuid": str, "name": str, "last_sync": str}, pk="uuid", not_null={"name"})
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5, 6: _migration_6}
 
 
 def default_catalogue_path() -> Path:
@@ -349,7 +401,11 @@ class Catalogue:
     """An open catalogue file. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, path: str | Path, create: bool = True, busy_timeout_s: float = 5.0):
+        if is_postgres_url(path):
+            self._open_postgres(str(path), create, busy_timeout_s)
+            return
         self.path = Path(path)
+        self.location = str(self.path)
         if self.path.is_dir():
             raise CatalogueError(f"{self.path}: is a folder, not a catalogue file")
         if not create and not self.path.exists():
@@ -384,19 +440,63 @@ class Catalogue:
             conn.close()
             raise
 
+    def _open_postgres(self, url: str, create: bool, timeout_s: float) -> None:
+        """A central catalogue on a PostgreSQL server. Files that live beside an SQLite catalogue (the gallery
+        cache, trained models) go to a folder of this machine's cache named after the server and database."""
+        import psycopg
+
+        from .postgres import PostgresDatabase, redacted, side_path
+
+        self.location = redacted(url)
+        self.path = side_path(url)
+        try:
+            self.db = PostgresDatabase(url, connect_timeout_s=timeout_s)
+        except psycopg.Error as exc:
+            raise CatalogueError(f"{self.location}: cannot open catalogue ({str(exc).strip()})") from exc
+        try:
+            if not create and "schema_version" not in self.db.table_names():
+                raise CatalogueError(f"{self.location}: no Herdbook catalogue in this database")
+            self._migrate()
+        except psycopg.Error as exc:
+            self.db.close()
+            raise CatalogueError(f"{self.location}: cannot use catalogue ({str(exc).strip()})") from exc
+        except CatalogueError:
+            self.db.close()
+            raise
+
+    @property
+    def uuid(self) -> str:
+        """This catalogue's own id: the ``origin`` its rows carry in other catalogues."""
+        return self.db.execute("SELECT value FROM catalogue_info WHERE key = 'uuid'").fetchone()[0]
+
+    @property
+    def target(self) -> str:
+        """What opens this catalogue again (a file path, or the server URL): for a subprocess or a worker."""
+        return self.db.url if self.dialect == "postgresql" else str(self.path)
+
+    @property
+    def dialect(self) -> str:
+        return dialect(self.db)
+
     # -- housekeeping -------------------------------------------------------------------------------
     def _migrate(self) -> None:
         if "schema_version" not in self.db.table_names():
-            if [t for t in self.db.table_names() if not t.startswith("sqlite_")]:
-                raise CatalogueError(f"{self.path}: an SQLite file, but not a Herdbook catalogue")
-            self.db["schema_version"].create({"version": int, "applied_at": str}, pk="version")
+            with self.transaction():  # two processes opening a new catalogue at once: one creates it
+                names = [t for t in self.db.table_names() if not t.startswith("sqlite_")]
+                if names and "schema_version" not in names:
+                    kind = "a PostgreSQL database" if self.dialect == "postgresql" else "an SQLite file"
+                    raise CatalogueError(f"{self.location}: {kind}, but not a Herdbook catalogue")
+                if not names:
+                    self.db["schema_version"].create({"version": int, "applied_at": str}, pk="version")
         current = self.version
         if current > SCHEMA_VERSION:
             raise CatalogueError(
-                f"{self.path}: catalogue schema {current} is newer than this Herdbook ({SCHEMA_VERSION})"
+                f"{self.location}: catalogue schema {current} is newer than this Herdbook ({SCHEMA_VERSION})"
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
             with self.transaction():
+                if self.version >= version:  # another process migrated meanwhile
+                    continue
                 MIGRATIONS[version](self.db)
                 self.db["schema_version"].insert({"version": version, "applied_at": utc_now()})
 

@@ -385,7 +385,7 @@ class _ChosenMedia:
         return _dp_time(row["taken_at"], dep["utc_offset"], self.utc_offset)
 
     def media(
-        self, columns: str, joins: str = "", order: str = "m.id", also: str = "1"
+        self, columns: str, joins: str = "", order: str = "m.id", also: str = "1 = 1"
     ) -> Iterator[tuple[dict, str | None]]:
         sql = (
             f"SELECT {columns}, m.deployment_id, m.taken_at AS taken_at FROM media m {joins} "

@@ -68,7 +68,12 @@ class PipelineSummary:
 
 # What identifies the last embedding row a suggest stage saw: a restored backup reuses rowids and detection ids
 # for other photos, but not their vectors.
-_EMBEDDING_ROW = "detection_id, model_id, hex(substr(vector, 1, 32))"
+_EMBEDDING_ROW = "detection_id, model_id, substr(vector, 1, 32)"
+
+
+def _row_key(row) -> list | None:
+    """A mark's row as JSON can hold it (the vector's first bytes as hex)."""
+    return [v.hex().upper() if isinstance(v, (bytes, memoryview)) else v for v in row] if row else None
 SEARCH_DEPTH = 200  # gallery photos per query that are aggregated into individuals (engine.match.suggest)
 SEARCH_BLOCK = 256  # queries searched together: the gallery is read once per block, not once per query
 
@@ -199,15 +204,17 @@ class Pipeline:
         patterns) without pattern features of the current recipe."""
         method = PATTERN_METHOD if self.fusion else None
         return self.cat.query(
-            """SELECT d.id, d.x, d.y, d.w, d.h, m.path,
+            """SELECT * FROM (
+                 SELECT d.id, d.x, d.y, d.w, d.h, m.path, m.id AS media_id,
                       EXISTS (SELECT 1 FROM embeddings e WHERE e.detection_id = d.id AND e.model_id = :model)
                         AS has_embedding,
-                      (:method IS NULL OR EXISTS (SELECT 1 FROM patterns p WHERE p.detection_id = d.id
+                      (CAST(:method AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM patterns p WHERE p.detection_id = d.id
                                                    AND p.method = :method)) AS has_pattern
-               FROM detections d JOIN media m ON m.id = d.media_id
-               WHERE m.status = 'ok' AND (d.label IS NULL OR d.label NOT IN ('person', 'vehicle', 'human'))
-               AND NOT (has_embedding AND has_pattern)
-               ORDER BY m.id, d.id""",
+                 FROM detections d JOIN media m ON m.id = d.media_id
+                 WHERE m.status = 'ok' AND (d.label IS NULL OR d.label NOT IN ('person', 'vehicle', 'human'))
+               ) pending
+               WHERE NOT (has_embedding AND has_pattern)
+               ORDER BY media_id, id""",
             {"model": self.reid_model_id, "method": method},
         )
 
@@ -260,7 +267,7 @@ class Pipeline:
         log = db.execute("SELECT id, detection_id, at FROM assignments ORDER BY id DESC LIMIT 1").fetchone()
         return {
             "embedding_rowid": emb[0] if emb else 0,
-            "embedding_row": list(emb[1:]) if emb else None,
+            "embedding_row": _row_key(emb[1:]) if emb else None,
             "assignment_id": log[0] if log else 0,
             "assignment_row": list(log[1:]) if log else None,
         }
@@ -277,7 +284,7 @@ class Pipeline:
         log = db.execute(
             "SELECT detection_id, at FROM assignments WHERE id = ?", [marks.get("assignment_id", 0)]
         ).fetchone()
-        same_emb = (list(emb) if emb else None) == marks.get("embedding_row")
+        same_emb = _row_key(emb) == marks.get("embedding_row")
         same_log = (list(log) if log else None) == marks.get("assignment_row")
         return marks if same_emb and same_log else None
 
@@ -295,9 +302,12 @@ class Pipeline:
             source = """(SELECT detection_id AS id FROM embeddings WHERE rowid > :embedding_rowid
                          UNION SELECT detection_id FROM assignments WHERE id > :assignment_id
                          UNION SELECT detection_id FROM review_queue WHERE model_id < :model OR model_id > :model
-                        ) changed CROSS JOIN detections d ON d.id = changed.id"""
+                        ) changed {join} detections d ON d.id = changed.id"""
             params |= {"embedding_rowid": int(marks["embedding_rowid"]), "assignment_id": int(marks["assignment_id"])}
-            join = "CROSS JOIN"  # SQLite keeps this order: from the few changed rows, not from every embedding
+            # SQLite keeps a CROSS JOIN's order: from the few changed rows, not from every embedding. PostgreSQL
+            # has no CROSS JOIN ... ON, and its planner starts from the small side by itself.
+            join = "CROSS JOIN" if self.cat.dialect == "sqlite" else "JOIN"
+            source = source.format(join=join)
         return self.cat.query(
             f"""SELECT d.id, d.media_id, d.viewpoint, e.vector, m.deployment_id, m.taken_at,
                       COALESCE(d.species, m.species) AS species,

@@ -436,16 +436,41 @@ def cmd_import_camtrap_dp(args) -> int:
     return 0
 
 
+def cmd_sync(args) -> int:
+    """Push this station's catalogue to a central one and pull the other stations' individuals."""
+    from engine.sync import SyncCancelled, sync
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if args.progress_lines:
+            print(f"progress {stage} {done}/{total}", flush=True)
+
+    with _open(args, create=False) as local:
+        try:
+            central = Catalogue(args.to)
+        except CatalogueError as exc:
+            raise CommandError(str(exc)) from exc
+        with central:
+            try:
+                report = sync(local, central, station=args.station, progress=progress)
+            except (SyncCancelled, ValueError) as exc:
+                raise CommandError(str(exc)) from exc
+        for line in report.lines():
+            print(line)
+    return 0
+
+
 def cmd_info(args) -> int:
     with _open(args, create=False) as cat:
-        print(json.dumps({"catalogue": str(cat.path), "schema": cat.version, **cat.counts()}, indent=2))
+        print(json.dumps({"catalogue": cat.location, "schema": cat.version, **cat.counts()}, indent=2))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="herdbook", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--catalogue", help=f"catalogue file (default $HERDBOOK_CATALOGUE, else {default_catalogue_path()})"
+        "--catalogue",
+        help="catalogue file, or a central catalogue's postgresql://user@host/db URL "
+        f"(default $HERDBOOK_CATALOGUE, else {default_catalogue_path()})",
     )
     parser.add_argument("--selftest", action="store_true", help="run the built-in check and exit (use alone)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -479,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package", help="folder with datapackage.json")
     p.add_argument("--only-read", action="store_true", help="do not embed the package's boxes")
     p.set_defaults(func=cmd_import_camtrap_dp)
+
+    p = sub.add_parser("sync", help="push this catalogue to a central one and pull other stations' individuals")
+    p.add_argument("--to", required=True, help="the central catalogue (postgresql://user@host/db, or a file)")
+    p.add_argument("--station", help="this station's name there (kept; default: the catalogue file's name)")
+    p.add_argument("--progress-lines", action="store_true", help="one 'progress STAGE DONE/TOTAL' line per batch")
+    p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("suggestions", help="list detections waiting for a decision")
     p.add_argument("--json", action="store_true")

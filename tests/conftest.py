@@ -28,9 +28,35 @@ def data_dir() -> Path:
     return DATA
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the session (tests/postgres_server.py). Without Debian's postgresql
+    package the PostgreSQL half of the suite is skipped, except where HERDBOOK_REQUIRE_POSTGRES=1 (CI)."""
+    from tests.postgres_server import PostgresServer, find_binaries
+
+    binaries = find_binaries()
+    if binaries is None:
+        if os.environ.get("HERDBOOK_REQUIRE_POSTGRES") == "1":
+            pytest.fail("HERDBOOK_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries (apt-get install postgresql)")
+        pytest.skip("no PostgreSQL server binaries (Debian package postgresql)")
+    server = PostgresServer(binaries)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_catalogue(request, tmp_path):
+    """A factory of empty catalogue targets on each backend: a file path for SQLite, a fresh database's URL
+    on the session's PostgreSQL server. Tests taking it run once per backend."""
+    if request.param == "sqlite":
+        return lambda name="catalogue": tmp_path / f"{name}.sqlite"
+    server = request.getfixturevalue("postgres_server")
+    return lambda name="catalogue": server.new_database()
+
+
 @pytest.fixture
-def catalogue(tmp_path) -> Catalogue:
-    cat = Catalogue(tmp_path / "catalogue.sqlite")
+def catalogue(new_catalogue) -> Catalogue:
+    cat = Catalogue(new_catalogue())
     yield cat
     cat.close()
 
@@ -96,11 +122,12 @@ def build(path, gallery, card=None):
 
 
 @pytest.fixture
-def decision_catalogue(tmp_path, data_dir) -> Path:
-    """Five real camera-trap photos with one whole-frame 'animal' detection each: something to decide on."""
+def decision_catalogue(new_catalogue, data_dir) -> Path | str:
+    """Five real camera-trap photos with one whole-frame 'animal' detection each: something to decide on
+    (an SQLite file, or a PostgreSQL URL: run once on each)."""
     from engine.ingest import import_folder
 
-    path = tmp_path / "decide.sqlite"
+    path = new_catalogue("decide")
     with Catalogue(path) as cat:
         summary = import_folder(cat, data_dir / "camtraps" / "megadetector", site="test")
         with cat.transaction():

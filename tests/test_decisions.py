@@ -98,7 +98,7 @@ def test_undo_is_per_reviewer(cat):
 
 
 def test_cli_new_individual_with_existing_code_says_to_confirm(cat):
-    path = cat.path
+    path = cat.target
     d = dets(cat)[0]
     res = herdbook("--catalogue", path, "new-individual", d, "100", "--species", "nyala", "--who", "ann")
     assert res.returncode == 1 and "exists already" in res.stderr and f"confirm {d} 100" in res.stderr

@@ -36,6 +36,16 @@ def deleted_fds() -> list[str]:
     return out
 
 
+class WalFile:
+    """The SQLite catalogue's -wal file; a PostgreSQL catalogue's write-ahead log is the server's own."""
+
+    def __init__(self, target: str):
+        self.path = None if "://" in target else Path(target + "-wal")
+
+    def exists(self) -> bool:
+        return self.path is None or self.path.exists()
+
+
 def detections(cat: Catalogue) -> list[tuple[int, int]]:
     rows = cat.query("SELECT d.id AS det FROM detections d ORDER BY d.id")
     ind = cat.ensure_individual("P1", "test")
@@ -43,9 +53,9 @@ def detections(cat: Catalogue) -> list[tuple[int, int]]:
 
 
 def main() -> int:
-    path = Path(sys.argv[1])
+    path = sys.argv[1]  # a catalogue file, or a central catalogue's URL (which has no WAL file to watch)
     mode = sys.argv[2] if len(sys.argv) > 2 else "repro"
-    wal = Path(str(path) + "-wal")
+    wal = WalFile(path)
     window = Catalogue(path)  # the window's connection, open for the whole session
     with Catalogue(path) as dialog:  # a dialog or worker opening the catalogue in the same process
         dialog.counts()

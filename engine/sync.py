@@ -1,0 +1,466 @@
+"""Offline-first sync between a station's catalogue and a central one (issue 14).
+
+A station works on its own SQLite file for weeks; when it can reach the central catalogue (PostgreSQL, or any
+catalogue), ``sync`` does two things:
+
+* **push** what the station made: deployments (named ``station/name`` centrally), photo metadata (paths stay
+  the station's), detections, individuals, embeddings and coat-pattern features, a small crop of each animal
+  (so a remote reviewer sees it), and the decision and merge logs;
+* **pull** what other stations made that this one needs: their individuals with the gallery of each (the
+  detections of its standing sightings, as rows whose photo is ``remote``, with embeddings, pattern features
+  and thumbnails), merges, and any decision someone elsewhere made on this station's detections.
+
+Every row carries a stable id (engine.catalogue migration 6): (origin catalogue UUID, id there). Rows are
+inserted with "on conflict do nothing" under that id, batch by batch, each batch committed: a sync that is
+killed resumes where it stopped, and a second sync moves nothing. Two decisions on one detection from two
+places are both kept in the log; the one that reaches the catalogue last stands, and both stay visible there.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .catalogue import Catalogue, utc_now
+
+THUMBNAIL_SIDE = 192  # px, longest side: enough to see the animal and its flank, ~8 KB as JPEG
+BATCH = 500
+
+Progress = Callable[[str, int, int], None]
+
+
+class SyncCancelled(Exception):
+    """The user cancelled; everything committed so far stays and the next sync goes on from there."""
+
+
+@dataclass
+class SyncReport:
+    pushed: Counter = field(default_factory=Counter)
+    pulled: Counter = field(default_factory=Counter)
+    renamed: list[str] = field(default_factory=list)
+    thumbnail_errors: list[str] = field(default_factory=list)
+
+    @property
+    def moved(self) -> int:
+        return sum(self.pushed.values()) + sum(self.pulled.values())
+
+    def lines(self) -> list[str]:
+        def part(c: Counter) -> str:
+            return ", ".join(f"{n} {t}" for t, n in sorted(c.items()) if n) or "nothing"
+
+        out = [f"pushed: {part(self.pushed)}", f"pulled: {part(self.pulled)}"]
+        out += [f"  renamed: {r}" for r in self.renamed]
+        out += [f"  no thumbnail: {e}" for e in self.thumbnail_errors[:20]]
+        return out
+
+
+def station_name(cat: Catalogue, name: str | None = None) -> str:
+    """The station's name in other catalogues: given once, kept in the catalogue (default: the file's name)."""
+    row = cat.db.execute("SELECT value FROM catalogue_info WHERE key = 'station'").fetchone()
+    if row and (name is None or name == row[0]):
+        return row[0]
+    chosen = name or cat.path.stem
+    with cat.transaction():
+        cat.db.execute("DELETE FROM catalogue_info WHERE key = 'station'")
+        cat.db.execute("INSERT INTO catalogue_info (key, value) VALUES ('station', ?)", [chosen])
+    return chosen
+
+
+class KeyMap:
+    """Ids of one table in ``src`` -> ids of the same rows in ``dst``, through their stable ids."""
+
+    def __init__(self, src: Catalogue, dst: Catalogue, table: str, fallback: str | None = None):
+        self.src, self.dst, self.table, self.fallback = src, dst, table, fallback
+        self.src_uuid, self.dst_uuid = src.uuid, dst.uuid
+        self.cache: dict[int, int | None] = {}
+        # The src's own rows that dst has already: one query, not one per row.
+        for origin_id, dst_id in dst.db.execute(
+            f"SELECT origin_id, id FROM {table} WHERE origin = ?", [self.src_uuid]
+        ).fetchall():
+            self.cache[origin_id] = dst_id
+
+    def stable(self, src_id: int) -> tuple[str, int]:
+        row = self.src.db.execute(f"SELECT origin, origin_id FROM {self.table} WHERE id = ?", [src_id]).fetchone()
+        return (row[0], row[1]) if row and row[0] else (self.src_uuid, src_id)
+
+    def __call__(self, src_id: int | None, key: tuple[str, int] | None = None) -> int | None:
+        if src_id is None:
+            return None
+        if src_id not in self.cache:
+            origin, origin_id = key or self.stable(src_id)
+            if origin == self.dst_uuid:
+                self.cache[src_id] = origin_id
+            else:
+                row = self.dst.db.execute(
+                    f"SELECT id FROM {self.table} WHERE origin = ? AND origin_id = ?", [origin, origin_id]
+                ).fetchone()
+                if row is None and self.fallback:  # the same photo reached dst from another station
+                    value = self.src.db.execute(
+                        f"SELECT {self.fallback} FROM {self.table} WHERE id = ?", [src_id]
+                    ).fetchone()[0]
+                    row = self.dst.db.execute(
+                        f"SELECT id FROM {self.table} WHERE {self.fallback} = ?", [value]
+                    ).fetchone()
+                self.cache[src_id] = row[0] if row else None
+        return self.cache[src_id]
+
+
+def _stable_key(src: Catalogue, row: dict) -> tuple[str, int]:
+    return (row["origin"], row["origin_id"]) if row.get("origin") else (src.uuid, row["id"])
+
+
+def _insert_sql(table: str, cols: list[str]) -> str:
+    names = ", ".join(f'"{c}"' for c in cols)  # quoted: deployments has a column named "end"
+    return f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({', '.join('?' * len(cols))})"
+
+
+def _insert_keyed(dst: Catalogue, table: str, row: dict) -> tuple[int | None, bool]:
+    """Insert ``row`` (with origin, origin_id) unless dst has it; its dst id and whether it was new."""
+    cols = list(row)
+    cur = dst.db.execute(
+        _insert_sql(table, cols),
+        [row[c] for c in cols],
+    )
+    new = cur.rowcount > 0
+    found = dst.db.execute(
+        f"SELECT id FROM {table} WHERE origin = ? AND origin_id = ?", [row["origin"], row["origin_id"]]
+    ).fetchone()
+    return (found[0] if found else None), new
+
+
+def _batches(rows: list, size: int = BATCH):
+    for start in range(0, len(rows), size):
+        yield start, rows[start : start + size]
+
+
+class _Copier:
+    """Copies rows of one catalogue into another, table by table, in committed batches."""
+
+    def __init__(self, src: Catalogue, dst: Catalogue, counts: Counter, report: SyncReport, progress, cancel):
+        self.src, self.dst, self.counts, self.report = src, dst, counts, report
+        self.progress, self.cancel = progress, cancel
+        self.maps: dict[str, KeyMap] = {}
+
+    def keymap(self, table: str) -> KeyMap:
+        if table not in self.maps:
+            self.maps[table] = KeyMap(self.src, self.dst, table, fallback="sha256" if table == "media" else None)
+        return self.maps[table]
+
+    def model_id(self, src_model: int | None) -> int | None:
+        """Models are the same files everywhere: matched by name and version, created in dst when missing."""
+        if src_model is None:
+            return None
+        row = self.src.query("SELECT name, version, kind, onnx_sha256, card FROM models WHERE id = ?", [src_model])[0]
+        found = self.dst.db.execute(
+            "SELECT id FROM models WHERE name = ? AND version = ?", [row["name"], row["version"]]
+        ).fetchone()
+        if found:
+            return found[0]
+        return self.dst.db["models"].insert(row | {"created": utc_now()}).last_pk
+
+    def step(self, stage: str, done: int, total: int) -> None:
+        if self.cancel is not None and self.cancel():
+            raise SyncCancelled(f"sync cancelled during {stage}; run it again to go on")
+        if self.progress:
+            self.progress(stage, done, total)
+
+    def keyed(self, table: str, rows: list[dict], shape: Callable[[dict], dict | None], stage: str) -> None:
+        """Rows with a stable id: shaped for dst (ids mapped), inserted unless there already."""
+        keymap = self.keymap(table)
+        dst_uuid = self.dst.uuid
+        for start, batch in _batches(rows):
+            self.step(stage, start, len(rows))
+            with self.dst.transaction():
+                for row in batch:
+                    origin, origin_id = key = _stable_key(self.src, row)
+                    if origin == dst_uuid or keymap(row["id"], key) is not None:
+                        continue  # dst's own row, or one it has already
+                    shaped = shape(row)
+                    if shaped is None:
+                        continue
+                    dst_id, new = _insert_keyed(self.dst, table, shaped | {"origin": origin, "origin_id": origin_id})
+                    keymap.cache.pop(row["id"], None)
+                    if dst_id is None:  # refused as a duplicate of another row (a photo two stations both hold)
+                        dst_id = keymap(row["id"], key)
+                    keymap.cache[row["id"]] = dst_id
+                    self.counts[table] += new
+        self.step(stage, len(rows), len(rows))
+
+    def per_detection(self, table: str, rows: list[dict], columns: list[str], stage: str) -> None:
+        """Rows keyed by their detection (embeddings, patterns, thumbnails): inserted unless there already."""
+        detections = self.keymap("detections")
+        for start, batch in _batches(rows):
+            self.step(stage, start, len(rows))
+            with self.dst.transaction():
+                for row in batch:
+                    det = detections(row["detection_id"])
+                    if det is None:
+                        continue
+                    values = {c: row[c] for c in columns} | {"detection_id": det}
+                    if "model_id" in values:
+                        values["model_id"] = self.model_id(values["model_id"])
+                    cols = list(values)
+                    cur = self.dst.db.execute(
+                        _insert_sql(table, cols),
+                        [values[c] for c in cols],
+                    )
+                    self.counts[table] += cur.rowcount > 0
+        self.step(stage, len(rows), len(rows))
+
+    def individuals(self, rows: list[dict], origin_names: dict[str, str], stage: str) -> None:
+        """Individuals keep their code where it is free in dst; a code taken there by another animal becomes
+        ``code@station`` (the two are perhaps one animal: engine.merge_proposals asks)."""
+
+        def shape(row: dict) -> dict:
+            code = row["code"]
+            taken = self.dst.db.execute(
+                "SELECT 1 FROM individuals WHERE species = ? AND code = ?", [row["species"], code]
+            ).fetchone()
+            if taken:
+                where = origin_names.get(row.get("origin") or self.src.uuid, "elsewhere")
+                code = f"{code}@{where}"
+                self.report.renamed.append(f"{row['species']} {row['code']} -> {code}")
+            return {k: row[k] for k in ("name", "species", "notes", "created_at")} | {"code": code}
+
+        self.keyed("individuals", rows, shape, stage)
+
+    def log(self, table: str, rows: list[dict], stage: str) -> None:
+        """The decision log and the merge log, in their order (an undo refers to an earlier row)."""
+        individuals, detections = self.keymap("individuals"), self.keymap("detections")
+        own = self.keymap(table)
+
+        def assignment(row: dict) -> dict | None:
+            det = detections(row["detection_id"])
+            if det is None:
+                return None
+            return {k: row[k] for k in ("status", "score", "rank", "who", "at", "note", "proposal")} | {
+                "detection_id": det,
+                "individual_id": individuals(row["individual_id"]),
+                "undoes": own(row["undoes"]),
+                "model_id": self.model_id(row["model_id"]),
+            }
+
+        def merge(row: dict) -> dict | None:
+            kept, merged = individuals(row["kept_id"]), individuals(row["merged_id"])
+            if kept is None or merged is None:
+                return None
+            return {"kept_id": kept, "merged_id": merged, "who": row["who"], "at": row["at"], "undoes": own(row["undoes"])}
+
+        self.keyed(table, rows, assignment if table == "assignments" else merge, stage)
+
+
+def _rederive_merged_into(cat: Catalogue) -> None:
+    """individuals.merged_into mirrors the merge log (engine.decisions): re-derived after merge rows arrived."""
+    with cat.transaction():
+        cat.db.execute("UPDATE individuals SET merged_into = NULL WHERE merged_into IS NOT NULL")
+        standing = cat.query(
+            "SELECT m.kept_id, m.merged_id FROM merges m WHERE m.undoes IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM merges u WHERE u.undoes = m.id) ORDER BY m.id"
+        )
+        for row in standing:  # as engine.decisions.merge does, in the log's order
+            cat.db.execute("UPDATE individuals SET merged_into = ? WHERE id = ?", [row["kept_id"], row["merged_id"]])
+            cat.db.execute(
+                "UPDATE individuals SET merged_into = ? WHERE merged_into = ?", [row["kept_id"], row["merged_id"]]
+            )
+
+
+def make_thumbnails(cat: Catalogue, report: SyncReport, progress=None, cancel=None) -> int:
+    """A small JPEG crop of every animal detection of this station that has none yet (decoded at reduced
+    size: an 8 MP frame is not decoded whole for a 192 px crop)."""
+    from PIL import Image, ImageOps
+
+    from .imageio import ImageError, open_image
+
+    rows = cat.query(
+        "SELECT d.id, d.x, d.y, d.w, d.h, m.path, m.width, m.height FROM detections d JOIN media m ON m.id = d.media_id "
+        "WHERE d.origin IS NULL AND m.status = 'ok' AND (d.label IS NULL OR d.label NOT IN ('person', 'vehicle', "
+        "'human')) AND NOT EXISTS (SELECT 1 FROM thumbnails t WHERE t.detection_id = d.id) ORDER BY d.id"
+    )
+    made = 0
+    for start, batch in _batches(rows, 50):
+        if cancel is not None and cancel():
+            raise SyncCancelled("sync cancelled while making thumbnails; run it again to go on")
+        if progress:
+            progress("thumbnails", start, len(rows))
+        out = []
+        for row in batch:
+            try:
+                with open_image(row["path"]) as image:
+                    full = image.size
+                    box = (row["x"], row["y"], row["w"], row["h"]) if row["w"] else None
+                    # Draft to the scale at which the box is still at least THUMBNAIL_SIDE on its long side.
+                    long_side = max(box[2:]) if box else max(full)
+                    scale = min(1.0, THUMBNAIL_SIDE / max(long_side, 1))
+                    image.draft("RGB", (max(1, int(full[0] * scale)), max(1, int(full[1] * scale))))
+                    upright = ImageOps.exif_transpose(image).convert("RGB")
+                    k = upright.size[0] / (row["width"] or upright.size[0])
+                    if box:
+                        x, y, w, h = (v * k for v in box)
+                        upright = upright.crop((int(x), int(y), int(x + w), int(y + h)))
+                    upright.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+                    buffer = io.BytesIO()
+                    upright.save(buffer, "JPEG", quality=80)
+                    out.append((row["id"], buffer.getvalue()))
+            except (ImageError, OSError, ValueError) as exc:
+                report.thumbnail_errors.append(f"detection {row['id']}: {exc}")
+        with cat.transaction():
+            for det, jpeg in out:
+                cat.db.execute("INSERT OR IGNORE INTO thumbnails (detection_id, jpeg) VALUES (?, ?)", [det, jpeg])
+        made += len(out)
+    return made
+
+
+def _register_station(central: Catalogue, uuid: str, name: str) -> dict[str, str]:
+    with central.transaction():
+        central.db.execute("DELETE FROM stations WHERE uuid = ?", [uuid])
+        central.db.execute("INSERT INTO stations (uuid, name, last_sync) VALUES (?, ?, ?)", [uuid, name, utc_now()])
+    return {r["uuid"]: r["name"] for r in central.query("SELECT uuid, name FROM stations")}
+
+
+def push(local: Catalogue, central: Catalogue, station: str, report: SyncReport, progress=None, cancel=None) -> None:
+    """Everything the station made (origin NULL) that central lacks."""
+    copier = _Copier(local, central, report.pushed, report, progress, cancel)
+    names = _register_station(central, local.uuid, station)
+    own = "WHERE origin IS NULL ORDER BY id"
+
+    def deployment(row: dict) -> dict:
+        keep = ("site", "camera", "latitude", "longitude", "utc_offset", "clock_offset_s", "clock_note", "start", "end")
+        return {k: row[k] for k in keep} | {"name": f"{station}/{row['name']}"}
+
+    copier.keyed("deployments", local.query(f"SELECT * FROM deployments {own}"), deployment, "deployments")
+    deployments = copier.keymap("deployments")
+
+    def media(row: dict) -> dict:
+        return {k: v for k, v in row.items() if k not in ("id", "origin", "origin_id", "import_id")} | {
+            "deployment_id": deployments(row["deployment_id"])
+        }
+
+    copier.keyed("media", local.query(f"SELECT * FROM media {own}"), media, "photos")
+    photos = copier.keymap("media")
+
+    def detection(row: dict) -> dict | None:
+        media_id = photos(row["media_id"])
+        if media_id is None:
+            return None
+        return {k: v for k, v in row.items() if k not in ("id", "origin", "origin_id")} | {
+            "media_id": media_id,
+            "model_id": copier.model_id(row["model_id"]),
+        }
+
+    copier.keyed("detections", local.query(f"SELECT * FROM detections {own}"), detection, "detections")
+    copier.individuals(local.query(f"SELECT * FROM individuals {own}"), names, "individuals")
+    mine = "JOIN detections d ON d.id = x.detection_id WHERE d.origin IS NULL ORDER BY x.detection_id"
+    copier.per_detection(
+        "embeddings", local.query(f"SELECT x.* FROM embeddings x {mine}"), ["model_id", "vector"], "embeddings"
+    )
+    copier.per_detection(
+        "patterns", local.query(f"SELECT x.* FROM patterns x {mine}"), ["method", "features"], "patterns"
+    )
+    make_thumbnails(local, report, progress, cancel)
+    copier.per_detection("thumbnails", local.query(f"SELECT x.* FROM thumbnails x {mine}"), ["jpeg"], "thumbnails")
+    copier.log("assignments", local.query(f"SELECT * FROM assignments {own}"), "decisions")
+    before = report.pushed["merges"]
+    copier.log("merges", local.query(f"SELECT * FROM merges {own}"), "merges")
+    if report.pushed["merges"] > before:
+        _rederive_merged_into(central)
+
+
+def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None, cancel=None) -> None:
+    """Other stations' individuals with their galleries, merges, and others' decisions on this station's rows."""
+    copier = _Copier(central, local, report.pulled, report, progress, cancel)
+    names = {r["uuid"]: r["name"] for r in central.query("SELECT uuid, name FROM stations")}
+    names.setdefault(central.uuid, "central")
+    here = local.uuid
+    elsewhere = "(origin IS NULL OR origin != ?)"
+    copier.individuals(
+        central.query(f"SELECT * FROM individuals WHERE {elsewhere} ORDER BY id", [here]), names, "individuals"
+    )
+    # The gallery of those individuals: their standing sightings' detections, photos as 'remote' rows.
+    gallery = central.query(
+        "SELECT d.* FROM sighting_state s JOIN detections d ON d.id = s.detection_id JOIN individuals i "
+        "ON i.id = s.individual_id WHERE (i.origin IS NULL OR i.origin != ?) AND (d.origin IS NULL OR d.origin != ?) "
+        "ORDER BY d.id",
+        [here, here],
+    )
+    media_ids = sorted({r["media_id"] for r in gallery})
+    photos = [r for start in range(0, len(media_ids), BATCH) for r in _rows_by_id(central, "media", media_ids, start)]
+
+    def media(row: dict) -> dict:
+        keep = {k: v for k, v in row.items() if k not in ("id", "origin", "origin_id", "import_id", "deployment_id")}
+        return keep | {"status": "remote"}  # never opened here: the photo stays at its station
+
+    copier.keyed("media", photos, media, "photos")
+    photo_map = copier.keymap("media")
+
+    def detection(row: dict) -> dict | None:
+        media_id = photo_map(row["media_id"])
+        if media_id is None:
+            return None
+        return {k: v for k, v in row.items() if k not in ("id", "origin", "origin_id")} | {
+            "media_id": media_id,
+            "model_id": copier.model_id(row["model_id"]),
+        }
+
+    copier.keyed("detections", gallery, detection, "detections")
+    ids = [r["id"] for r in gallery]
+    known_models = [r["name"] + "\x00" + r["version"] for r in local.query("SELECT name, version FROM models")]
+    embeddings = [
+        r
+        for start in range(0, len(ids), BATCH)
+        for r in _rows_by_detection(central, "embeddings", ids, start)
+        if _model_key(central, r["model_id"]) in known_models  # only models this station uses
+    ]
+    copier.per_detection("embeddings", embeddings, ["model_id", "vector"], "embeddings")
+    for table, columns in (("patterns", ["method", "features"]), ("thumbnails", ["jpeg"])):
+        rows = [r for start in range(0, len(ids), BATCH) for r in _rows_by_detection(central, table, ids, start)]
+        copier.per_detection(table, rows, columns, table)
+    # The decisions that make those sightings, and decisions made elsewhere on this station's detections.
+    log = central.query(
+        "SELECT a.* FROM assignments a JOIN detections d ON d.id = a.detection_id "
+        "WHERE (a.origin IS NULL OR a.origin != ?) AND (a.status != 'suggested' OR d.origin = ?) ORDER BY a.id",
+        [here, here],
+    )
+    wanted = set(ids)
+    local_dets = {r["id"] for r in central.query("SELECT id FROM detections WHERE origin = ?", [here])}
+    copier.log("assignments", [r for r in log if r["detection_id"] in wanted | local_dets], "decisions")
+    before = report.pulled["merges"]
+    copier.log("merges", central.query(f"SELECT * FROM merges WHERE {elsewhere} ORDER BY id", [here]), "merges")
+    if report.pulled["merges"] > before:
+        _rederive_merged_into(local)
+
+
+def _rows_by_id(cat: Catalogue, table: str, ids: list[int], start: int) -> list[dict]:
+    chunk = ids[start : start + BATCH]
+    return cat.query(f"SELECT * FROM {table} WHERE id IN ({', '.join('?' * len(chunk))})", chunk) if chunk else []
+
+
+def _rows_by_detection(cat: Catalogue, table: str, ids: list[int], start: int) -> list[dict]:
+    chunk = ids[start : start + BATCH]
+    if not chunk:
+        return []
+    return cat.query(f"SELECT * FROM {table} WHERE detection_id IN ({', '.join('?' * len(chunk))})", chunk)
+
+
+def _model_key(cat: Catalogue, model_id: int) -> str:
+    row = cat.db.execute("SELECT name, version FROM models WHERE id = ?", [model_id]).fetchone()
+    return row[0] + "\x00" + row[1]
+
+
+def sync(
+    local: Catalogue,
+    central: Catalogue,
+    station: str | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> SyncReport:
+    """Push what ``local`` made, then pull what it needs; both directions resume after an interruption and a
+    second run moves nothing."""
+    if local.uuid == central.uuid:
+        raise ValueError(f"{local.location} and {central.location} are the same catalogue")
+    name = station_name(local, station)
+    report = SyncReport()
+    push(local, central, name, report, progress, cancel)
+    pull(local, central, report, progress, cancel)
+    return report
