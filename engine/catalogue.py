@@ -281,6 +281,42 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     )
 
 
+_NOT_UNDONE = "NOT EXISTS (SELECT 1 FROM assignments u WHERE u.undoes = {0}.id AND u.status = 'undo')"
+# A detection has a standing decision: a confirmation or rejection that no undo cancels.
+_DECIDED_A = (
+    "SELECT 1 FROM assignments x WHERE x.detection_id = a.detection_id AND x.status IN ('confirmed', 'rejected')"
+    " AND " + _NOT_UNDONE.format("x")
+)
+
+
+def _standing_sql(later: str) -> str:
+    """What the sightings view of schema 1 said, written on the log's own indexes (detection_id, undoes): a
+    confirmation ``e`` stands when no undo cancels it and no ``later`` standing decision ``r`` on its detection is
+    another confirmation or a rejection of the same individual."""
+    return (
+        _NOT_UNDONE.format("e") + " AND NOT EXISTS (SELECT 1 FROM assignments r WHERE r.detection_id = e.detection_id"
+        f" AND {later} AND (r.status = 'confirmed' OR (r.status = 'rejected' AND r.individual_id = e.individual_id))"
+        " AND " + _NOT_UNDONE.format("r") + ")"
+    )
+
+
+def _keep_state_body(standing: str) -> str:
+    """The trigger's statements: re-derive one detection's sighting and queue rows from its log rows."""
+    return f"""
+            DELETE FROM sighting_state WHERE detection_id = NEW.detection_id;
+            INSERT INTO sighting_state (assignment_id, detection_id, individual_id, score, who, at)
+                SELECT e.id, e.detection_id, e.individual_id, e.score, e.who, e.at FROM assignments e
+                WHERE e.detection_id = NEW.detection_id AND e.status = 'confirmed' AND {standing};
+            DELETE FROM review_queue WHERE detection_id = NEW.detection_id;
+            INSERT INTO review_queue (detection_id, model_id, taken_at)
+                SELECT NEW.detection_id, max(a.model_id),
+                       (SELECT m.taken_at FROM detections d JOIN media m ON m.id = d.media_id
+                        WHERE d.id = NEW.detection_id)
+                FROM assignments a WHERE a.detection_id = NEW.detection_id AND a.status = 'suggested'
+                  AND NOT EXISTS ({_DECIDED_A})
+                HAVING count(*) > 0;"""
+
+
 def _migration_5(db: sqlite_utils.Database) -> None:
     """A field season's catalogue (issue 13): the current state derived from the decision log is kept in two
     tables by a trigger on every log row, so that the review queue, counts and exports read it through indexes
@@ -291,19 +327,7 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     * ``review_queue``: one row per detection with suggestions and no standing decision, with the model of its
       latest suggestions and its photo's time (the queue's order).
     The log stays the truth: both tables are re-derived for the one detection a new log row is about."""
-    # What the sightings view of schema 1 said, written on the log's own indexes (detection_id, undoes): a
-    # confirmation stands when no undo cancels it and no later standing decision on its detection is another
-    # confirmation or a rejection of the same individual.
-    not_undone = "NOT EXISTS (SELECT 1 FROM assignments u WHERE u.undoes = {0}.id AND u.status = 'undo')"
-    standing = (
-        not_undone.format("e") + " AND NOT EXISTS (SELECT 1 FROM assignments r WHERE r.detection_id = e.detection_id"
-        " AND r.id > e.id AND (r.status = 'confirmed' OR (r.status = 'rejected' AND r.individual_id = e.individual_id))"
-        " AND " + not_undone.format("r") + ")"
-    )
-    decided_a = (
-        "SELECT 1 FROM assignments x WHERE x.detection_id = a.detection_id AND x.status IN ('confirmed', 'rejected')"
-        " AND " + not_undone.format("x")
-    )
+    standing, decided_a = _standing_sql("r.id > e.id"), _DECIDED_A
     db.executescript(
         f"""
         -- Undo rows are few: a partial index keeps 'is this row undone?' one lookup, whatever ANALYZE says
@@ -330,19 +354,7 @@ def _migration_5(db: sqlite_utils.Database) -> None:
             GROUP BY a.detection_id, m.taken_at;
         """
     )
-    keep_state = f"""
-            DELETE FROM sighting_state WHERE detection_id = NEW.detection_id;
-            INSERT INTO sighting_state (assignment_id, detection_id, individual_id, score, who, at)
-                SELECT e.id, e.detection_id, e.individual_id, e.score, e.who, e.at FROM assignments e
-                WHERE e.detection_id = NEW.detection_id AND e.status = 'confirmed' AND {standing};
-            DELETE FROM review_queue WHERE detection_id = NEW.detection_id;
-            INSERT INTO review_queue (detection_id, model_id, taken_at)
-                SELECT NEW.detection_id, max(a.model_id),
-                       (SELECT m.taken_at FROM detections d JOIN media m ON m.id = d.media_id
-                        WHERE d.id = NEW.detection_id)
-                FROM assignments a WHERE a.detection_id = NEW.detection_id AND a.status = 'suggested'
-                  AND NOT EXISTS ({decided_a})
-                HAVING count(*) > 0;"""
+    keep_state = _keep_state_body(standing)
     # A corrected camera clock moves the photos in the queue too.
     time_keeps_queue = """
             UPDATE review_queue SET taken_at = NEW.taken_at
@@ -379,6 +391,15 @@ def _migration_6(db) -> None:
         foreign_keys=[("detection_id", "detections", "id")],
     )
     db["stations"].create({"uuid": str, "name": str, "last_sync": str}, pk="uuid", not_null={"name"})
+    # Decisions now arrive from other places, after later ones made here: the one made last (its time, then
+    # its row) stands, wherever it was made and whenever it arrived. Rows written by one catalogue were in
+    # time order already, so the sightings they derived stay as they are.
+    if dialect(db) == "postgresql":
+        db.executescript("DROP TRIGGER assignments_keep_state ON assignments; DROP FUNCTION assignments_keep_state();")
+    else:
+        db.executescript("DROP TRIGGER assignments_keep_state;")
+    later = "(r.at > e.at OR (r.at = e.at AND r.id > e.id))"
+    _trigger(db, "assignments_keep_state", "AFTER INSERT ON assignments", _keep_state_body(_standing_sql(later)))
 
 
 MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5, 6: _migration_6}

@@ -74,6 +74,8 @@ _EMBEDDING_ROW = "detection_id, model_id, substr(vector, 1, 32)"
 def _row_key(row) -> list | None:
     """A mark's row as JSON can hold it (the vector's first bytes as hex)."""
     return [v.hex().upper() if isinstance(v, (bytes, memoryview)) else v for v in row] if row else None
+
+
 SEARCH_DEPTH = 200  # gallery photos per query that are aggregated into individuals (engine.match.suggest)
 SEARCH_BLOCK = 256  # queries searched together: the gallery is read once per block, not once per query
 

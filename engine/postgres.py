@@ -252,8 +252,11 @@ class PostgresTable:
     def insert(self, row: dict, ignore: bool = False, replace: bool = False, pk=None) -> _Inserted:
         cols = list(row)
         sql = (
-            f'INSERT INTO "{self.name}" (' + ", ".join(f'"{c}"' for c in cols) + ") VALUES ("
-            + ", ".join(["%s"] * len(cols)) + ")"
+            f'INSERT INTO "{self.name}" ('
+            + ", ".join(f'"{c}"' for c in cols)
+            + ") VALUES ("
+            + ", ".join(["%s"] * len(cols))
+            + ")"
         )
         keys = self.db.primary_key(self.name)
         if ignore:
@@ -271,8 +274,12 @@ class PostgresTable:
         keys = (pk,) if isinstance(pk, str) else tuple(pk)
         cols = list(row)
         sql = (
-            f'INSERT INTO "{self.name}" (' + ", ".join(f'"{c}"' for c in cols) + ") VALUES ("
-            + ", ".join(["%s"] * len(cols)) + ")" + self._on_conflict_update(keys, cols)
+            f'INSERT INTO "{self.name}" ('
+            + ", ".join(f'"{c}"' for c in cols)
+            + ") VALUES ("
+            + ", ".join(["%s"] * len(cols))
+            + ")"
+            + self._on_conflict_update(keys, cols)
         )
         self.db.raw.execute(sql, [row[c] for c in cols])
         return _Inserted(row.get(keys[0]) if len(keys) == 1 else None)

@@ -246,7 +246,13 @@ class _Copier:
             kept, merged = individuals(row["kept_id"]), individuals(row["merged_id"])
             if kept is None or merged is None:
                 return None
-            return {"kept_id": kept, "merged_id": merged, "who": row["who"], "at": row["at"], "undoes": own(row["undoes"])}
+            return {
+                "kept_id": kept,
+                "merged_id": merged,
+                "who": row["who"],
+                "at": row["at"],
+                "undoes": own(row["undoes"]),
+            }
 
         self.keyed(table, rows, assignment if table == "assignments" else merge, stage)
 
@@ -274,8 +280,8 @@ def make_thumbnails(cat: Catalogue, report: SyncReport, progress=None, cancel=No
     from .imageio import ImageError, open_image
 
     rows = cat.query(
-        "SELECT d.id, d.x, d.y, d.w, d.h, m.path, m.width, m.height FROM detections d JOIN media m ON m.id = d.media_id "
-        "WHERE d.origin IS NULL AND m.status = 'ok' AND (d.label IS NULL OR d.label NOT IN ('person', 'vehicle', "
+        "SELECT d.id, d.x, d.y, d.w, d.h, m.path, m.width, m.height "
+        "FROM detections d JOIN media m ON m.id = d.media_id WHERE d.origin IS NULL AND m.status = 'ok' AND (d.label IS NULL OR d.label NOT IN ('person', 'vehicle', "
         "'human')) AND NOT EXISTS (SELECT 1 FROM thumbnails t WHERE t.detection_id = d.id) ORDER BY d.id"
     )
     made = 0

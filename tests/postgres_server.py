@@ -36,8 +36,16 @@ class PostgresServer:
             self.as_user = ["runuser", "-u", "postgres", "--"]
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "herdbook", "-E", "UTF8", "--no-sync")
         self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60",
-            "-o", f"-k {self.socket} -p {self.port} -c listen_addresses='' -c fsync=off -c max_connections=200",
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-k {self.socket} -p {self.port} -c listen_addresses='' -c fsync=off -c max_connections=200",
             "start",
         )
 

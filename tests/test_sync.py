@@ -1,0 +1,155 @@
+"""Two stations' catalogues synced through a central one (issue 14): on a central SQLite file and on a real
+PostgreSQL server (the new_catalogue fixture runs each test on both)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import decisions
+from engine.catalogue import Catalogue
+from engine.demo import label_folder_individuals, nyala_photo
+from engine.export import export_sightings_csv
+from engine.ingest import import_folder
+from engine.sync import sync
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def station_cards(tmp_path_factory, data_dir):
+    """Four nyala seen at both stations: A has every encounter but the last (codes = folder names), B the last
+    encounters under its own codes ('S2-<n>'). Derived at test time from the real photos."""
+    root = tmp_path_factory.mktemp("stations")
+    chosen = []
+    for folder in sorted((data_dir / "nyala/train").iterdir()):
+        files = sorted(folder.glob("*.jpg"))
+        encounters = sorted({nyala_photo(f.name)[0] for f in files if nyala_photo(f.name)}, key=int)
+        if len(encounters) < 2:
+            continue
+        for f in files:
+            station, code = (
+                ("B", "S2-" + folder.name) if nyala_photo(f.name)[0] == encounters[-1] else ("A", folder.name)
+            )
+            (root / station / code).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, root / station / code / f.name)
+        chosen.append(folder.name)
+        if len(chosen) == 4:
+            break
+    return root, chosen
+
+
+def build_station(cards: Path, name: str, where: Path) -> Path:
+    path = where / f"{name}.sqlite"
+    with Catalogue(path) as cat:
+        imp = import_folder(cat, cards / name, site=name)
+        label_folder_individuals(cat, imp.import_id, "nyala")
+    return path
+
+
+@pytest.fixture
+def stations(station_cards, tmp_path):
+    cards, chosen = station_cards
+    return build_station(cards, "A", tmp_path), build_station(cards, "B", tmp_path), chosen
+
+
+def stable_rows(target) -> dict:
+    with Catalogue(target) as cat:
+        return {
+            t: sorted(map(tuple, cat.db.execute(f"SELECT origin, origin_id FROM {t}").fetchall()))
+            for t in ("deployments", "media", "detections", "individuals", "assignments")
+        } | {"thumbnails": cat.db["thumbnails"].count}
+
+
+def test_two_stations_share_one_population_through_the_central_catalogue(stations, new_catalogue, tmp_path):
+    a_path, b_path, chosen = stations
+    central = new_catalogue("central")
+    with Catalogue(a_path) as a, Catalogue(b_path) as b, Catalogue(central) as c:
+        a_photos, b_photos = a.db["media"].count, b.db["media"].count
+        first_a, first_b = sync(a, c), sync(b, c)
+        pulled_by_a = sync(a, c)
+        assert first_a.pushed["media"] == a_photos and first_b.pushed["media"] == b_photos
+        assert first_b.pulled["media"] == a_photos and pulled_by_a.pulled["media"] == b_photos
+        # Central holds both stations: every photo, sighting and individual, deployments named by station.
+        assert c.db["media"].count == a_photos + b_photos
+        assert c.db["individuals"].count == 8
+        assert sorted(r[0] for r in c.db.execute("SELECT name FROM deployments").fetchall()) == ["A/A", "B/B"]
+        assert c.counts()["sightings"] == c.db["detections"].count
+        assert c.db["thumbnails"].count == c.db["detections"].count  # a remote reviewer sees every animal
+        # Each station now has the other's individuals and their gallery (photos as 'remote', with thumbnails).
+        codes_at_a = {r[0] for r in a.db.execute("SELECT code FROM individuals").fetchall()}
+        assert codes_at_a == set(chosen) | {"S2-" + n for n in chosen}
+        assert pulled_by_a.pulled["individuals"] == 4 and pulled_by_a.pulled["detections"] > 0
+        remote = a.query("SELECT m.path, m.status FROM media m WHERE m.origin IS NOT NULL")
+        assert remote and all(r["status"] == "remote" for r in remote)
+        assert all(str(b_path.parent) in r["path"] or "/B/" in r["path"] for r in remote)  # B's own paths
+        assert a.counts()["sightings"] == a.db["detections"].count
+        # A second sync moves nothing, either way.
+        assert sync(a, c).moved == 0 and sync(b, c).moved == 0
+        # The coordinator's export covers both stations.
+        rows = export_sightings_csv(c, tmp_path / "all.csv").rows["sightings"]
+    lines = (tmp_path / "all.csv").read_text().splitlines()
+    assert rows == len(lines) - 1 == a_photos + b_photos
+    assert any(",A/A," in line or "A/A" in line for line in lines) and any("B/B" in line for line in lines)
+
+
+def test_a_sync_killed_midway_resumes_to_what_a_clean_sync_gives(stations, new_catalogue):
+    a_path, _, _ = stations
+    clean, killed = new_catalogue("clean"), new_catalogue("killed")
+    with Catalogue(a_path) as a, Catalogue(clean) as c:
+        sync(a, c)
+    Catalogue(killed).close()
+    cmd = [sys.executable, "-m", "herdbook", "--catalogue", str(a_path), "sync", "--to", str(killed)]
+    proc = subprocess.Popen([*cmd, "--progress-lines"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("progress detections"):  # photos are in, detections are not yet
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, seen
+    partial = stable_rows(killed)
+    assert partial["media"] and not partial["assignments"], "killed before the decisions were pushed"
+    resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "pushed:" in resumed.stdout
+    assert stable_rows(killed) == stable_rows(clean)
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "pushed: nothing" in again.stdout and "pulled: nothing" in again.stdout
+
+
+def test_conflicting_decisions_from_two_places_are_both_kept_and_the_later_stands(stations, new_catalogue):
+    a_path, _, _ = stations
+    central = new_catalogue("central")
+    with Catalogue(a_path) as a, Catalogue(central) as c:
+        sync(a, c)
+        det_a = a.query("SELECT id FROM detections ORDER BY id LIMIT 1")[0]["id"]
+        det_c = c.query("SELECT id FROM detections WHERE origin = ? AND origin_id = ?", [a.uuid, det_a])[0]["id"]
+        own = a.query("SELECT individual_id FROM sighting_state WHERE detection_id = ?", [det_a])[0]["individual_id"]
+        other_c = c.query("SELECT id, code FROM individuals WHERE origin_id != ? ORDER BY id LIMIT 1", [own])[0]
+        # The coordinator re-assigns the sighting centrally; later, the station (offline) rejects it.
+        decisions.confirm(c, det_c, other_c["id"], who="coordinator")
+        time.sleep(1.1)  # decision times have one-second resolution; within one second, the later row wins
+        a.reject(det_a, own, who="ranger")
+        report = sync(a, c)
+        assert report.pushed["assignments"] == 1 and report.pulled["assignments"] == 1
+        for cat, det in ((a, det_a), (c, det_c)):
+            log = cat.query("SELECT status, who FROM assignments WHERE detection_id = ? ORDER BY id", [det])
+            assert {"coordinator", "ranger"} <= {r["who"] for r in log}  # both visible in both logs
+        # The ranger's rejection was made last: it stands at both, whichever order the rows arrived in. It rejects
+        # the station's own individual, so the coordinator's confirmation of another one stands with it.
+        standing = [
+            cat.query(
+                "SELECT i.code FROM sighting_state s JOIN individuals i ON i.id = s.individual_id WHERE s.detection_id = ?",
+                [det],
+            )
+            for cat, det in ((a, det_a), (c, det_c))
+        ]
+        assert standing == [[{"code": other_c["code"]}]] * 2
