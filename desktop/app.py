@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.catalogue import Catalogue, CatalogueError, default_catalogue_path
+from engine.catalogue import Catalogue, CatalogueError, catalogue_files, catalogue_target, default_catalogue_path
 from engine.pipeline import open_count
 from engine.reid import Embedder, ModelError, default_model_path
 from engine.resources import resources_dir
@@ -75,7 +75,7 @@ class Overview(QWidget):
             f"{last[0]['source']} ({last[0]['status']}, {last[0]['finished_at'] or '—'})" if last else "none yet"
         )
         self.label.setText(
-            f"<h2>{self.catalogue.path.name}</h2>"
+            f"<h2>{self.catalogue.display_name}</h2>"
             f"<p><b>{c['media']}</b> photos ({errors} unreadable) · <b>{c['detections']}</b> detections · "
             f"<b>{c['individuals']}</b> individuals · <b>{c['sightings']}</b> confirmed sightings · "
             f"<b>{open_items}</b> suggestions waiting</p><p>Last import: {last_text}</p>"
@@ -87,9 +87,9 @@ class MainWindow(QMainWindow):
     def __init__(self, catalogue_path: str | Path, parent=None):
         super().__init__(parent)
         self.settings = QSettings("Herdbook", "Herdbook")
-        self.catalogue_path = Path(catalogue_path)
+        self.catalogue_path = catalogue_target(catalogue_path)  # a file, or a central catalogue's URL
         self.catalogue = Catalogue(self.catalogue_path)
-        self.setWindowTitle(f"Herdbook — {self.catalogue_path.name}")
+        self.setWindowTitle(f"Herdbook — {self.catalogue.display_name}")
         self.settings.setValue("last_catalogue", str(self.catalogue_path))
         self.tabs = QTabWidget()
         self.overview = Overview(self.catalogue)
@@ -103,7 +103,7 @@ class MainWindow(QMainWindow):
         self.review.box_added.connect(self._embed_manual_box)
         self._actions()
         model, device = model_status()
-        self.status_label = QLabel(f"catalogue {self.catalogue_path} · model {model} · compute {device}")
+        self.status_label = QLabel(f"catalogue {self.catalogue.location} · model {model} · compute {device}")
         self.statusBar().addPermanentWidget(self.status_label)
         self.workers: list[Worker] = []
         self.resize(1280, 800)
@@ -132,7 +132,7 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getSaveFileName(
             self,
             "Open or create a catalogue",
-            str(self.catalogue_path.parent),
+            str(catalogue_files(self.catalogue_path).parent),
             "Herdbook catalogue (*.sqlite)",
             options=QFileDialog.Option.DontConfirmOverwrite,
         )
@@ -167,7 +167,7 @@ class MainWindow(QMainWindow):
             lambda m: (
                 self.refresh(),
                 self.status_label.setText(
-                    f"catalogue {self.catalogue_path} · model {m} · compute {model_status(Path(m))[1]}"
+                    f"catalogue {self.catalogue.location} · model {m} · compute {model_status(Path(m))[1]}"
                 ),
             )
         )
@@ -200,9 +200,11 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
-def default_catalogue() -> Path:
+def default_catalogue() -> Path | str:
     """The catalogue the app had open last, while it still exists; else the one default of CLI and app."""
     last = QSettings("Herdbook", "Herdbook").value("last_catalogue")
+    if last and catalogue_target(last) == last:  # a central catalogue's URL: the server says if it is there
+        return last
     return Path(last) if last and Path(last).is_file() else default_catalogue_path()
 
 
@@ -226,7 +228,7 @@ def open_window(path: Path, choose=ask_for_catalogue) -> MainWindow | None:
         try:
             return MainWindow(path)
         except CatalogueError as exc:
-            path = choose(str(exc), Path(path))
+            path = choose(str(exc), catalogue_files(path))
             if path is None:
                 return None
 

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from engine.catalogue import Catalogue
+from engine.catalogue import Catalogue, catalogue_files, catalogue_target
 from engine.export import ExportError, export_camtrap_dp, export_sightings_csv
 
 from .layout import fit_title
@@ -291,9 +291,11 @@ class ExportDialog(QDialog):
         return True
 
 
-def trained_models_folder(catalogue_path: Path) -> Path:
-    """Where a catalogue's fine-tuned models are kept: beside it, so they outlive a reboot and travel with it."""
-    return catalogue_path.parent / f"{catalogue_path.stem}.models"
+def trained_models_folder(catalogue_path: Path | str) -> Path:
+    """Where a catalogue's fine-tuned models are kept: beside it, so they outlive a reboot and travel with it
+    (for a central catalogue, in this machine's cache folder for it)."""
+    base = catalogue_files(catalogue_path)
+    return base.parent / f"{base.stem}.models"
 
 
 def comparison_text(metrics: dict) -> str:
@@ -334,7 +336,7 @@ class TrainDialog(QDialog):
         self.setWindowTitle("Train on confirmed individuals")
         fit_title(self)
         self.setMinimumWidth(640)
-        self.catalogue_path = Path(catalogue_path)
+        self.catalogue_path = catalogue_target(catalogue_path)
         self.current_model = current_model
         self.out_dir: Path | None = None
         self.budget = QDoubleSpinBox(minimum=0.5, maximum=600, value=20, suffix=" min")

@@ -410,6 +410,21 @@ def default_catalogue_path() -> Path:
     return Path(os.environ.get("HERDBOOK_CATALOGUE") or Path.home() / "herdbook.sqlite")
 
 
+def catalogue_target(value: str | Path) -> str | Path:
+    """A catalogue as the user named it: a central catalogue's URL stays a string, a file becomes a Path."""
+    return str(value) if is_postgres_url(str(value)) else Path(value)
+
+
+def catalogue_files(target: str | Path) -> Path:
+    """Where the files that live beside a catalogue go (its gallery cache, trained models): beside the file,
+    or for a central catalogue a folder of this machine's cache (engine.postgres.side_path)."""
+    if is_postgres_url(str(target)):
+        from .postgres import side_path
+
+        return side_path(str(target))
+    return Path(target)
+
+
 def shift_time(iso: str | None, seconds: float) -> str | None:
     """Add a clock correction to an ISO 8601 time, keeping its precision and offset."""
     if not iso or not seconds:
@@ -489,6 +504,11 @@ class Catalogue:
     def uuid(self) -> str:
         """This catalogue's own id: the ``origin`` its rows carry in other catalogues."""
         return self.db.execute("SELECT value FROM catalogue_info WHERE key = 'uuid'").fetchone()[0]
+
+    @property
+    def display_name(self) -> str:
+        """The file's name, or the server URL without its password."""
+        return self.location if self.dialect == "postgresql" else self.path.name
 
     @property
     def target(self) -> str:

@@ -451,7 +451,7 @@ def open_suggestions(
         r[0]
         for r in catalogue.db.execute(
             "SELECT detection_id FROM review_queue WHERE model_id = ? ORDER BY taken_at, detection_id LIMIT ? OFFSET ?",
-            [model_id, -1 if limit is None else limit, offset],
+            [model_id, 2**62 if limit is None else limit, offset],  # SQLite's LIMIT -1 is an error on PostgreSQL
         )
     ]
     return suggestions_for(catalogue, ids, model_id)

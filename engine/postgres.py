@@ -90,6 +90,9 @@ class Cursor:
     def fetchall(self):
         return self._cursor.fetchall() if self._cursor.description else []
 
+    def fetchmany(self, size: int):
+        return self._cursor.fetchmany(size) if self._cursor.description else []
+
     def __iter__(self):
         return iter(self.fetchall()) if self._cursor.description else iter(())
 

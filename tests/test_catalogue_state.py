@@ -53,9 +53,9 @@ def _suggest(cat: Catalogue, det: int, individuals: list[int], model: int, new: 
         cat.record(det, None, "suggested", "model", score=0.2, rank=0, model_id=model, proposal="new-1")
 
 
-def test_state_tables_say_what_the_log_says_after_every_decision(tmp_path):
+def test_state_tables_say_what_the_log_says_after_every_decision(new_catalogue):
     rng = random.Random(5)
-    with Catalogue(tmp_path / "c.sqlite") as cat:
+    with Catalogue(new_catalogue("c")) as cat:
         model = cat.ensure_model("reid", "1", "reid")
         dets = _photos(cat, 12)
         inds = [cat.ensure_individual(code, "nyala") for code in "ABCD"]
@@ -121,8 +121,8 @@ def test_an_existing_schema_4_catalogue_gets_its_state_derived(tmp_path):
         assert expected == ([(dets[0], a)], [dets[1], dets[3]])
 
 
-def test_the_queue_is_read_a_page_at_a_time_in_photo_time_order(tmp_path):
-    with Catalogue(tmp_path / "c.sqlite") as cat:
+def test_the_queue_is_read_a_page_at_a_time_in_photo_time_order(new_catalogue):
+    with Catalogue(new_catalogue("c")) as cat:
         model = cat.ensure_model("reid", "1", "reid")
         dets = _photos(cat, 9)
         ind = cat.ensure_individual("A", "nyala")

@@ -24,9 +24,10 @@ needs_model = pytest.mark.skipif(not default_model_path().is_file(), reason="bun
 
 
 @pytest.fixture
-def reviewed_catalogue(tmp_path, card_folders):
+def reviewed_catalogue(new_catalogue, card_folders):
+    """A catalogue with open suggestions: a file, and a central catalogue on PostgreSQL (each test runs on both)."""
     gallery, card = card_folders
-    path = tmp_path / "c.sqlite"
+    path = new_catalogue("c")
     res = build(path, gallery, card)
     assert res.returncode == 0, res.stderr
     return path

@@ -26,12 +26,13 @@ from tests.conftest import build, herdbook
 pytestmark = pytest.mark.skipif(not default_model_path().is_file(), reason="bundled model not built yet")
 
 
-def test_import_fills_detections_embeddings_and_suggestions(tmp_path, card_folders):
+def test_import_fills_detections_embeddings_and_suggestions(new_catalogue, card_folders):
     gallery, card = card_folders
-    res = build(tmp_path / "c.sqlite", gallery, card)
+    target = new_catalogue("c")  # a file, and a central catalogue on PostgreSQL
+    res = build(target, gallery, card)
     assert res.returncode == 0, res.stderr
     assert "detect:" in res.stdout and "embed:" in res.stdout and "suggest:" in res.stdout
-    with Catalogue(tmp_path / "c.sqlite") as cat:
+    with Catalogue(target) as cat:
         new_photos = cat.query(
             "SELECT id FROM media WHERE deployment_id = (SELECT id FROM deployments WHERE name = 'new-card')"
         )
@@ -50,9 +51,9 @@ def test_import_fills_detections_embeddings_and_suggestions(tmp_path, card_folde
         assert reasons and all("matching pattern point" in r and "appearance score" in r for r in reasons)
         assert all(0.0 <= c["score"] <= 1.0 for it in items for c in it["candidates"])  # probabilities
         before = cat.counts()
-    again = herdbook("--catalogue", tmp_path / "c.sqlite", "import", card)
+    again = herdbook("--catalogue", target, "import", card)
     assert again.returncode == 0
-    with Catalogue(tmp_path / "c.sqlite") as cat:
+    with Catalogue(target) as cat:
         assert cat.counts() == before  # nothing twice
 
 
@@ -71,9 +72,9 @@ def test_true_individual_ranks_above_chance_on_unseen_nyala(card_folders):
     assert result.rank(1) > 2 * chance, result.as_dict()
 
 
-def test_decisions_from_the_command_line(tmp_path, card_folders):
+def test_decisions_from_the_command_line(new_catalogue, card_folders):
     gallery, card = card_folders
-    cat_path = tmp_path / "c.sqlite"
+    cat_path = new_catalogue("c")
     build(cat_path, gallery, card)
     items = json.loads(herdbook("--catalogue", cat_path, "suggestions", "--json").stdout)
     first, second, third = items[0], items[1], items[2]
@@ -154,9 +155,9 @@ def test_pipeline_kill_and_resume_ends_like_one_run(tmp_path, card_folders):
     assert k_sug == c_sug
 
 
-def test_new_model_triggers_reembedding(tmp_path, card_folders):
+def test_new_model_triggers_reembedding(tmp_path, new_catalogue, card_folders):
     gallery, _ = card_folders
-    with Catalogue(tmp_path / "c.sqlite") as cat:
+    with Catalogue(new_catalogue("c")) as cat:
         imp = import_folder(cat, gallery, site="gallery")
         label_folder_individuals(cat, imp.import_id, "nyala")
         first = Pipeline(cat)
