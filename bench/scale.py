@@ -55,7 +55,8 @@ def build(path: Path, size: int, seed: int = 0) -> None:
 
     rng = np.random.default_rng(seed)
     base, paths, card = real_vectors()
-    path.unlink(missing_ok=True)
+    if isinstance(path, Path):
+        path.unlink(missing_ok=True)
     cat = Catalogue(path)
     model_id = cat.ensure_model(card["name"], card["version"], "reid", card.data.get("onnx_sha256"), card.data)
     who_model = f"model:{card['name']}-{card['version']}"
@@ -142,6 +143,8 @@ def build(path: Path, size: int, seed: int = 0) -> None:
         )
         print(f"  built {ids[-1]:,} of {size:,} detections", flush=True)
     db.execute("COMMIT")  # no ANALYZE: Herdbook never runs it, so the planner sees what a user's catalogue shows
+    if cat.dialect == "postgresql":
+        cat.db.reset_identities()  # rows were written with their ids
     cat.close()
 
 
@@ -353,7 +356,12 @@ def main() -> int:
         help="largest catalogue whose suggest stage is timed",
     )
     parser.add_argument("--grouping", type=int, default=16_000, help="probably-new detections grouped (0: skip)")
+    parser.add_argument(
+        "--central", action="store_true", help="measure central catalogues on a PostgreSQL server (started here)"
+    )
     args = parser.parse_args()
+    if args.central:
+        return main_central(args)
     args.work.mkdir(parents=True, exist_ok=True)
     results = {}
     for size in args.sizes:
@@ -403,6 +411,77 @@ def main() -> int:
     out.write_text(json.dumps({"sizes": results, "grouping": grouping, "cpu": os.cpu_count()}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
+
+
+def main_central(args) -> int:
+    """The same measurements on a central catalogue (PostgreSQL), plus the sync of a 10k-photo station into it."""
+    from engine.catalogue import Catalogue, catalogue_files
+    from tests.postgres_server import PostgresServer, find_binaries
+
+    server = PostgresServer(find_binaries())
+    results = {}
+    try:
+        for size in args.sizes:
+            grown = server.new_database()
+            t0 = time.perf_counter()
+            build(grown, size)
+            grow_s = time.perf_counter() - t0
+            print(f"grew a central catalogue of {size:,} detections in {grow_s:.0f} s", flush=True)
+            run = server.copy_database(grown)
+            shutil.rmtree(f"{catalogue_files(run)}.gallery", ignore_errors=True)
+            with Catalogue(run) as cat:
+                adopt_current_model(cat)
+            row = {"detections": size, "grow_s": grow_s}
+            row |= child("app", run, args.presses)
+            row |= child("suggest", run, 1000)
+            for what, out in (("csv", "sightings.csv"), ("camtrap_dp", "dp"), ("suggestions_json", "suggestions.json")):
+                row |= child(what, run, args.work / f"central-{size}-{out}")
+            row |= measure_station_sync(server, run, args.work)
+            results[size] = row
+            print(json.dumps(row), flush=True)
+    finally:
+        server.stop()
+    print(f"\n{'detections':>10s} " + " ".join(f"{k:>14s}" for k in CENTRAL_KEYS))
+    for size, row in results.items():
+        cells = [f"{row[k]:.2f}" if isinstance(row.get(k), float | int) else "err" for k in CENTRAL_KEYS]
+        print(f"{size:>10,d} " + " ".join(f"{c:>14s}" for c in cells))
+    out = ROOT / "bench" / "results" / f"scale_central_{args.label}.json"
+    out.write_text(json.dumps({"sizes": results, "cpu": os.cpu_count()}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+CENTRAL_KEYS = ["window_open_s", "key_median_ms", "suggest_1000_s", "csv_s", "camtrap_dp_s", "station_sync_s"]
+
+
+def measure_station_sync(server, central: str, work: Path, photos: int = 10_000) -> dict:
+    """A station of ``photos`` grown photos (decided and waiting rows as above) pushed into the central catalogue."""
+    from engine.catalogue import Catalogue
+    from engine.sync import sync
+
+    station = work / f"station-{photos}.sqlite"
+    if not station.exists():
+        build(station, photos, seed=1)
+    copy = work / "station-run.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(station, copy)
+    with Catalogue(copy) as local, Catalogue(central) as cat:
+        # The grown rows share their sha256 values with the central catalogue's own: give the station its own photos.
+        with local.transaction():
+            local.db.execute("UPDATE media SET sha256 = 'station-' || sha256")
+        t0 = time.perf_counter()
+        report = sync(local, cat, station="grown")
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        again = sync(local, cat, station="grown")
+        return {
+            "station_photos": photos,
+            "station_sync_s": first,
+            "station_sync_rows": report.moved,
+            "station_resync_s": time.perf_counter() - t0,
+            "station_resync_rows": again.moved,
+        }
 
 
 if __name__ == "__main__":

@@ -172,6 +172,15 @@ class PostgresDatabase:
     def __getitem__(self, name: str) -> PostgresTable:
         return PostgresTable(self, name)
 
+    def reset_identities(self) -> None:
+        """After rows were written with explicit ids (a bulk load), move each id sequence past the largest id."""
+        for (table,) in self.raw.execute(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND column_name = 'id' AND is_identity = 'YES'"
+        ).fetchall():
+            largest = f'GREATEST((SELECT max(id) FROM "{table}"), 1)'
+            self.raw.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {largest})")
+
     def enable_wal(self) -> None:  # PostgreSQL has its own write-ahead log
         pass
 

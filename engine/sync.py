@@ -281,8 +281,8 @@ def make_thumbnails(cat: Catalogue, report: SyncReport, progress=None, cancel=No
 
     rows = cat.query(
         "SELECT d.id, d.x, d.y, d.w, d.h, m.path, m.width, m.height "
-        "FROM detections d JOIN media m ON m.id = d.media_id WHERE d.origin IS NULL AND m.status = 'ok' AND (d.label IS NULL OR d.label NOT IN ('person', 'vehicle', "
-        "'human')) AND NOT EXISTS (SELECT 1 FROM thumbnails t WHERE t.detection_id = d.id) ORDER BY d.id"
+        "FROM detections d JOIN media m ON m.id = d.media_id WHERE d.origin IS NULL AND m.status = 'ok' "
+        "AND (d.label IS NULL OR d.label NOT IN ('person', 'vehicle', 'human')) AND NOT EXISTS (SELECT 1 FROM thumbnails t WHERE t.detection_id = d.id) ORDER BY d.id"
     )
     made = 0
     for start, batch in _batches(rows, 50):

@@ -459,6 +459,24 @@ def cmd_sync(args) -> int:
     return 0
 
 
+def cmd_merge_proposals(args) -> int:
+    """Individuals of different stations that look like one animal, most probable first."""
+    from dataclasses import asdict
+
+    from engine.merge_proposals import propose_for_current_model
+
+    with _open(args, create=False) as cat:
+        proposals = propose_for_current_model(cat)
+    if args.json:
+        print(json.dumps([asdict(p) for p in proposals], indent=1))
+        return 0
+    for p in proposals:
+        accept = f"herdbook merge {p.keep_code} {p.merge_code}"
+        print(f"{p.keep_code} <- {p.merge_code} ({p.species}): {p.reason}   {accept}")
+    print(f"{len(proposals)} merge proposals")
+    return 0
+
+
 def cmd_info(args) -> int:
     with _open(args, create=False) as cat:
         print(json.dumps({"catalogue": cat.location, "schema": cat.version, **cat.counts()}, indent=2))
@@ -510,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--station", help="this station's name there (kept; default: the catalogue file's name)")
     p.add_argument("--progress-lines", action="store_true", help="one 'progress STAGE DONE/TOTAL' line per batch")
     p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("merge-proposals", help="individuals of two stations that look like one animal")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_merge_proposals)
 
     p = sub.add_parser("suggestions", help="list detections waiting for a decision")
     p.add_argument("--json", action="store_true")

@@ -147,9 +147,42 @@ def test_conflicting_decisions_from_two_places_are_both_kept_and_the_later_stand
         # the station's own individual, so the coordinator's confirmation of another one stands with it.
         standing = [
             cat.query(
-                "SELECT i.code FROM sighting_state s JOIN individuals i ON i.id = s.individual_id WHERE s.detection_id = ?",
+                "SELECT i.code FROM sighting_state s JOIN individuals i ON i.id = s.individual_id "
+                "WHERE s.detection_id = ?",
                 [det],
             )
             for cat, det in ((a, det_a), (c, det_c))
         ]
         assert standing == [[{"code": other_c["code"]}]] * 2
+
+
+def test_one_animal_named_at_two_stations_is_proposed_for_a_merge_and_exports_as_one(stations, new_catalogue, tmp_path):
+    """Both stations embed their photos (bundled model, coat patterns); after the sync the central catalogue
+    proposes pairs across stations. The truth is known: A's '<n>' is B's 'S2-<n>'."""
+    from engine.merge_proposals import propose_for_current_model
+    from engine.pipeline import Pipeline
+
+    a_path, b_path, chosen = stations
+    central = new_catalogue("central")
+    for path in (a_path, b_path):
+        with Catalogue(path) as cat:
+            Pipeline(cat, detector="whole-frame").embed()
+    with Catalogue(a_path) as a, Catalogue(b_path) as b, Catalogue(central) as c:
+        sync(a, c), sync(b, c)
+        proposals = propose_for_current_model(c)
+        origin = {r["code"]: r["origin"] for r in c.query("SELECT code, origin FROM individuals")}
+        assert proposals, "no proposal for four animals seen at both stations"
+        for p in proposals:  # only across stations, never two of one station's animals
+            assert origin[p.keep_code] != origin[p.merge_code] and p.species == "nyala"
+            assert "matching pattern point" in p.reason and 0 <= p.probability <= 1
+        correct = [p for p in proposals if p.merge_code == "S2-" + p.keep_code]
+        assert len(correct) >= len(proposals) / 2, [(p.keep_code, p.merge_code) for p in proposals]
+        first = correct[0]
+        decisions.merge(c, first.keep_id, first.merge_id, who="coordinator")
+        export_sightings_csv(c, tmp_path / "merged.csv")
+    codes = [line.split(",")[0] for line in (tmp_path / "merged.csv").read_text().splitlines()[1:]]
+    assert first.merge_code not in codes and codes.count(first.keep_code) > 0  # one individual, both histories
+    with Catalogue(a_path) as a, Catalogue(central) as c:
+        assert sync(a, c).pulled["merges"] == 1  # the station learns of the merge
+        gone = a.query("SELECT merged_into FROM individuals WHERE code = ?", [first.merge_code])[0]["merged_into"]
+        assert gone == a.query("SELECT id FROM individuals WHERE code = ?", [first.keep_code])[0]["id"]
