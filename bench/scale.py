@@ -249,6 +249,8 @@ def measure_suggest(path: str, n_new: int) -> dict:
                 [i, pipe.reid_model_id, v.tobytes()],
             )
         db.execute("COMMIT")
+        if cat.dialect == "postgresql":
+            cat.db.reset_identities()  # rows were written with their ids
         t0 = time.perf_counter()
         stats = pipe.suggest()
         out[key] = time.perf_counter() - t0
@@ -481,6 +483,8 @@ def measure_station_sync(server, central: str, work: Path, photos: int = 10_000)
             "station_sync_rows": report.moved,
             "station_resync_s": time.perf_counter() - t0,
             "station_resync_rows": again.moved,
+            "station_resync_moved": {"pushed": dict(again.pushed), "pulled": dict(again.pulled)},
+            "station_thumbnail_errors": len(report.thumbnail_errors),
         }
 
 

@@ -117,10 +117,14 @@ def _insert_sql(table: str, cols: list[str]) -> str:
 
 
 def _insert_keyed(dst: Catalogue, table: str, row: dict) -> tuple[int | None, bool]:
-    """Insert ``row`` (with origin, origin_id) unless dst has it; its dst id and whether it was new."""
+    """Insert ``row`` (with origin, origin_id) unless dst has it; its dst id and whether it was new. Only a row
+    with the same stable id is skipped: any other conflict (a key taken, a photo already there) is an error,
+    never a row silently left out."""
     cols = list(row)
+    names = ", ".join(f'"{c}"' for c in cols)
     cur = dst.db.execute(
-        _insert_sql(table, cols),
+        f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(cols))}) "
+        "ON CONFLICT (origin, origin_id) DO NOTHING",
         [row[c] for c in cols],
     )
     new = cur.rowcount > 0
@@ -282,7 +286,8 @@ def make_thumbnails(cat: Catalogue, report: SyncReport, progress=None, cancel=No
     rows = cat.query(
         "SELECT d.id, d.x, d.y, d.w, d.h, m.path, m.width, m.height "
         "FROM detections d JOIN media m ON m.id = d.media_id WHERE d.origin IS NULL AND m.status = 'ok' "
-        "AND (d.label IS NULL OR d.label NOT IN ('person', 'vehicle', 'human')) AND NOT EXISTS (SELECT 1 FROM thumbnails t WHERE t.detection_id = d.id) ORDER BY d.id"
+        "AND (d.label IS NULL OR d.label NOT IN ('person', 'vehicle', 'human')) "
+        "AND NOT EXISTS (SELECT 1 FROM thumbnails t WHERE t.detection_id = d.id) ORDER BY d.id"
     )
     made = 0
     for start, batch in _batches(rows, 50):
