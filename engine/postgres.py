@@ -261,15 +261,13 @@ class PostgresTable:
             raise NotFoundError(f"{self.name}: no row {pk!r}")
         return {d.name: v for d, v in zip(cur.description, row, strict=True) if d.name != "rowid"}
 
+    def _insert_sql(self, cols: list[str]) -> str:
+        names = ", ".join(f'"{c}"' for c in cols)
+        return f'INSERT INTO "{self.name}" ({names}) VALUES ({", ".join(["%s"] * len(cols))})'
+
     def insert(self, row: dict, ignore: bool = False, replace: bool = False, pk=None) -> _Inserted:
         cols = list(row)
-        sql = (
-            f'INSERT INTO "{self.name}" ('
-            + ", ".join(f'"{c}"' for c in cols)
-            + ") VALUES ("
-            + ", ".join(["%s"] * len(cols))
-            + ")"
-        )
+        sql = self._insert_sql(cols)
         keys = self.db.primary_key(self.name)
         if ignore:
             sql += " ON CONFLICT DO NOTHING"
@@ -285,14 +283,7 @@ class PostgresTable:
     def upsert(self, row: dict, pk) -> _Inserted:
         keys = (pk,) if isinstance(pk, str) else tuple(pk)
         cols = list(row)
-        sql = (
-            f'INSERT INTO "{self.name}" ('
-            + ", ".join(f'"{c}"' for c in cols)
-            + ") VALUES ("
-            + ", ".join(["%s"] * len(cols))
-            + ")"
-            + self._on_conflict_update(keys, cols)
-        )
+        sql = self._insert_sql(cols) + self._on_conflict_update(keys, cols)
         self.db.raw.execute(sql, [row[c] for c in cols])
         return _Inserted(row.get(keys[0]) if len(keys) == 1 else None)
 

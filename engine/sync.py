@@ -164,6 +164,16 @@ class _Copier:
             return found[0]
         return self.dst.db["models"].insert(row | {"created": utc_now()}).last_pk
 
+    def detection(self, row: dict) -> dict | None:
+        """A detection shaped for dst: its photo and model mapped (None while its photo is not there)."""
+        media_id = self.keymap("media")(row["media_id"])
+        if media_id is None:
+            return None
+        return {k: v for k, v in row.items() if k not in ("id", "origin", "origin_id")} | {
+            "media_id": media_id,
+            "model_id": self.model_id(row["model_id"]),
+        }
+
     def step(self, stage: str, done: int, total: int) -> None:
         if self.cancel is not None and self.cancel():
             raise SyncCancelled(f"sync cancelled during {stage}; run it again to go on")
@@ -349,18 +359,8 @@ def push(local: Catalogue, central: Catalogue, station: str, report: SyncReport,
         }
 
     copier.keyed("media", local.query(f"SELECT * FROM media {own}"), media, "photos")
-    photos = copier.keymap("media")
 
-    def detection(row: dict) -> dict | None:
-        media_id = photos(row["media_id"])
-        if media_id is None:
-            return None
-        return {k: v for k, v in row.items() if k not in ("id", "origin", "origin_id")} | {
-            "media_id": media_id,
-            "model_id": copier.model_id(row["model_id"]),
-        }
-
-    copier.keyed("detections", local.query(f"SELECT * FROM detections {own}"), detection, "detections")
+    copier.keyed("detections", local.query(f"SELECT * FROM detections {own}"), copier.detection, "detections")
     copier.individuals(local.query(f"SELECT * FROM individuals {own}"), names, "individuals")
     mine = "JOIN detections d ON d.id = x.detection_id WHERE d.origin IS NULL ORDER BY x.detection_id"
     copier.per_detection(
@@ -403,18 +403,8 @@ def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None
         return keep | {"status": "remote"}  # never opened here: the photo stays at its station
 
     copier.keyed("media", photos, media, "photos")
-    photo_map = copier.keymap("media")
 
-    def detection(row: dict) -> dict | None:
-        media_id = photo_map(row["media_id"])
-        if media_id is None:
-            return None
-        return {k: v for k, v in row.items() if k not in ("id", "origin", "origin_id")} | {
-            "media_id": media_id,
-            "model_id": copier.model_id(row["model_id"]),
-        }
-
-    copier.keyed("detections", gallery, detection, "detections")
+    copier.keyed("detections", gallery, copier.detection, "detections")
     ids = [r["id"] for r in gallery]
     known_models = [r["name"] + "\x00" + r["version"] for r in local.query("SELECT name, version FROM models")]
     embeddings = [
