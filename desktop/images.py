@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from PIL import Image, ImageOps
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmap
 
 
@@ -32,3 +33,10 @@ def pixmap(path: str, box=None, max_side: int = 320) -> QPixmap:
         return QPixmap.fromImage(_load(path, tuple(box) if box and box[2] else None, max_side))
     except (OSError, ValueError, SyntaxError):
         return QPixmap()
+
+
+def thumbnail_pixmap(jpeg: bytes, max_side: int = 320) -> QPixmap:
+    """A crop that came with a sync (the photo itself stays at its station)."""
+    image = QPixmap()
+    image.loadFromData(bytes(jpeg), "JPEG")
+    return image.scaled(max_side, max_side, aspectMode=Qt.AspectRatioMode.KeepAspectRatio) if max_side else image

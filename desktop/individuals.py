@@ -1,4 +1,5 @@
-"""Individuals: search, gallery by side, sighting history (table, timeline, offline map), rename, merge."""
+"""Individuals: search, gallery by side, sighting history (table, timeline, offline map), rename, merge, and the
+merges proposed across stations after a sync (engine.merge_proposals), reviewed from the keyboard."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ from PySide6.QtWidgets import (
 from engine import decisions
 from engine.catalogue import Catalogue
 
-from .images import pixmap
+from .images import pixmap, thumbnail_pixmap
 from .layout import headers_in_full
 from .models import IndividualsModel, SightingsModel
+from .workers import Worker
 
 
 class MapView(QWidget):
@@ -130,6 +132,11 @@ class IndividualsWidget(QWidget):
         merge.clicked.connect(self.merge_selected)
         unmerge = QPushButton("Undo merge")
         unmerge.clicked.connect(self.undo_merge)
+        propose = QPushButton("Proposed merges")
+        propose.setToolTip("individuals of two stations that look like one animal (after a sync)")
+        propose.clicked.connect(self.find_proposals)
+        self.proposals = ProposalList(self)
+        self.proposals.hide()
         self.status = QLabel()
         self.ask_merge = ask_merge  # replaceable prompt (tests answer it)
         left = QVBoxLayout()
@@ -139,7 +146,9 @@ class IndividualsWidget(QWidget):
         row.addWidget(rename)
         row.addWidget(merge)
         row.addWidget(unmerge)
+        row.addWidget(propose)
         left.addLayout(row)
+        left.addWidget(self.proposals)
         left.addWidget(self.status)
         self.gallery = QListWidget(viewMode=QListWidget.ViewMode.IconMode, iconSize=QSize(140, 100))
         self.history = QTableView()
@@ -188,7 +197,13 @@ class IndividualsWidget(QWidget):
         self.gallery.clear()
         for r in sorted(rows, key=lambda r: (r["viewpoint"] or "", r["taken_at"] or ""))[:60]:
             item = QListWidgetItem(" · ".join(v for v in (r["viewpoint"] or "side ?", (r["taken_at"] or "")[:10]) if v))
-            item.setIcon(pixmap(r["path"], (r["x"], r["y"], r["w"], r["h"]) if r["w"] else None, 140))
+            icon = pixmap(r["path"], (r["x"], r["y"], r["w"], r["h"]) if r["w"] else None, 140)
+            if icon.isNull():  # a photo of another station: the crop that came with the sync
+                crop = self.catalogue.db.execute(
+                    "SELECT jpeg FROM thumbnails WHERE detection_id = ?", [r["detection_id"]]
+                ).fetchone()
+                icon = thumbnail_pixmap(crop[0], 140) if crop else icon
+            item.setIcon(icon)
             self.gallery.addItem(item)
         self.timeline.set_rows(rows)
         self.map.set_points(rows)
@@ -234,6 +249,84 @@ class IndividualsWidget(QWidget):
         kept, gone = (self.catalogue.db["individuals"].get(row[k])["code"] for k in ("kept_id", "merged_id"))
         self.status.setText(f"undone: merge of {gone} into {kept}")
         self.show_individual(row["merged_id"])
+
+    # -- merges proposed across stations ---------------------------------------------------------------
+    def find_proposals(self) -> None:
+        """Compute the proposals in a worker thread (about a second per individual): the window stays live."""
+        from engine.merge_proposals import propose_for_current_model
+
+        target = self.catalogue.target
+        self.status.setText("looking for animals two stations named apart…")
+
+        def work(worker: Worker):
+            with Catalogue(target) as own:  # the thread's own connection
+                return propose_for_current_model(own, progress=worker.report)
+
+        self.worker = Worker(work)
+        self.worker.progress.connect(lambda _s, done, total, _left: self.status.setText(f"compared {done} of {total}"))
+        self.worker.finished.connect(self.show_proposals)
+        self.worker.failed.connect(lambda text: self.status.setText(f"merge proposals failed: {text.splitlines()[0]}"))
+        self.worker.start()
+
+    def show_proposals(self, proposals: list) -> None:
+        self.proposals.set_proposals(proposals)
+        self.proposals.setVisible(bool(proposals))
+        self.proposals.setFocus()
+        self.status.setText(
+            f"{len(proposals)} proposed merges: M merges the selected pair, X dismisses it, U undoes your last merge"
+            if proposals
+            else "no proposed merges"
+        )
+
+    def accept_proposal(self, proposal) -> None:
+        try:
+            decisions.merge(self.catalogue, proposal.keep_id, proposal.merge_id, self.who)
+        except decisions.DecisionError as exc:
+            self.status.setText(str(exc))
+            return
+        self.model.reload()
+        self.show_individual(proposal.keep_id)
+        self.status.setText(f"merged {proposal.merge_code} into {proposal.keep_code} (U undoes it)")
+
+
+class ProposalList(QListWidget):
+    """Proposed merges, one a row, decided from the keyboard as suggestions are: M merge, X dismiss, U undo."""
+
+    def __init__(self, owner: IndividualsWidget):
+        super().__init__()
+        self.owner = owner
+        self.items_by_row: list = []
+        self.setMaximumHeight(160)
+
+    def set_proposals(self, proposals: list) -> None:
+        self.clear()
+        self.items_by_row = list(proposals)
+        for p in proposals:
+            self.addItem(f"{p.keep_code} ← {p.merge_code} ({p.species}): {p.reason}")
+        if proposals:
+            self.setCurrentRow(0)
+
+    def current_proposal(self):
+        row = self.currentRow()
+        return self.items_by_row[row] if 0 <= row < len(self.items_by_row) else None
+
+    def _drop_current(self) -> None:
+        row = self.currentRow()
+        self.takeItem(row)
+        del self.items_by_row[row]
+
+    def keyPressEvent(self, event):  # noqa: N802 (Qt API)
+        key, proposal = event.key(), self.current_proposal()
+        if key == Qt.Key.Key_M and proposal is not None:
+            self.owner.accept_proposal(proposal)
+            self._drop_current()
+        elif key == Qt.Key.Key_X and proposal is not None:
+            self._drop_current()
+            self.owner.status.setText(f"dismissed: {proposal.keep_code} and {proposal.merge_code}")
+        elif key == Qt.Key.Key_U:
+            self.owner.undo_merge()
+        else:
+            super().keyPressEvent(event)
 
 
 def ask_merge(parent: QWidget, labels: list[str]) -> tuple[str, bool]:

@@ -186,3 +186,37 @@ def test_one_animal_named_at_two_stations_is_proposed_for_a_merge_and_exports_as
         assert sync(a, c).pulled["merges"] == 1  # the station learns of the merge
         gone = a.query("SELECT merged_into FROM individuals WHERE code = ?", [first.merge_code])[0]["merged_into"]
         assert gone == a.query("SELECT id FROM individuals WHERE code = ?", [first.keep_code])[0]["id"]
+
+
+def test_proposed_merges_are_reviewed_with_keys_in_the_individuals_tab(qtbot, stations, tmp_path):
+    """After a sync the Individuals tab finds the proposals in a worker thread, shows them, and M merges the
+    selected pair (U undoes it); a pulled animal's gallery shows the crop that came with the sync."""
+    pytest.importorskip("PySide6")
+    from PySide6.QtCore import Qt
+
+    from desktop.individuals import IndividualsWidget
+    from engine.pipeline import Pipeline
+
+    a_path, b_path, _ = stations
+    for path in (a_path, b_path):
+        with Catalogue(path) as cat:
+            Pipeline(cat, detector="whole-frame").embed()
+    central = tmp_path / "central.sqlite"
+    with Catalogue(a_path) as a, Catalogue(b_path) as b, Catalogue(central) as c:
+        sync(a, c), sync(b, c), sync(a, c)
+    cat = Catalogue(a_path)  # the station, which now knows B's animals too
+    widget = IndividualsWidget(cat, who="tester")
+    qtbot.addWidget(widget)
+    widget.show()
+    widget.find_proposals()
+    qtbot.waitUntil(lambda: widget.proposals.isVisible() or "no proposed" in widget.status.text(), timeout=60_000)
+    assert widget.proposals.count() > 0, widget.status.text()
+    first = widget.proposals.current_proposal()
+    qtbot.keyClick(widget.proposals, Qt.Key.Key_M)
+    merged = cat.query("SELECT merged_into FROM individuals WHERE id = ?", [first.merge_id])[0]["merged_into"]
+    assert merged == first.keep_id and "merged" in widget.status.text()
+    remote_icons = [widget.gallery.item(i).icon().isNull() for i in range(widget.gallery.count())]
+    assert remote_icons and not any(remote_icons)  # B's photos are not here: their synced crops are shown
+    qtbot.keyClick(widget.proposals, Qt.Key.Key_U)
+    assert cat.query("SELECT merged_into FROM individuals WHERE id = ?", [first.merge_id])[0]["merged_into"] is None
+    cat.close()
