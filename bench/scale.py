@@ -361,6 +361,7 @@ def main() -> int:
     parser.add_argument(
         "--central", action="store_true", help="measure central catalogues on a PostgreSQL server (started here)"
     )
+    parser.add_argument("--only-sync", action="store_true", help="with --central: only the station sync")
     args = parser.parse_args()
     if args.central:
         return main_central(args)
@@ -434,10 +435,15 @@ def main_central(args) -> int:
             with Catalogue(run) as cat:
                 adopt_current_model(cat)
             row = {"detections": size, "grow_s": grow_s}
-            row |= child("app", run, args.presses)
-            row |= child("suggest", run, 1000)
-            for what, out in (("csv", "sightings.csv"), ("camtrap_dp", "dp"), ("suggestions_json", "suggestions.json")):
-                row |= child(what, run, args.work / f"central-{size}-{out}")
+            if not args.only_sync:
+                row |= child("app", run, args.presses)
+                row |= child("suggest", run, 1000)
+                for what, out in (
+                    ("csv", "sightings.csv"),
+                    ("camtrap_dp", "dp"),
+                    ("suggestions_json", "suggestions.json"),
+                ):
+                    row |= child(what, run, args.work / f"central-{size}-{out}")
             row |= measure_station_sync(server, run, args.work)
             results[size] = row
             print(json.dumps(row), flush=True)
@@ -448,6 +454,9 @@ def main_central(args) -> int:
         cells = [f"{row[k]:.2f}" if isinstance(row.get(k), float | int) else "err" for k in CENTRAL_KEYS]
         print(f"{size:>10,d} " + " ".join(f"{c:>14s}" for c in cells))
     out = ROOT / "bench" / "results" / f"scale_central_{args.label}.json"
+    if args.only_sync and out.exists():  # keep the other measurements of the file, update the sync's
+        old = json.loads(out.read_text())["sizes"]
+        results = {s: old.get(str(s), {}) | row for s, row in results.items()}
     out.write_text(json.dumps({"sizes": results, "cpu": os.cpu_count()}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

@@ -19,6 +19,7 @@ places are both kept in the log; the one that reaches the catalogue last stands,
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -378,23 +379,59 @@ def push(local: Catalogue, central: Catalogue, station: str, report: SyncReport,
         _rederive_merged_into(central)
 
 
+def _pull_marks(local: Catalogue, central: Catalogue) -> dict[str, int]:
+    """How far this station has read the central catalogue's append-only tables (their largest ids)."""
+    row = local.db.execute("SELECT value FROM catalogue_info WHERE key = ?", [f"pulled:{central.uuid}"]).fetchone()
+    return json.loads(row[0]) if row else {"individuals": 0, "assignments": 0, "merges": 0}
+
+
+def _save_pull_marks(local: Catalogue, central: Catalogue, marks: dict[str, int]) -> None:
+    with local.transaction():
+        local.db.execute("DELETE FROM catalogue_info WHERE key = ?", [f"pulled:{central.uuid}"])
+        local.db.execute(
+            "INSERT INTO catalogue_info (key, value) VALUES (?, ?)", [f"pulled:{central.uuid}", json.dumps(marks)]
+        )
+
+
 def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None, cancel=None) -> None:
-    """Other stations' individuals with their galleries, merges, and others' decisions on this station's rows."""
+    """Other stations' individuals with their galleries, merges, and others' decisions on this station's rows.
+
+    Only what central added since the last completed pull is read: individuals, the decision log and the merge
+    log only grow, and a detection joins another station's gallery only through a new log row. The marks move
+    once the pull has committed everything, so a killed pull reads the same rows again (and skips what it has)."""
     copier = _Copier(central, local, report.pulled, report, progress, cancel)
     names = {r["uuid"]: r["name"] for r in central.query("SELECT uuid, name FROM stations")}
     names.setdefault(central.uuid, "central")
     here = local.uuid
+    marks = _pull_marks(local, central)
+    tops = {t: central.db.execute(f"SELECT COALESCE(max(id), 0) FROM {t}").fetchone()[0] for t in marks}
     elsewhere = "(origin IS NULL OR origin != ?)"
     copier.individuals(
-        central.query(f"SELECT * FROM individuals WHERE {elsewhere} ORDER BY id", [here]), names, "individuals"
+        central.query(
+            f"SELECT * FROM individuals WHERE {elsewhere} AND id > ? AND id <= ? ORDER BY id",
+            [here, marks["individuals"], tops["individuals"]],
+        ),
+        names,
+        "individuals",
     )
-    # The gallery of those individuals: their standing sightings' detections, photos as 'remote' rows.
-    gallery = central.query(
-        "SELECT d.* FROM sighting_state s JOIN detections d ON d.id = s.detection_id JOIN individuals i "
-        "ON i.id = s.individual_id WHERE (i.origin IS NULL OR i.origin != ?) AND (d.origin IS NULL OR d.origin != ?) "
-        "ORDER BY d.id",
-        [here, here],
+    log = central.query(
+        "SELECT a.*, d.origin AS detection_origin FROM assignments a JOIN detections d ON d.id = a.detection_id "
+        "WHERE (a.origin IS NULL OR a.origin != ?) AND a.id > ? AND a.id <= ? ORDER BY a.id",
+        [here, marks["assignments"], tops["assignments"]],
     )
+    # The gallery those rows touch: standing sightings of detections made elsewhere (photos as 'remote' rows).
+    touched = sorted({r["detection_id"] for r in log if r["status"] != "suggested" and r["detection_origin"] != here})
+    gallery = [
+        r
+        for start in range(0, len(touched), BATCH)
+        for r in _query_in(
+            central,
+            "SELECT d.* FROM sighting_state s JOIN detections d ON d.id = s.detection_id "
+            "JOIN individuals i ON i.id = s.individual_id WHERE (i.origin IS NULL OR i.origin != ?) AND d.id IN ({})",
+            [here],
+            touched[start : start + BATCH],
+        )
+    ]
     media_ids = sorted({r["media_id"] for r in gallery})
     photos = [r for start in range(0, len(media_ids), BATCH) for r in _rows_by_id(central, "media", media_ids, start)]
 
@@ -403,7 +440,6 @@ def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None
         return keep | {"status": "remote"}  # never opened here: the photo stays at its station
 
     copier.keyed("media", photos, media, "photos")
-
     copier.keyed("detections", gallery, copier.detection, "detections")
     ids = [r["id"] for r in gallery]
     known_models = [r["name"] + "\x00" + r["version"] for r in local.query("SELECT name, version FROM models")]
@@ -417,19 +453,34 @@ def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None
     for table, columns in (("patterns", ["method", "features"]), ("thumbnails", ["jpeg"])):
         rows = [r for start in range(0, len(ids), BATCH) for r in _rows_by_detection(central, table, ids, start)]
         copier.per_detection(table, rows, columns, table)
-    # The decisions that make those sightings, and decisions made elsewhere on this station's detections.
-    log = central.query(
-        "SELECT a.* FROM assignments a JOIN detections d ON d.id = a.detection_id "
-        "WHERE (a.origin IS NULL OR a.origin != ?) AND (a.status != 'suggested' OR d.origin = ?) ORDER BY a.id",
-        [here, here],
-    )
-    wanted = set(ids)
-    local_dets = {r["id"] for r in central.query("SELECT id FROM detections WHERE origin = ?", [here])}
-    copier.log("assignments", [r for r in log if r["detection_id"] in wanted | local_dets], "decisions")
+    # The decisions on detections this station holds (its own, and the gallery's): others' suggestions on the
+    # gallery are not wanted here.
+    # A later decision on a gallery detection pulled earlier (a rejection centrally) comes too.
+    wanted, held = set(ids), copier.keymap("detections")
+    relevant = [
+        r
+        for r in log
+        if r["detection_origin"] == here
+        or (r["status"] != "suggested" and (r["detection_id"] in wanted or held(r["detection_id"]) is not None))
+    ]
+    copier.log("assignments", [{k: v for k, v in r.items() if k != "detection_origin"} for r in relevant], "decisions")
     before = report.pulled["merges"]
-    copier.log("merges", central.query(f"SELECT * FROM merges WHERE {elsewhere} ORDER BY id", [here]), "merges")
+    copier.log(
+        "merges",
+        central.query(
+            f"SELECT * FROM merges WHERE {elsewhere} AND id > ? AND id <= ? ORDER BY id",
+            [here, marks["merges"], tops["merges"]],
+        ),
+        "merges",
+    )
     if report.pulled["merges"] > before:
         _rederive_merged_into(local)
+    _save_pull_marks(local, central, tops)
+
+
+def _query_in(cat: Catalogue, sql: str, params: list, values: list) -> list[dict]:
+    """``sql`` with its ``IN ({})`` filled with one placeholder per value."""
+    return cat.query(sql.format(", ".join("?" * len(values))), [*params, *values]) if values else []
 
 
 def _rows_by_id(cat: Catalogue, table: str, ids: list[int], start: int) -> list[dict]:

@@ -220,3 +220,23 @@ def test_proposed_merges_are_reviewed_with_keys_in_the_individuals_tab(qtbot, st
     qtbot.keyClick(widget.proposals, Qt.Key.Key_U)
     assert cat.query("SELECT merged_into FROM individuals WHERE id = ?", [first.merge_id])[0]["merged_into"] is None
     cat.close()
+
+
+def test_a_second_pull_reads_only_what_is_new_and_a_later_rejection_reaches_the_gallery(stations, new_catalogue):
+    a_path, b_path, _ = stations
+    central = new_catalogue("central")
+    with Catalogue(a_path) as a, Catalogue(b_path) as b, Catalogue(central) as c:
+        sync(a, c), sync(b, c)
+        pulled = sync(a, c).pulled
+        assert pulled["detections"] > 0
+        # The coordinator rejects one of B's sightings centrally: A's copy of B's gallery loses it.
+        det_c, ind_c = c.db.execute(
+            "SELECT s.detection_id, s.individual_id FROM sighting_state s JOIN detections d ON d.id = s.detection_id "
+            "WHERE d.origin = ? ORDER BY s.detection_id LIMIT 1",
+            [b.uuid],
+        ).fetchone()
+        decisions.reject(c, det_c, ind_c, who="coordinator")
+        before = a.counts()["sightings"]
+        again = sync(a, c)
+        assert {table: n for table, n in again.pulled.items() if n} == {"assignments": 1}
+        assert a.counts()["sightings"] == before - 1
