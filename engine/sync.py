@@ -295,7 +295,7 @@ def make_thumbnails(cat: Catalogue, report: SyncReport, progress=None, cancel=No
     from .imageio import ImageError, open_image
 
     rows = cat.query(
-        "SELECT d.id, d.x, d.y, d.w, d.h, m.path, m.width, m.height "
+        "SELECT d.id, d.x, d.y, d.w, d.h, m.path "
         "FROM detections d JOIN media m ON m.id = d.media_id WHERE d.origin IS NULL AND m.status = 'ok' "
         "AND (d.label IS NULL OR d.label NOT IN ('person', 'vehicle', 'human')) "
         "AND NOT EXISTS (SELECT 1 FROM thumbnails t WHERE t.detection_id = d.id) ORDER BY d.id"
@@ -317,7 +317,9 @@ def make_thumbnails(cat: Catalogue, report: SyncReport, progress=None, cancel=No
                     scale = min(1.0, THUMBNAIL_SIDE / max(long_side, 1))
                     image.draft("RGB", (max(1, int(full[0] * scale)), max(1, int(full[1] * scale))))
                     upright = ImageOps.exif_transpose(image).convert("RGB")
-                    k = upright.size[0] / (row["width"] or upright.size[0])
+                    # Boxes are in full-size upright pixels: scale by the upright full width, not the file's.
+                    turned = image.getexif().get(0x0112) in (5, 6, 7, 8)
+                    k = upright.size[0] / (full[1] if turned else full[0])
                     if box:
                         x, y, w, h = (v * k for v in box)
                         upright = upright.crop((int(x), int(y), int(x + w), int(y + h)))

@@ -240,3 +240,27 @@ def test_a_second_pull_reads_only_what_is_new_and_a_later_rejection_reaches_the_
         again = sync(a, c)
         assert {table: n for table, n in again.pulled.items() if n} == {"assignments": 1}
         assert a.counts()["sightings"] == before - 1
+
+
+def test_thumbnails_are_the_box_of_the_upright_photo(tmp_path, data_dir):
+    """The crop that travels instead of the photo shows the detection's box (its shape), at most 192 px."""
+    import io
+
+    from PIL import Image
+
+    from engine.sync import THUMBNAIL_SIDE, SyncReport, make_thumbnails
+
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        import_folder(cat, data_dir / "camtraps" / "megadetector", site="x")
+        rows = cat.query("SELECT id, width, height FROM media WHERE status = 'ok' ORDER BY id")
+        boxes = {}
+        for r in rows:  # the left third, full height: a tall box on these wide frames
+            boxes[cat.add_detection(r["id"], (0, 0, r["width"] / 3, r["height"]), source="t", label="animal")] = r
+        report = SyncReport()
+        assert make_thumbnails(cat, report) == len(rows) and not report.thumbnail_errors
+        for det, jpeg in cat.db.execute("SELECT detection_id, jpeg FROM thumbnails").fetchall():
+            size = Image.open(io.BytesIO(jpeg)).size
+            r = boxes[det]
+            assert max(size) == THUMBNAIL_SIDE
+            assert abs(size[0] / size[1] - (r["width"] / 3) / r["height"]) < 0.03, (size, r)
+        assert make_thumbnails(cat, report) == 0  # made once
