@@ -3,6 +3,7 @@ PostgreSQL server (the new_catalogue fixture runs each test on both)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -178,6 +179,18 @@ def test_one_animal_named_at_two_stations_is_proposed_for_a_merge_and_exports_as
         correct = [p for p in proposals if p.merge_code == "S2-" + p.keep_code]
         assert len(correct) >= len(proposals) / 2, [(p.keep_code, p.merge_code) for p in proposals]
         first = correct[0]
+    listed = subprocess.run(
+        [sys.executable, "-m", "herdbook", "--catalogue", str(central), "merge-proposals", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # the command line lists the same proposals
+    assert listed.returncode == 0, listed.stderr
+    assert [(p["keep_code"], p["merge_code"]) for p in json.loads(listed.stdout)] == [
+        (p.keep_code, p.merge_code) for p in proposals
+    ]
+    with Catalogue(central) as c:
         decisions.merge(c, first.keep_id, first.merge_id, who="coordinator")
         export_sightings_csv(c, tmp_path / "merged.csv")
     codes = [line.split(",")[0] for line in (tmp_path / "merged.csv").read_text().splitlines()[1:]]
