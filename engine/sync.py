@@ -112,9 +112,9 @@ def _stable_key(src: Catalogue, row: dict) -> tuple[str, int]:
     return (row["origin"], row["origin_id"]) if row.get("origin") else (src.uuid, row["id"])
 
 
-def _insert_sql(table: str, cols: list[str]) -> str:
+def _insert_sql(table: str, cols: list[str], on_conflict: str = "") -> str:
     names = ", ".join(f'"{c}"' for c in cols)  # quoted: deployments has a column named "end"
-    return f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({', '.join('?' * len(cols))})"
+    return f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(cols))}) ON CONFLICT {on_conflict}DO NOTHING"
 
 
 def _insert_keyed(dst: Catalogue, table: str, row: dict) -> tuple[int | None, bool]:
@@ -122,12 +122,7 @@ def _insert_keyed(dst: Catalogue, table: str, row: dict) -> tuple[int | None, bo
     with the same stable id is skipped: any other conflict (a key taken, a photo already there) is an error,
     never a row silently left out."""
     cols = list(row)
-    names = ", ".join(f'"{c}"' for c in cols)
-    cur = dst.db.execute(
-        f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(cols))}) "
-        "ON CONFLICT (origin, origin_id) DO NOTHING",
-        [row[c] for c in cols],
-    )
+    cur = dst.db.execute(_insert_sql(table, cols, "(origin, origin_id) "), [row[c] for c in cols])
     new = cur.rowcount > 0
     found = dst.db.execute(
         f"SELECT id FROM {table} WHERE origin = ? AND origin_id = ?", [row["origin"], row["origin_id"]]
@@ -147,6 +142,7 @@ class _Copier:
         self.src, self.dst, self.counts, self.report = src, dst, counts, report
         self.progress, self.cancel = progress, cancel
         self.maps: dict[str, KeyMap] = {}
+        self.models: dict[int, int] = {}
 
     def keymap(self, table: str) -> KeyMap:
         if table not in self.maps:
@@ -154,9 +150,15 @@ class _Copier:
         return self.maps[table]
 
     def model_id(self, src_model: int | None) -> int | None:
-        """Models are the same files everywhere: matched by name and version, created in dst when missing."""
+        """Models are the same files everywhere: matched by name and version, created in dst when missing
+        (looked up once per model, not once per detection or decision)."""
         if src_model is None:
             return None
+        if src_model not in self.models:
+            self.models[src_model] = self._dst_model(src_model)
+        return self.models[src_model]
+
+    def _dst_model(self, src_model: int) -> int:
         row = self.src.query("SELECT name, version, kind, onnx_sha256, card FROM models WHERE id = ?", [src_model])[0]
         found = self.dst.db.execute(
             "SELECT id FROM models WHERE name = ? AND version = ?", [row["name"], row["version"]]
@@ -200,7 +202,8 @@ class _Copier:
                     if dst_id is None:  # refused as a duplicate of another row (a photo two stations both hold)
                         dst_id = keymap(row["id"], key)
                     keymap.cache[row["id"]] = dst_id
-                    self.counts[table] += new
+                    if new:
+                        self.counts[table] += 1
         self.step(stage, len(rows), len(rows))
 
     def per_detection(self, table: str, rows: list[dict], columns: list[str], stage: str) -> None:
@@ -221,7 +224,8 @@ class _Copier:
                         _insert_sql(table, cols),
                         [values[c] for c in cols],
                     )
-                    self.counts[table] += cur.rowcount > 0
+                    if cur.rowcount > 0:
+                        self.counts[table] += 1
         self.step(stage, len(rows), len(rows))
 
     def individuals(self, rows: list[dict], origin_names: dict[str, str], stage: str) -> None:
@@ -423,19 +427,14 @@ def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None
     )
     # The gallery those rows touch: standing sightings of detections made elsewhere (photos as 'remote' rows).
     touched = sorted({r["detection_id"] for r in log if r["status"] != "suggested" and r["detection_origin"] != here})
-    gallery = [
-        r
-        for start in range(0, len(touched), BATCH)
-        for r in _query_in(
-            central,
-            "SELECT d.* FROM sighting_state s JOIN detections d ON d.id = s.detection_id "
-            "JOIN individuals i ON i.id = s.individual_id WHERE (i.origin IS NULL OR i.origin != ?) AND d.id IN ({})",
-            [here],
-            touched[start : start + BATCH],
-        )
-    ]
-    media_ids = sorted({r["media_id"] for r in gallery})
-    photos = [r for start in range(0, len(media_ids), BATCH) for r in _rows_by_id(central, "media", media_ids, start)]
+    gallery = _rows_in(
+        central,
+        "SELECT d.* FROM sighting_state s JOIN detections d ON d.id = s.detection_id "
+        "JOIN individuals i ON i.id = s.individual_id WHERE (i.origin IS NULL OR i.origin != ?) AND d.id IN ({})",
+        touched,
+        (here,),
+    )
+    photos = _rows_in(central, "SELECT * FROM media WHERE id IN ({})", sorted({r["media_id"] for r in gallery}))
 
     def media(row: dict) -> dict:
         keep = {k: v for k, v in row.items() if k not in ("id", "origin", "origin_id", "import_id", "deployment_id")}
@@ -444,20 +443,22 @@ def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None
     copier.keyed("media", photos, media, "photos")
     copier.keyed("detections", gallery, copier.detection, "detections")
     ids = [r["id"] for r in gallery]
-    known_models = [r["name"] + "\x00" + r["version"] for r in local.query("SELECT name, version FROM models")]
-    embeddings = [
-        r
-        for start in range(0, len(ids), BATCH)
-        for r in _rows_by_detection(central, "embeddings", ids, start)
-        if _model_key(central, r["model_id"]) in known_models  # only models this station uses
+    # Embeddings only of the models this station uses.
+    used = {(r["name"], r["version"]) for r in local.query("SELECT name, version FROM models")}
+    models = [
+        r["id"] for r in central.query("SELECT id, name, version FROM models") if (r["name"], r["version"]) in used
     ]
-    copier.per_detection("embeddings", embeddings, ["model_id", "vector"], "embeddings")
-    for table, columns in (("patterns", ["method", "features"]), ("thumbnails", ["jpeg"])):
-        rows = [r for start in range(0, len(ids), BATCH) for r in _rows_by_detection(central, table, ids, start)]
+    for table, columns in (
+        ("embeddings", ["model_id", "vector"]),
+        ("patterns", ["method", "features"]),
+        ("thumbnails", ["jpeg"]),
+    ):
+        rows = _rows_in(central, f"SELECT * FROM {table} WHERE detection_id IN ({{}})", ids)
+        if table == "embeddings":
+            rows = [r for r in rows if r["model_id"] in models]
         copier.per_detection(table, rows, columns, table)
-    # The decisions on detections this station holds (its own, and the gallery's): others' suggestions on the
-    # gallery are not wanted here.
-    # A later decision on a gallery detection pulled earlier (a rejection centrally) comes too.
+    # The decisions on detections this station holds: its own, the gallery's (not others' suggestions on it),
+    # and later decisions on gallery detections pulled earlier (a rejection made centrally).
     wanted, held = set(ids), copier.keymap("detections")
     relevant = [
         r
@@ -480,26 +481,13 @@ def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None
     _save_pull_marks(local, central, tops)
 
 
-def _query_in(cat: Catalogue, sql: str, params: list, values: list) -> list[dict]:
-    """``sql`` with its ``IN ({})`` filled with one placeholder per value."""
-    return cat.query(sql.format(", ".join("?" * len(values))), [*params, *values]) if values else []
-
-
-def _rows_by_id(cat: Catalogue, table: str, ids: list[int], start: int) -> list[dict]:
-    chunk = ids[start : start + BATCH]
-    return cat.query(f"SELECT * FROM {table} WHERE id IN ({', '.join('?' * len(chunk))})", chunk) if chunk else []
-
-
-def _rows_by_detection(cat: Catalogue, table: str, ids: list[int], start: int) -> list[dict]:
-    chunk = ids[start : start + BATCH]
-    if not chunk:
-        return []
-    return cat.query(f"SELECT * FROM {table} WHERE detection_id IN ({', '.join('?' * len(chunk))})", chunk)
-
-
-def _model_key(cat: Catalogue, model_id: int) -> str:
-    row = cat.db.execute("SELECT name, version FROM models WHERE id = ?", [model_id]).fetchone()
-    return row[0] + "\x00" + row[1]
+def _rows_in(cat: Catalogue, sql: str, values: list, params: tuple = ()) -> list[dict]:
+    """``sql``'s rows for every value, its ``IN ({})`` filled BATCH values at a time."""
+    out = []
+    for start in range(0, len(values), BATCH):
+        chunk = values[start : start + BATCH]
+        out += cat.query(sql.format(", ".join("?" * len(chunk))), [*params, *chunk])
+    return out
 
 
 def sync(

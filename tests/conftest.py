@@ -136,6 +136,15 @@ def decision_catalogue(new_catalogue, data_dir) -> Path | str:
     return path
 
 
+def import_placed(cat: Catalogue, card: Path) -> None:
+    """Import a camtrapR card and place its deployments (the coordinates and time zone Camtrap DP needs)."""
+    from engine.ingest import import_folder
+
+    import_folder(cat, card)
+    for row in cat.query("SELECT name FROM deployments"):
+        cat.update_deployment(row["name"], latitude=5.1, longitude=117.9, utc_offset="+08:00")
+
+
 def add_photos(cat: Catalogue, n: int, taken_at=lambda i: "2026-03-01T10:00:00") -> list[int]:
     """``n`` photo rows, one detection each (a derived fixture: rows as the importer and detector write them)."""
     dets = []

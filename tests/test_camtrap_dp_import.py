@@ -11,7 +11,8 @@ import pytest
 from engine.camtrap_dp_import import import_camtrap_dp
 from engine.catalogue import Catalogue
 from engine.export import export_camtrap_dp
-from engine.ingest import IngestError, import_folder
+from engine.ingest import IngestError
+from tests.conftest import import_placed
 
 
 def _sightings(cat: Catalogue) -> set[tuple[str, str]]:
@@ -31,9 +32,7 @@ def _station_card(data_dir, tmp_path, also=None) -> tuple:
     card = tmp_path / "card"
     shutil.copytree(data_dir / "camtrapr/sample_images_indiv_tag", card)
     with Catalogue(tmp_path / "station.sqlite") as cat:
-        import_folder(cat, card)
-        for row in cat.query("SELECT name FROM deployments"):
-            cat.update_deployment(row["name"], latitude=5.1, longitude=117.9, utc_offset="+08:00")
+        import_placed(cat, card)
         if also:
             also(cat)
         export_camtrap_dp(cat, card)

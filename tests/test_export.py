@@ -19,6 +19,7 @@ from engine.export import (
     export_sightings_csv,
 )
 from engine.ingest import import_folder
+from tests.conftest import import_placed
 
 REQUIRED = {
     "deployments.csv": ["deploymentID", "latitude", "longitude", "deploymentStart", "deploymentEnd"],
@@ -143,9 +144,7 @@ def test_camtrap_dp_validates_against_the_standard(tagged, data_dir, tmp_path):
     card = tmp_path / "card"
     shutil.copytree(data_dir / "camtrapr", card)
     with Catalogue(tmp_path / "card.sqlite") as cat:
-        import_folder(cat, card)
-        for row in cat.query("SELECT name FROM deployments"):
-            cat.update_deployment(row["name"], latitude=5.1, longitude=117.9, utc_offset="+08:00")
+        import_placed(cat, card)
         export_camtrap_dp(cat, card)
     assert camtrap_dp_errors(card, standard) == []
     paths = [m["filePath"] for m in read_csv(card / "media.csv")]
