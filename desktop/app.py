@@ -196,6 +196,7 @@ class MainWindow(QMainWindow):
         for worker in self.workers:
             worker.cancel()
             worker.wait(10_000)
+        self.individuals.stop_work()
         self.catalogue.close()
         super().closeEvent(event)
 

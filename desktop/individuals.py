@@ -137,6 +137,7 @@ class IndividualsWidget(QWidget):
         propose.clicked.connect(self.find_proposals)
         self.proposals = ProposalList(self)
         self.proposals.hide()
+        self.worker: Worker | None = None
         self.status = QLabel()
         self.ask_merge = ask_merge  # replaceable prompt (tests answer it)
         left = QVBoxLayout()
@@ -252,21 +253,35 @@ class IndividualsWidget(QWidget):
 
     # -- merges proposed across stations ---------------------------------------------------------------
     def find_proposals(self) -> None:
-        """Compute the proposals in a worker thread (about a second per individual): the window stays live."""
-        from engine.merge_proposals import propose_for_current_model
+        """Compute the proposals in a worker thread (about a second per individual): the window stays live. A
+        second press while it runs does nothing (a dropped QThread that still runs would end the app)."""
+        from engine.merge_proposals import ProposalsCancelled, propose_for_current_model
 
+        if self.worker is not None and self.worker.thread.isRunning():
+            return
         target = self.catalogue.target
         self.status.setText("looking for animals two stations named apart…")
 
         def work(worker: Worker):
+            def progress(stage: str, done: int, total: int) -> None:
+                if worker.cancel_event.is_set():
+                    raise ProposalsCancelled("merge proposals cancelled")
+                worker.report(stage, done, total)
+
             with Catalogue(target) as own:  # the thread's own connection
-                return propose_for_current_model(own, progress=worker.report)
+                return propose_for_current_model(own, progress=progress)
 
         self.worker = Worker(work)
         self.worker.progress.connect(lambda _s, done, total, _left: self.status.setText(f"compared {done} of {total}"))
         self.worker.finished.connect(self.show_proposals)
         self.worker.failed.connect(lambda text: self.status.setText(f"merge proposals failed: {text.splitlines()[0]}"))
         self.worker.start()
+
+    def stop_work(self) -> None:
+        """Cancel a proposal search and wait for its thread (the window is closing)."""
+        if self.worker is not None:
+            self.worker.cancel()
+            self.worker.wait(10_000)
 
     def show_proposals(self, proposals: list) -> None:
         self.proposals.set_proposals(proposals)

@@ -30,6 +30,10 @@ CANDIDATES = 200  # other-origin individuals (nearest by appearance) that are pa
 PHOTO_PAIRS = 8  # most similar photo pairs of a candidate pair that are verified
 
 
+class ProposalsCancelled(Exception):
+    """Raised from the progress callback to stop a search (nothing is written by one)."""
+
+
 @dataclass
 class MergeProposal:
     keep_id: int  # catalogued first: the code that survives
