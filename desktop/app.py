@@ -30,6 +30,7 @@ from engine.resources import resources_dir
 
 from .deployments import DeploymentsDialog
 from .dialogs import ExportDialog, ImportDialog, TrainDialog
+from .heartbeat import keep_startup_out_of_collections
 from .individuals import IndividualsWidget
 from .review import ReviewWidget
 from .workers import Worker
@@ -257,4 +258,5 @@ def run(catalogue: str | None = None, screenshot: str | None = None, tab: int = 
         window.close()
         return 0
     QTimer.singleShot(0, window.raise_)
+    keep_startup_out_of_collections()
     return app.exec()

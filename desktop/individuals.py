@@ -284,6 +284,7 @@ class IndividualsWidget(QWidget):
             self.worker.wait(10_000)
 
     def show_proposals(self, proposals: list) -> None:
+        self.worker.wait()  # its thread is quitting; the next press then finds it ended
         self.proposals.set_proposals(proposals)
         self.proposals.setVisible(bool(proposals))
         self.proposals.setFocus()

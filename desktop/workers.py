@@ -3,6 +3,7 @@ one thread); WAL lets the window keep reading while a worker writes."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -11,14 +12,36 @@ import time
 import traceback
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from engine.catalogue import Catalogue
 from engine.metrics import epoch_summary
 
+_RUNNING: dict[int, Worker] = {}  # workers whose thread has not ended yet, whoever else still holds them
+
+
+class _Release(QObject):
+    """Lives in the thread that made the worker (the UI's), so the QThread's ``finished`` reaches it queued there:
+    only then is the worker let go. Qt ends the whole app when a QThread that still runs is destroyed, which a
+    dialog that replaced its worker right after ``finished`` did (CI: "Aborted"). It names the worker by key, not
+    by reference, so a finished worker is freed at once rather than by a later garbage collection."""
+
+    def __init__(self, key: int):
+        super().__init__()
+        self.key = key
+
+    def release(self) -> None:
+        worker = _RUNNING.get(self.key)
+        if worker is not None:
+            worker.thread.wait()  # `finished` is emitted just before the thread's last step
+            # Let go from the event loop, not from here: dropping the worker deletes this object, and Qt must
+            # not have a receiver deleted inside its own event handler.
+            QTimer.singleShot(0, functools.partial(_RUNNING.pop, self.key, None))
+
 
 class Worker(QObject):
-    """Runs ``work(worker)`` in its own QThread; reports progress, finishes with a result or an error."""
+    """Runs ``work(worker)`` in its own QThread; reports progress, finishes with a result or an error. A started
+    worker stays alive until its thread has ended, even when nothing else holds it."""
 
     progress = Signal(str, int, int, float)  # stage, done, total, seconds left (-1 unknown)
     message = Signal(str)
@@ -32,9 +55,12 @@ class Worker(QObject):
         self.thread = QThread()
         self.moveToThread(self.thread)
         self.thread.started.connect(self._run)
+        self._release = _Release(id(self))
+        self.thread.finished.connect(self._release.release)
         self._started: dict[str, float] = {}
 
     def start(self) -> None:
+        _RUNNING[id(self)] = self
         self.thread.start()
 
     def cancel(self) -> None:

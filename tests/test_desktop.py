@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import sqlite3
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from desktop.app import MainWindow, run  # noqa: E402
 from desktop.dialogs import ExportDialog, ImportDialog  # noqa: E402
-from desktop.heartbeat import StallMeter  # noqa: E402
+from desktop.heartbeat import StallMeter, keep_startup_out_of_collections  # noqa: E402
 from desktop.review import ReviewWidget  # noqa: E402
 from engine.catalogue import Catalogue  # noqa: E402
 from engine.reid import default_model_path  # noqa: E402
@@ -142,8 +143,12 @@ def test_key_press_to_next_suggestion_is_fast(qtbot, review):
 def test_import_through_the_dialog_and_the_ui_never_stalls(qtbot, tmp_path, data_dir):
     dialog = ImportDialog(tmp_path / "c.sqlite")
     qtbot.addWidget(dialog)
-    with StallMeter(10) as meter, qtbot.waitSignal(dialog.done, timeout=300_000) as blocker:
-        dialog.start(str(data_dir / "camtrapr"))
+    keep_startup_out_of_collections()  # as the app does once its window is up
+    try:
+        with StallMeter(10) as meter, qtbot.waitSignal(dialog.done, timeout=300_000) as blocker:
+            dialog.start(str(data_dir / "camtrapr"))
+    finally:
+        gc.unfreeze()  # the rest of the suite is not an app
     result = blocker.args[0]
     assert result["ingest"].added == 164 and result["pipeline"] is not None
     assert "20251112_100312.mp4" in dialog.summary.toPlainText()
@@ -498,3 +503,22 @@ def test_a_candidate_cards_words_never_lie_over_its_photo(qtbot, review):
         if card.isEnabled():
             assert card.text.geometry().top() >= card.photo.geometry().bottom(), card.text.text()
             assert card.text.height() >= card.text.heightForWidth(card.text.width()) - 1  # nothing cut off
+
+
+def test_a_worker_dropped_while_its_thread_runs_does_not_end_the_app(qtbot):
+    """Qt aborts the whole process when a QThread that still runs is destroyed; a dialog that replaced its worker
+    right after `finished` (the thread still quitting) did that in CI. A started worker now outlives every
+    holder until its thread has ended, and is let go after."""
+    import threading
+    import weakref
+
+    from desktop.workers import Worker
+
+    gate = threading.Event()
+    worker = Worker(lambda _w: gate.wait(10))
+    worker.start()
+    alive = weakref.ref(worker)
+    del worker  # without the keep-alive this destroys the running QThread: the test process aborts
+    assert alive() is not None and alive().thread.isRunning()
+    gate.set()
+    qtbot.waitUntil(lambda: alive() is None, timeout=10_000)  # freed once ended, without a garbage collection
