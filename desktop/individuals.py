@@ -269,7 +269,10 @@ class IndividualsWidget(QWidget):
                 worker.report(stage, done, total)
 
             with Catalogue(target) as own:  # the thread's own connection
-                return propose_for_current_model(own, progress=progress)
+                try:
+                    return propose_for_current_model(own, progress=progress)
+                except ProposalsCancelled:
+                    return None
 
         self.worker = Worker(work)
         self.worker.progress.connect(lambda _s, done, total, _left: self.status.setText(f"compared {done} of {total}"))
@@ -283,8 +286,11 @@ class IndividualsWidget(QWidget):
             self.worker.cancel()
             self.worker.wait(10_000)
 
-    def show_proposals(self, proposals: list) -> None:
+    def show_proposals(self, proposals: list | None) -> None:
         self.worker.wait()  # its thread is quitting; the next press then finds it ended
+        if proposals is None:
+            self.status.setText("merge proposals cancelled")
+            return
         self.proposals.set_proposals(proposals)
         self.proposals.setVisible(bool(proposals))
         self.proposals.setFocus()

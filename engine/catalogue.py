@@ -569,6 +569,11 @@ class Catalogue:
     def query(self, sql: str, params=()) -> list[dict]:
         return list(self.db.query(sql, params))
 
+    def stream(self, sql: str, params=()) -> Iterator[dict]:
+        """The rows of a SELECT too large to hold (exports), a few at a time on either backend: SQLite's cursor
+        reads as it goes; PostgreSQL's is a server-side one."""
+        return self.db.stream(sql, params) if self.dialect == "postgresql" else self.db.query(sql, params)
+
     def counts(self) -> dict[str, int]:
         """Row counts of the main tables, for overviews and tests."""
         tables = ["media", "media_files", "deployments", "detections", "embeddings", "individuals", "assignments"]

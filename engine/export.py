@@ -201,7 +201,7 @@ def export_sightings_csv(
     out = Path(out)
 
     def rows():
-        for r in catalogue.db.query(SIGHTINGS_SQL):  # a cursor: one row in memory at a time
+        for r in catalogue.stream(SIGHTINGS_SQL):  # a few rows in memory at a time
             day = (r["taken_at"] or "")[:10]
             if species and r["species"] != species:
                 continue
@@ -391,7 +391,7 @@ class _ChosenMedia:
             f"SELECT {columns}, m.deployment_id, m.taken_at AS taken_at FROM media m {joins} "
             f"WHERE {self.where} AND {also} ORDER BY {order}"
         )
-        for row in self.cat.db.query(sql, self.params):
+        for row in self.cat.stream(sql, self.params):
             yield row, self.stamp(row)
 
 

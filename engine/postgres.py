@@ -138,6 +138,7 @@ class PostgresDatabase:
         self.raw.adapters.register_loader("numeric", FloatLoader)
         self.conn = Connection(self)
         self._keys: dict[str, tuple[str, ...]] = {}
+        self._streams = 0
 
     # -- the sqlite-utils Database surface ----------------------------------------------------------
     def execute(self, sql: str, params=()) -> Cursor:
@@ -161,6 +162,19 @@ class PostgresDatabase:
         names = [d.name for d in cur.description]
         for row in cur:
             yield dict(zip(names, row, strict=True))
+
+    def stream(self, sql: str, params=(), batch: int = 2000) -> Iterator[dict]:
+        """The rows of a large SELECT through a server-side cursor, ``batch`` at a time: the client holds one batch,
+        where ``query`` (psycopg's ordinary cursor) receives the whole result first (an export of a million
+        sightings). WITH HOLD keeps the cursor outside a transaction, so other statements may run on this
+        connection between rows, as the exports' lookups do."""
+        self._streams += 1
+        with self.raw.cursor(name=f"herdbook_stream_{self._streams}", withhold=True) as cur:
+            cur.itersize = batch
+            cur.execute(translate(sql, isinstance(params, dict)), _params(params))
+            names = [d.name for d in cur.description]
+            for row in cur:
+                yield dict(zip(names, row, strict=True))
 
     def table_names(self) -> list[str]:
         rows = self.raw.execute(

@@ -145,3 +145,22 @@ def test_the_queue_is_read_a_page_at_a_time_in_photo_time_order(new_catalogue):
         media = cat.db.execute("SELECT media_id FROM detections WHERE id = ?", [last["detection_id"]]).fetchone()[0]
         cat.db["media"].update(media, {"taken_at": "2020-01-01T00:00:00"})
         assert open_suggestions(cat, limit=1)[0]["detection_id"] == last["detection_id"]
+
+
+def test_a_large_select_streams_and_other_statements_run_between_its_rows(new_catalogue):
+    """Exports read their rows through ``Catalogue.stream``: the same rows as a plain query, a few at a time (on
+    PostgreSQL a server-side cursor, open while the rows are read), with the exports' own lookups in between."""
+    with Catalogue(new_catalogue()) as cat:
+        add_photos(cat, 25)
+        sql = "SELECT m.id, m.path, d.id AS detection FROM media m JOIN detections d ON d.media_id = m.id ORDER BY m.id"
+        streamed = []
+        for row in cat.stream(sql):
+            streamed.append(row)
+            looked_up = cat.query("SELECT path FROM media WHERE id = ?", [row["id"]])
+            assert looked_up == [{"path": row["path"]}]
+            if cat.dialect == "postgresql" and len(streamed) == 1:
+                cursors = [r["name"] for r in cat.query("SELECT name FROM pg_cursors")]
+                assert any(name.startswith("herdbook_stream_") for name in cursors), cursors
+        assert streamed == cat.query(sql) and len(streamed) == 25
+        if cat.dialect == "postgresql":
+            assert cat.query("SELECT name FROM pg_cursors") == []  # closed once read

@@ -202,8 +202,9 @@ def test_one_animal_named_at_two_stations_is_proposed_for_a_merge_and_exports_as
 
 
 def test_proposed_merges_are_reviewed_with_keys_in_the_individuals_tab(qtbot, stations, tmp_path):
-    """After a sync the Individuals tab finds the proposals in a worker thread, shows them, and M merges the
-    selected pair (U undoes it); a pulled animal's gallery shows the crop that came with the sync."""
+    """After a sync the Individuals tab finds the proposals in a worker thread (a second press while it runs does
+    nothing; a cancelled search says so), shows them, and M merges the selected pair (U undoes it); a pulled
+    animal's gallery shows the crop that came with the sync."""
     pytest.importorskip("PySide6")
     from PySide6.QtCore import Qt
 
@@ -222,6 +223,14 @@ def test_proposed_merges_are_reviewed_with_keys_in_the_individuals_tab(qtbot, st
     qtbot.addWidget(widget)
     widget.show()
     widget.find_proposals()
+    search = widget.worker
+    widget.find_proposals()  # a second press while it runs starts nothing
+    assert widget.worker is search
+    widget.stop_work()  # cancelled (the window closing does this): it ends, and says so
+    qtbot.waitUntil(lambda: "cancelled" in widget.status.text(), timeout=20_000)
+    assert not search.thread.isRunning() and not widget.proposals.isVisible()
+    widget.find_proposals()
+    assert widget.worker is not search
     qtbot.waitUntil(lambda: widget.proposals.isVisible() or "no proposed" in widget.status.text(), timeout=60_000)
     assert widget.proposals.count() > 0, widget.status.text()
     first = widget.proposals.current_proposal()
