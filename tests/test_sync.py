@@ -137,7 +137,7 @@ def test_conflicting_decisions_from_two_places_are_both_kept_and_the_later_stand
         other_c = c.query("SELECT id, code FROM individuals WHERE origin_id != ? ORDER BY id LIMIT 1", [own])[0]
         # The coordinator re-assigns the sighting centrally; later, the station (offline) rejects it.
         decisions.confirm(c, det_c, other_c["id"], who="coordinator")
-        time.sleep(1.1)  # decision times have one-second resolution; within one second, the later row wins
+        time.sleep(0.05)  # decision times are to the millisecond (with seconds, these two tied: row order won)
         a.reject(det_a, own, who="ranger")
         report = sync(a, c)
         assert report.pushed["assignments"] == 1 and report.pulled["assignments"] == 1
@@ -155,6 +155,36 @@ def test_conflicting_decisions_from_two_places_are_both_kept_and_the_later_stand
             for cat, det in ((a, det_a), (c, det_c))
         ]
         assert standing == [[{"code": other_c["code"]}]] * 2
+
+
+def test_two_confirmations_within_one_second_resolve_to_the_later_at_both_ends(stations, new_catalogue):
+    """The coordinator and the (offline) station each re-assign one sighting, 50 ms apart. Each catalogue gets the
+    other's row after its own, so row order would leave them disagreeing; decision times to the millisecond make
+    the later one stand at both."""
+    a_path, _, _ = stations
+    central = new_catalogue("central")
+    with Catalogue(a_path) as a, Catalogue(central) as c:
+        sync(a, c)
+        det_a = a.query("SELECT id FROM detections ORDER BY id LIMIT 1")[0]["id"]
+        det_c = c.query("SELECT id FROM detections WHERE origin = ? AND origin_id = ?", [a.uuid, det_a])[0]["id"]
+        own = a.query("SELECT individual_id FROM sighting_state WHERE detection_id = ?", [det_a])[0]["individual_id"]
+        species = a.db["individuals"].get(own)["species"]
+        others = a.query("SELECT id, code FROM individuals WHERE id != ? AND species = ? ORDER BY id", [own, species])
+        coordinators, rangers = others[0], others[1]
+        coordinators_c = c.query("SELECT id FROM individuals WHERE origin_id = ?", [coordinators["id"]])[0]["id"]
+        decisions.confirm(c, det_c, coordinators_c, who="coordinator")
+        time.sleep(0.05)
+        decisions.confirm(a, det_a, rangers["id"], who="ranger")
+        sync(a, c)
+        standing = [
+            cat.query(
+                "SELECT i.code FROM sighting_state s JOIN individuals i ON i.id = s.individual_id "
+                "WHERE s.detection_id = ?",
+                [det],
+            )
+            for cat, det in ((a, det_a), (c, det_c))
+        ]
+        assert standing == [[{"code": rangers["code"]}]] * 2
 
 
 def test_one_animal_named_at_two_stations_is_proposed_for_a_merge_and_exports_as_one(stations, new_catalogue, tmp_path):
