@@ -10,6 +10,7 @@ killed with SIGKILL midway and resumed (the central catalogue it leaves equals a
 of the central catalogue.
 
     python bench/stations.py            # prints a table, writes bench/results/stations.json
+    python bench/stations.py --crops whole   # whole photos embedded: bench/results/stations_whole.json
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.catalogue import Catalogue  # noqa: E402
-from engine.demo import find_data_dir, label_folder_individuals, nyala_photo  # noqa: E402
+from engine.demo import (  # noqa: E402
+    find_data_dir,
+    label_detected_individuals,
+    label_folder_individuals,
+    nyala_photo,
+)
 from engine.ingest import import_folder  # noqa: E402
 from engine.merge_proposals import propose_for_current_model  # noqa: E402
 from engine.pipeline import Pipeline  # noqa: E402
@@ -66,13 +72,21 @@ def split_cards(data: Path) -> dict:
     return {"shared": shared, "only_A": only["A"], "only_B": only["B"]}
 
 
-def build_station(name: str) -> dict:
+def build_station(name: str, crops: str) -> dict:
+    """Import the station's card, label its animals (folder names) and embed them: on the bundled detector's
+    best box per photo (as a station confirms them), or on whole photos (``crops='whole'``, faster)."""
     path = WORK / f"{name}.sqlite"
     t0 = time.perf_counter()
     with Catalogue(path) as cat:
         imp = import_folder(cat, WORK / name / "card", site=name)
-        label_folder_individuals(cat, imp.import_id, "nyala")
-        Pipeline(cat, detector="whole-frame").embed()
+        if crops == "detector":
+            pipeline = Pipeline(cat)
+            pipeline.detect()
+            label_detected_individuals(cat, imp.import_id, "nyala")
+        else:
+            label_folder_individuals(cat, imp.import_id, "nyala")
+            pipeline = Pipeline(cat, detector="whole-frame")
+        pipeline.embed()
         counts = cat.counts()
     return {"seconds": round(time.perf_counter() - t0, 1), **counts}
 
@@ -129,10 +143,13 @@ def killed_and_resumed(server: PostgresServer, kill_after_lines: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="shared/data (default: beside the checkout)")
+    parser.add_argument(
+        "--crops", choices=["detector", "whole"], default="detector", help="what the stations embed (see build_station)"
+    )
     args = parser.parse_args()
     data = Path(args.data) if args.data else find_data_dir(ROOT) / "nyala" / "train"
     split = split_cards(data)
-    stations = {name: build_station(name) for name in "AB"}
+    stations = {name: build_station(name, args.crops) for name in "AB"}
     server = PostgresServer(find_binaries())
     try:
         central = server.new_database()
@@ -152,6 +169,7 @@ def main() -> int:
         server.stop()
     result = {
         "data": str(data),
+        "crops": args.crops,
         "split": {k: len(v) for k, v in split.items()},
         "stations": stations,
         "syncs": syncs,
@@ -184,7 +202,7 @@ def main() -> int:
         f"{m['seconds']} s"
     )
     print(f"killed at '{resumed['killed_at']}', resumed: equal to a clean sync = {resumed['equal_to_clean_sync']}")
-    out = ROOT / "bench" / "results" / "stations.json"
+    out = ROOT / "bench" / "results" / ("stations.json" if args.crops == "detector" else "stations_whole.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

@@ -97,6 +97,43 @@ def label_folder_individuals(catalogue: Catalogue, import_id: int, species: str,
     return len(rows) - len(held)
 
 
+def label_detected_individuals(catalogue: Catalogue, import_id: int, species: str) -> int:
+    """As ``label_folder_individuals``, on the detector's boxes (run it after ``Pipeline.detect``): each photo's
+    best animal box (score x area: the one a person would confirm) becomes the confirmed sighting of its folder's
+    individual, flank from the file name; a photo where the detector found no animal gets a whole-frame box.
+    Photos with a decision already are left alone."""
+    rows = catalogue.query(
+        """SELECT m.id, m.path, m.file_name, m.width, m.height FROM media m
+           WHERE m.import_id = ? AND m.status = 'ok' AND NOT EXISTS (
+               SELECT 1 FROM detections d JOIN sighting_state s ON s.detection_id = d.id WHERE d.media_id = m.id)
+           ORDER BY m.id""",
+        [import_id],
+    )
+    with catalogue.transaction():
+        for row in rows:
+            code = Path(row["path"]).parent.name
+            viewpoint = viewpoint_from_name(row["file_name"], code)
+            boxes = catalogue.query(
+                "SELECT id FROM detections WHERE media_id = ? AND label = 'animal' ORDER BY score * w * h DESC LIMIT 1",
+                [row["id"]],
+            )
+            if boxes:
+                detection_id = boxes[0]["id"]
+                catalogue.db["detections"].update(detection_id, {"label": species, "viewpoint": viewpoint})
+            else:
+                detection_id = catalogue.add_detection(
+                    row["id"],
+                    (0.0, 0.0, float(row["width"]), float(row["height"])),
+                    source="whole-frame",
+                    label=species,
+                    score=1.0,
+                    viewpoint=viewpoint,
+                )
+            catalogue.db["media"].update(row["id"], {"species": species})
+            catalogue.confirm(detection_id, catalogue.ensure_individual(code, species), who=DEMO_WHO)
+    return len(rows)
+
+
 def build_demo(
     catalogue: Catalogue,
     data_dir: str | Path,
