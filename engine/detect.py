@@ -250,12 +250,18 @@ class CocoOnnxDetector:
         self.version = card.get("version", "unknown")
         self.conf = float(conf if conf is not None else card.get("threshold", 0.3))
 
-    def __call__(self, image: np.ndarray) -> list[Box]:
+    def letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The network's input (the photo scaled into the top-left of the square, 0-255) and the scale used."""
         h, w = image.shape[:2]
         scale = self.input_size / max(h, w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         x = np.zeros((1, self.input_size, self.input_size, 3), np.float32)
         x[0, :nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        return x, scale
+
+    def __call__(self, image: np.ndarray) -> list[Box]:
+        h, w = image.shape[:2]
+        x, scale = self.letterbox(image)
         rows = self.session.run(None, {self.input_name: x})[0].reshape(-1, 6)
         keep = [i for i, c in enumerate(rows[:, 5]) if self.groups.get(int(c))]
         if not keep:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .catalogue import Catalogue, utc_now
 
 THUMBNAIL_SIDE = 192  # px, longest side: enough to see the animal and its flank, ~8 KB as JPEG
 BATCH = 500
+LOG_PAGE = 20_000  # central decision-log rows read (and their gallery copied) at a time
 
 Progress = Callable[[str, int, int], None]
 
@@ -206,11 +207,15 @@ class _Copier:
                         self.counts[table] += 1
         self.step(stage, len(rows), len(rows))
 
-    def per_detection(self, table: str, rows: list[dict], columns: list[str], stage: str) -> None:
-        """Rows keyed by their detection (embeddings, patterns, thumbnails): inserted unless there already."""
+    def per_detection(
+        self, table: str, rows: list[dict], columns: list[str], stage: str, done: int = 0, total: int | None = None
+    ) -> None:
+        """Rows keyed by their detection (embeddings, patterns, thumbnails): inserted unless there already.
+        ``done`` and ``total`` place these rows in a longer run, for the progress."""
         detections = self.keymap("detections")
+        total = len(rows) if total is None else total
         for start, batch in _batches(rows):
-            self.step(stage, start, len(rows))
+            self.step(stage, done + start, total)
             with self.dst.transaction():
                 for row in batch:
                     det = detections(row["detection_id"])
@@ -226,7 +231,7 @@ class _Copier:
                     )
                     if cur.rowcount > 0:
                         self.counts[table] += 1
-        self.step(stage, len(rows), len(rows))
+        self.step(stage, done + len(rows), total)
 
     def individuals(self, rows: list[dict], origin_names: dict[str, str], stage: str) -> None:
         """Individuals keep their code where it is free in dst; a code taken there by another animal becomes
@@ -403,8 +408,10 @@ def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None
     """Other stations' individuals with their galleries, merges, and others' decisions on this station's rows.
 
     Only what central added since the last completed pull is read: individuals, the decision log and the merge
-    log only grow, and a detection joins another station's gallery only through a new log row. The marks move
-    once the pull has committed everything, so a killed pull reads the same rows again (and skips what it has)."""
+    log only grow, and a detection joins another station's gallery only through a new log row. The log is read
+    a page at a time, each page's gallery copied before the next is read, so memory stays flat however large
+    central is. The marks move once the pull has committed everything, so a killed pull reads the same rows
+    again (and skips what it has)."""
     copier = _Copier(central, local, report.pulled, report, progress, cancel)
     names = {r["uuid"]: r["name"] for r in central.query("SELECT uuid, name FROM stations")}
     names.setdefault(central.uuid, "central")
@@ -420,11 +427,37 @@ def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None
         names,
         "individuals",
     )
-    log = central.query(
-        "SELECT a.*, d.origin AS detection_origin FROM assignments a JOIN detections d ON d.id = a.detection_id "
-        "WHERE (a.origin IS NULL OR a.origin != ?) AND a.id > ? AND a.id <= ? ORDER BY a.id",
-        [here, marks["assignments"], tops["assignments"]],
+    # Embeddings only of the models this station uses.
+    used = {(r["name"], r["version"]) for r in local.query("SELECT name, version FROM models")}
+    models = {
+        r["id"] for r in central.query("SELECT id, name, version FROM models") if (r["name"], r["version"]) in used
+    }
+    first, last = marks["assignments"], tops["assignments"]
+    for page_start in range(first, last, LOG_PAGE):
+        copier.step("central log", page_start - first, last - first)
+        log = central.query(
+            "SELECT a.*, d.origin AS detection_origin FROM assignments a JOIN detections d ON d.id = a.detection_id "
+            "WHERE (a.origin IS NULL OR a.origin != ?) AND a.id > ? AND a.id <= ? ORDER BY a.id",
+            [here, page_start, min(page_start + LOG_PAGE, last)],
+        )
+        _pull_log_page(copier, central, log, models, here)
+    copier.step("central log", last - first, last - first)
+    before = report.pulled["merges"]
+    copier.log(
+        "merges",
+        central.query(
+            f"SELECT * FROM merges WHERE {elsewhere} AND id > ? AND id <= ? ORDER BY id",
+            [here, marks["merges"], tops["merges"]],
+        ),
+        "merges",
     )
+    if report.pulled["merges"] > before:
+        _rederive_merged_into(local)
+    _save_pull_marks(local, central, tops)
+
+
+def _pull_log_page(copier: _Copier, central: Catalogue, log: list[dict], models: set[int], here: str) -> None:
+    """One page of central's decision log: the gallery it touches, then the decisions this station needs."""
     # The gallery those rows touch: standing sightings of detections made elsewhere (photos as 'remote' rows).
     touched = sorted({r["detection_id"] for r in log if r["status"] != "suggested" and r["detection_origin"] != here})
     gallery = _rows_in(
@@ -443,20 +476,17 @@ def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None
     copier.keyed("media", photos, media, "photos")
     copier.keyed("detections", gallery, copier.detection, "detections")
     ids = [r["id"] for r in gallery]
-    # Embeddings only of the models this station uses.
-    used = {(r["name"], r["version"]) for r in local.query("SELECT name, version FROM models")}
-    models = [
-        r["id"] for r in central.query("SELECT id, name, version FROM models") if (r["name"], r["version"]) in used
-    ]
     for table, columns in (
         ("embeddings", ["model_id", "vector"]),
         ("patterns", ["method", "features"]),
         ("thumbnails", ["jpeg"]),
     ):
-        rows = _rows_in(central, f"SELECT * FROM {table} WHERE detection_id IN ({{}})", ids)
-        if table == "embeddings":
-            rows = [r for r in rows if r["model_id"] in models]
-        copier.per_detection(table, rows, columns, table)
+        # A chunk of detections at a time: the gallery's vectors and crops never sit in memory at once.
+        sql = f"SELECT * FROM {table} WHERE detection_id IN ({{}})"
+        for n, rows in enumerate(_chunks_in(central, sql, ids)):
+            if table == "embeddings":
+                rows = [r for r in rows if r["model_id"] in models]
+            copier.per_detection(table, rows, columns, table, done=n * BATCH, total=len(ids))
     # The decisions on detections this station holds: its own, the gallery's (not others' suggestions on it),
     # and later decisions on gallery detections pulled earlier (a rejection made centrally).
     wanted, held = set(ids), copier.keymap("detections")
@@ -467,27 +497,18 @@ def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None
         or (r["status"] != "suggested" and (r["detection_id"] in wanted or held(r["detection_id"]) is not None))
     ]
     copier.log("assignments", [{k: v for k, v in r.items() if k != "detection_origin"} for r in relevant], "decisions")
-    before = report.pulled["merges"]
-    copier.log(
-        "merges",
-        central.query(
-            f"SELECT * FROM merges WHERE {elsewhere} AND id > ? AND id <= ? ORDER BY id",
-            [here, marks["merges"], tops["merges"]],
-        ),
-        "merges",
-    )
-    if report.pulled["merges"] > before:
-        _rederive_merged_into(local)
-    _save_pull_marks(local, central, tops)
+
+
+def _chunks_in(cat: Catalogue, sql: str, values: list, params: tuple = ()) -> Iterator[list[dict]]:
+    """``sql``'s rows, one list per BATCH values: its ``IN ({})`` filled with each chunk in turn."""
+    for start in range(0, len(values), BATCH):
+        chunk = values[start : start + BATCH]
+        yield cat.query(sql.format(", ".join("?" * len(chunk))), [*params, *chunk])
 
 
 def _rows_in(cat: Catalogue, sql: str, values: list, params: tuple = ()) -> list[dict]:
-    """``sql``'s rows for every value, its ``IN ({})`` filled BATCH values at a time."""
-    out = []
-    for start in range(0, len(values), BATCH):
-        chunk = values[start : start + BATCH]
-        out += cat.query(sql.format(", ".join("?" * len(chunk))), [*params, *chunk])
-    return out
+    """``sql``'s rows for every value (chunked as ``_chunks_in``)."""
+    return [row for rows in _chunks_in(cat, sql, values, params) for row in rows]
 
 
 def sync(

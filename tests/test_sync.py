@@ -316,3 +316,52 @@ def test_thumbnails_are_the_box_of_the_upright_photo(tmp_path, data_dir):
             assert max(size) == THUMBNAIL_SIDE
             assert abs(size[0] / size[1] - (r["width"] / 3) / r["height"]) < 0.03, (size, r)
         assert make_thumbnails(cat, report) == 0  # made once
+
+
+def test_a_pull_read_a_page_of_the_central_log_at_a_time_leaves_what_one_read_leaves(
+    stations, new_catalogue, tmp_path, monkeypatch
+):
+    """The pull reads central's decision log in pages (memory stays flat at a million detections); pages of 2
+    rows must leave a station exactly as one read does, later decisions on earlier pages' gallery included."""
+    import sqlite3
+
+    import engine.sync
+
+    a_path, b_path, _ = stations
+    central = new_catalogue("central")
+    paged = tmp_path / "A-paged.sqlite"
+    with Catalogue(a_path) as a, Catalogue(b_path) as b, Catalogue(central) as c:
+        sync(a, c), sync(b, c)
+        det_c, ind_c = c.db.execute(
+            "SELECT s.detection_id, s.individual_id FROM sighting_state s JOIN detections d ON d.id = s.detection_id "
+            "WHERE d.origin = ? ORDER BY s.detection_id LIMIT 1",
+            [b.uuid],
+        ).fetchone()
+        decisions.reject(c, det_c, ind_c, who="coordinator")  # a later row on a detection of an earlier page
+        with sqlite3.connect(paged) as copy:
+            a.db.conn.backup(copy)  # the station as it stood before pulling B's animals
+        before = c.db.execute("SELECT max(id) FROM assignments WHERE origin = ?", [a.uuid]).fetchone()[0]
+        new_rows = c.db.execute("SELECT count(*) FROM assignments WHERE id > ?", [before]).fetchone()[0]
+        one_read = sync(a, c).pulled
+    monkeypatch.setattr(engine.sync, "LOG_PAGE", 2)
+    with Catalogue(paged) as p, Catalogue(central) as c:
+        paged_read = sync(p, c).pulled
+    assert paged_read == one_read and new_rows > 2 * 2  # three pages or more
+
+    def held(path) -> dict:
+        """Each table's rows by stable id (a station's own rows: no origin, their own id), and what stands."""
+        key = "COALESCE({0}.origin, ''), COALESCE({0}.origin_id, {0}.id)"
+        with Catalogue(path) as cat:
+            out = {
+                t: sorted(cat.db.execute(f"SELECT {key.format(t)} FROM {t}").fetchall())
+                for t in ("media", "detections", "individuals", "assignments")
+            }
+            out["standing"] = sorted(
+                cat.db.execute(
+                    f"SELECT {key.format('d')}, {key.format('i')} FROM sighting_state s "
+                    "JOIN detections d ON d.id = s.detection_id JOIN individuals i ON i.id = s.individual_id"
+                ).fetchall()
+            )
+            return out
+
+    assert held(paged) == held(a_path)
