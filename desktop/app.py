@@ -45,6 +45,17 @@ def model_status(model_path: Path | None = None) -> tuple[str, str]:
         return f"no model ({exc})", "CPU"
 
 
+def overview_figures(catalogue: Catalogue) -> dict:
+    """What the Overview tab says. Counting is a pass over each table on PostgreSQL (about a second in all at a
+    million detections), so the tab has these counted in a worker thread."""
+    last = catalogue.query("SELECT source, finished_at, status FROM imports ORDER BY id DESC LIMIT 1")
+    return catalogue.counts() | {
+        "open": open_count(catalogue),
+        "unreadable": catalogue.db.execute("SELECT count(*) FROM media WHERE status = 'error'").fetchone()[0],
+        "last_import": last[0] if last else None,
+    }
+
+
 class Overview(QWidget):
     def __init__(self, catalogue: Catalogue, parent=None):
         super().__init__(parent)
@@ -52,6 +63,8 @@ class Overview(QWidget):
         self.label = QLabel()
         self.label.setWordWrap(True)
         self.stale = True
+        self.counting: Worker | None = None
+        self.again = False
         lay = QVBoxLayout(self)
         lay.addWidget(self.label)
         lay.addStretch(1)
@@ -63,25 +76,47 @@ class Overview(QWidget):
 
     def reload(self) -> None:
         """Re-count, now when shown, else when next shown (a decision key must not pay for counting a
-        season's catalogue while the overview is hidden)."""
+        season's catalogue while the overview is hidden); the counting runs in a worker thread, the figures
+        shown until it ends are the last ones, marked as being updated."""
         if not self.isVisible():
             self.stale = True
             return
         self.stale = False
-        c = self.catalogue.counts()
-        open_items = open_count(self.catalogue)
-        last = self.catalogue.query("SELECT source, finished_at, status FROM imports ORDER BY id DESC LIMIT 1")
-        errors = self.catalogue.db.execute("SELECT count(*) FROM media WHERE status = 'error'").fetchone()[0]
-        last_text = (
-            f"{last[0]['source']} ({last[0]['status']}, {last[0]['finished_at'] or '—'})" if last else "none yet"
-        )
+        if self.counting is not None and self.counting.thread.isRunning():
+            self.again = True  # count once more when this one ends
+            return
+        if not self.label.text():
+            self.label.setText(f"<h2>{self.catalogue.display_name}</h2><p>counting…</p>")
+        target = self.catalogue.target
+
+        def work(_worker: Worker) -> dict:
+            with Catalogue(target) as own:  # the thread's own connection
+                return overview_figures(own)
+
+        self.counting = Worker(work)
+        self.counting.finished.connect(self.show_figures)
+        self.counting.failed.connect(lambda text: self.label.setText(f"counting failed: {text.splitlines()[0]}"))
+        self.counting.start()
+
+    def show_figures(self, f: dict) -> None:
+        self.counting.wait()  # its thread is quitting
+        last = f["last_import"]
+        last_text = f"{last['source']} ({last['status']}, {last['finished_at'] or '—'})" if last else "none yet"
         self.label.setText(
             f"<h2>{self.catalogue.display_name}</h2>"
-            f"<p><b>{c['media']}</b> photos ({errors} unreadable) · <b>{c['detections']}</b> detections · "
-            f"<b>{c['individuals']}</b> individuals · <b>{c['sightings']}</b> confirmed sightings · "
-            f"<b>{open_items}</b> suggestions waiting</p><p>Last import: {last_text}</p>"
+            f"<p><b>{f['media']}</b> photos ({f['unreadable']} unreadable) · <b>{f['detections']}</b> detections · "
+            f"<b>{f['individuals']}</b> individuals · <b>{f['sightings']}</b> confirmed sightings · "
+            f"<b>{f['open']}</b> suggestions waiting</p><p>Last import: {last_text}</p>"
             "<p>Ctrl+I import · Ctrl+E export · Ctrl+T train · open the Review tab and decide with the keys.</p>"
         )
+        if self.again:
+            self.again = False
+            self.reload()
+
+    def stop_work(self) -> None:
+        """The window is closing: let a count in progress end (it only reads)."""
+        if self.counting is not None:
+            self.counting.wait(10_000)
 
 
 class MainWindow(QMainWindow):
@@ -198,6 +233,7 @@ class MainWindow(QMainWindow):
             worker.cancel()
             worker.wait(10_000)
         self.individuals.stop_work()
+        self.overview.stop_work()
         self.catalogue.close()
         super().closeEvent(event)
 
@@ -253,6 +289,8 @@ def run(catalogue: str | None = None, screenshot: str | None = None, tab: int = 
     window.tabs.setCurrentIndex(tab)
     window.show()
     if screenshot:
+        if window.overview.counting is not None:
+            window.overview.counting.wait()  # the picture shows the figures, not "counting…"
         app.processEvents()
         window.grab().save(screenshot)
         window.close()

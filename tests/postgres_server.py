@@ -52,6 +52,10 @@ class PostgresServer:
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run([*self.as_user, str(self.bin / tool), *args], check=True, capture_output=True, text=True)
 
+    def log_text(self) -> str:
+        """The server's log so far (benches read slow statements from it)."""
+        return (self.root / "log").read_text(errors="replace")
+
     def url(self, dbname: str) -> str:
         return f"postgresql://herdbook@/{dbname}?host={self.socket}&port={self.port}"
 

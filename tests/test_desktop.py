@@ -522,3 +522,23 @@ def test_a_worker_dropped_while_its_thread_runs_does_not_end_the_app(qtbot):
     assert alive() is not None and alive().thread.isRunning()
     gate.set()
     qtbot.waitUntil(lambda: alive() is None, timeout=10_000)  # freed once ended, without a garbage collection
+
+
+def test_the_overview_counts_in_a_worker_thread_and_shows_the_catalogues_figures(qtbot, reviewed_catalogue):
+    """Counting is a pass over each table on PostgreSQL: the window opens without waiting for it, and the
+    Overview then shows the catalogue's own figures (photos, detections, suggestions waiting)."""
+    from engine.pipeline import open_count
+
+    window = MainWindow(reviewed_catalogue)
+    qtbot.addWidget(window)
+    window.show()
+    assert window.overview.counting is not None  # started, not waited for
+    qtbot.waitUntil(lambda: "suggestions waiting" in window.overview.label.text(), timeout=20_000)
+    with Catalogue(reviewed_catalogue) as cat:
+        counts, waiting = cat.counts(), open_count(cat)
+    text = window.overview.label.text()
+    assert f"<b>{counts['media']}</b> photos" in text and f"<b>{counts['detections']}</b> detections" in text
+    assert f"<b>{waiting}</b> suggestions waiting" in text and waiting > 0
+    window.overview.reload()  # a second count while shown replaces the figures, again off the UI thread
+    qtbot.waitUntil(lambda: not window.overview.counting.thread.isRunning(), timeout=20_000)
+    window.close()
