@@ -69,6 +69,14 @@ def last_encounters(rows: list[dict]) -> set[int]:
     return out
 
 
+def _whole_frame(catalogue: Catalogue, photo: dict, species: str, viewpoint: str | None) -> int:
+    """A box over the whole photo (the folder says which animal it shows), as a person would draw it."""
+    box = (0.0, 0.0, float(photo["width"]), float(photo["height"]))
+    return catalogue.add_detection(
+        photo["id"], box, source="whole-frame", label=species, score=1.0, viewpoint=viewpoint
+    )
+
+
 def label_folder_individuals(catalogue: Catalogue, import_id: int, species: str, hold_out: bool = False) -> int:
     """Each photo of an import whose parent folder names an individual becomes a confirmed whole-frame
     sighting of that individual; with ``hold_out``, each individual's last encounter gets its whole-frame
@@ -83,14 +91,7 @@ def label_folder_individuals(catalogue: Catalogue, import_id: int, species: str,
     with catalogue.transaction():
         for row in rows:
             code = Path(row["path"]).parent.name
-            detection_id = catalogue.add_detection(
-                row["id"],
-                (0.0, 0.0, float(row["width"]), float(row["height"])),
-                source="whole-frame",
-                label=species,
-                score=1.0,
-                viewpoint=viewpoint_from_name(row["file_name"], code),
-            )
+            detection_id = _whole_frame(catalogue, row, species, viewpoint_from_name(row["file_name"], code))
             catalogue.db["media"].update(row["id"], {"species": species})
             if row["id"] not in held:
                 catalogue.confirm(detection_id, catalogue.ensure_individual(code, species), who=DEMO_WHO)
@@ -121,14 +122,7 @@ def label_detected_individuals(catalogue: Catalogue, import_id: int, species: st
                 detection_id = boxes[0]["id"]
                 catalogue.db["detections"].update(detection_id, {"label": species, "viewpoint": viewpoint})
             else:
-                detection_id = catalogue.add_detection(
-                    row["id"],
-                    (0.0, 0.0, float(row["width"]), float(row["height"])),
-                    source="whole-frame",
-                    label=species,
-                    score=1.0,
-                    viewpoint=viewpoint,
-                )
+                detection_id = _whole_frame(catalogue, row, species, viewpoint)
             catalogue.db["media"].update(row["id"], {"species": species})
             catalogue.confirm(detection_id, catalogue.ensure_individual(code, species), who=DEMO_WHO)
     return len(rows)

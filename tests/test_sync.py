@@ -100,6 +100,23 @@ def test_two_stations_share_one_population_through_the_central_catalogue(station
     assert any(",A/A," in line or "A/A" in line for line in lines) and any("B/B" in line for line in lines)
 
 
+def synced_first_sighting(a: Catalogue, c: Catalogue) -> tuple[int, int, int]:
+    """After A's sync: A's first detection, its id at central, and the individual it stands for at A."""
+    sync(a, c)
+    det_a = a.query("SELECT id FROM detections ORDER BY id LIMIT 1")[0]["id"]
+    det_c = c.query("SELECT id FROM detections WHERE origin = ? AND origin_id = ?", [a.uuid, det_a])[0]["id"]
+    own = a.query("SELECT individual_id FROM sighting_state WHERE detection_id = ?", [det_a])[0]["individual_id"]
+    return det_a, det_c, own
+
+
+def standing_codes(cat: Catalogue, detection_id: int) -> list[dict]:
+    """The code of the individual a detection's standing sighting names (none when nothing stands)."""
+    return cat.query(
+        "SELECT i.code FROM sighting_state s JOIN individuals i ON i.id = s.individual_id WHERE s.detection_id = ?",
+        [detection_id],
+    )
+
+
 def test_a_sync_killed_midway_resumes_to_what_a_clean_sync_gives(stations, new_catalogue):
     a_path, _, _ = stations
     clean, killed = new_catalogue("clean"), new_catalogue("killed")
@@ -130,10 +147,7 @@ def test_conflicting_decisions_from_two_places_are_both_kept_and_the_later_stand
     a_path, _, _ = stations
     central = new_catalogue("central")
     with Catalogue(a_path) as a, Catalogue(central) as c:
-        sync(a, c)
-        det_a = a.query("SELECT id FROM detections ORDER BY id LIMIT 1")[0]["id"]
-        det_c = c.query("SELECT id FROM detections WHERE origin = ? AND origin_id = ?", [a.uuid, det_a])[0]["id"]
-        own = a.query("SELECT individual_id FROM sighting_state WHERE detection_id = ?", [det_a])[0]["individual_id"]
+        det_a, det_c, own = synced_first_sighting(a, c)
         other_c = c.query("SELECT id, code FROM individuals WHERE origin_id != ? ORDER BY id LIMIT 1", [own])[0]
         # The coordinator re-assigns the sighting centrally; later, the station (offline) rejects it.
         decisions.confirm(c, det_c, other_c["id"], who="coordinator")
@@ -146,14 +160,7 @@ def test_conflicting_decisions_from_two_places_are_both_kept_and_the_later_stand
             assert {"coordinator", "ranger"} <= {r["who"] for r in log}  # both visible in both logs
         # The ranger's rejection was made last: it stands at both, whichever order the rows arrived in. It rejects
         # the station's own individual, so the coordinator's confirmation of another one stands with it.
-        standing = [
-            cat.query(
-                "SELECT i.code FROM sighting_state s JOIN individuals i ON i.id = s.individual_id "
-                "WHERE s.detection_id = ?",
-                [det],
-            )
-            for cat, det in ((a, det_a), (c, det_c))
-        ]
+        standing = [standing_codes(cat, det) for cat, det in ((a, det_a), (c, det_c))]
         assert standing == [[{"code": other_c["code"]}]] * 2
 
 
@@ -164,10 +171,7 @@ def test_two_confirmations_within_one_second_resolve_to_the_later_at_both_ends(s
     a_path, _, _ = stations
     central = new_catalogue("central")
     with Catalogue(a_path) as a, Catalogue(central) as c:
-        sync(a, c)
-        det_a = a.query("SELECT id FROM detections ORDER BY id LIMIT 1")[0]["id"]
-        det_c = c.query("SELECT id FROM detections WHERE origin = ? AND origin_id = ?", [a.uuid, det_a])[0]["id"]
-        own = a.query("SELECT individual_id FROM sighting_state WHERE detection_id = ?", [det_a])[0]["individual_id"]
+        det_a, det_c, own = synced_first_sighting(a, c)
         species = a.db["individuals"].get(own)["species"]
         others = a.query("SELECT id, code FROM individuals WHERE id != ? AND species = ? ORDER BY id", [own, species])
         coordinators, rangers = others[0], others[1]
@@ -176,14 +180,7 @@ def test_two_confirmations_within_one_second_resolve_to_the_later_at_both_ends(s
         time.sleep(0.05)
         decisions.confirm(a, det_a, rangers["id"], who="ranger")
         sync(a, c)
-        standing = [
-            cat.query(
-                "SELECT i.code FROM sighting_state s JOIN individuals i ON i.id = s.individual_id "
-                "WHERE s.detection_id = ?",
-                [det],
-            )
-            for cat, det in ((a, det_a), (c, det_c))
-        ]
+        standing = [standing_codes(cat, det) for cat, det in ((a, det_a), (c, det_c))]
         assert standing == [[{"code": rangers["code"]}]] * 2
 
 
