@@ -11,7 +11,7 @@ Not a test: prints tables, writes bench/results/detector.json (and, with --write
   3. Import with the defaults: `herdbook import` of camtraps/ and camtrapr/ (hash + EXIF + detect + embed +
      suggest) into a fresh catalogue: animals found, empty frames, photos/s (whole, and hash + EXIF + detect).
 
-Usage: python bench/detector.py [--write-card] [--model PATH]
+Usage: python bench/detector.py [--write-card] [--model PATH] [--against PATH] [--results JSON]
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -35,7 +33,7 @@ from common import yolov8n_onnx  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
 from engine.detect import CocoOnnxDetector, WholeFrameDetector, bundled_detector_path, normalised_boxes  # noqa: E402
 from engine.imageio import load_rgb_reduced  # noqa: E402
-from engine.metrics import detection_scores  # noqa: E402
+from engine.metrics import detection_scores, tune_test_halves  # noqa: E402
 
 THRESHOLDS = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6]
 VERSION = "1.0.0"
@@ -119,35 +117,42 @@ def default_import(data: Path) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(bundled_detector_path()))
-    parser.add_argument("--write-card", action="store_true")
-    parser.add_argument("--against", help="another detector file (the float model it was quantised from)")
-    args = parser.parse_args()
-    data = find_data_dir(ROOT)
-    labels = json.loads((ROOT / "tests" / "data" / "trailcam_boxes.json").read_text())["frames"]
-    detector = CocoOnnxDetector(args.model, conf=min(THRESHOLDS), prefer_gpu=True)
-    found = predictions(detector, data, labels)
-    order = np.random.default_rng(0).permutation(len(labels))
-    tune, test = sorted(order[: len(labels) // 2]), sorted(order[len(labels) // 2 :])
+def f1(scores: dict) -> float:
+    return 2 * scores["recall"] * scores["precision"] / max(scores["recall"] + scores["precision"], 1e-9)
 
-    def f1(scores):
-        return 2 * scores["recall"] * scores["precision"] / max(scores["recall"] + scores["precision"], 1e-9)
 
+def tuned(labels: list[dict], found: list[list[tuple]], tune: list[int], test: list[int]) -> tuple[dict, dict]:
+    """Each threshold's F1 on the tune half (and its scores on all frames), and the tables at the best one."""
     sweep = {}
-    print(f"{'threshold':>9} {'tune F1':>8} {'recall':>7} {'precision':>9}   (all frames)")
     for t in THRESHOLDS:
-        tuned = detection_scores([labels[i] for i in tune], at([found[i] for i in tune], t))
-        every = detection_scores(labels, at(found, t))
-        sweep[t] = {"tune_f1": f1(tuned), "all": every}
-        print(f"{t:>9.2f} {f1(tuned):>8.3f} {every['recall']:>7.3f} {every['precision']:>9.3f}")
+        on_tune = detection_scores([labels[i] for i in tune], at([found[i] for i in tune], t))
+        sweep[t] = {"tune_f1": f1(on_tune), "all": detection_scores(labels, at(found, t))}
     threshold = max(THRESHOLDS, key=lambda t: sweep[t]["tune_f1"])
     chosen = {
         "threshold": threshold,
         "test_half": table([labels[i] for i in test], [found[i] for i in test], threshold),
         "all_frames": table(labels, found, threshold),
     }
+    return sweep, chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(bundled_detector_path()))
+    parser.add_argument("--write-card", action="store_true")
+    parser.add_argument("--against", help="another detector file (the float model it was quantised from)")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "detector.json")
+    args = parser.parse_args()
+    data = find_data_dir(ROOT)
+    labels = json.loads((ROOT / "tests" / "data" / "trailcam_boxes.json").read_text())["frames"]
+    detector = CocoOnnxDetector(args.model, conf=min(THRESHOLDS), prefer_gpu=True)
+    found = predictions(detector, data, labels)
+    tune, test = tune_test_halves(len(labels))
+    sweep, chosen = tuned(labels, found, tune, test)
+    threshold = chosen["threshold"]
+    print(f"{'threshold':>9} {'tune F1':>8} {'recall':>7} {'precision':>9}   (all frames)")
+    for t, row in sweep.items():
+        print(f"{t:>9.2f} {row['tune_f1']:>8.3f} {row['all']['recall']:>7.3f} {row['all']['precision']:>9.3f}")
     # The baseline in the same run: what `import` did before this detector, one box per photo.
     whole = predictions(WholeFrameDetector(), data, labels)
     baseline = {
@@ -163,24 +168,15 @@ def main() -> None:
                     f"{part:<11}{light:<7}{s['recall']:>7.2f}{s['precision']:>10.2f}{s['animal_frames_found']:>14}"
                     f"/{s['animal_frames']:<6}{s['empty_frames_clean']:>8}/{s['empty_frames']}   {name}"
                 )
-    against = None
+    against, compared = None, None
     if args.against:  # the other model on the same frames, at the threshold its own tune half chooses
         against = CocoOnnxDetector(args.against, conf=min(THRESHOLDS), prefer_gpu=True)
-        theirs = predictions(against, data, labels)
-        their_threshold = max(
-            THRESHOLDS, key=lambda t: f1(detection_scores([labels[i] for i in tune], at([theirs[i] for i in tune], t)))
-        )
-        chosen["against"] = {
-            "model": Path(args.against).name,
-            "threshold": their_threshold,
-            "test_half": table([labels[i] for i in test], [theirs[i] for i in test], their_threshold),
-            "all_frames": table(labels, theirs, their_threshold),
-        }
+        compared = {"model": Path(args.against).name} | tuned(labels, predictions(against, data, labels), tune, test)[1]
         for part in ("test_half", "all_frames"):
-            r = chosen["against"][part]["all"]
-            name = f"{Path(args.against).name} at {their_threshold}"
+            r = compared[part]["all"]
+            name = f"{compared['model']} at {compared['threshold']}"
             print(f"{part:<11}all    {r['recall']:>7.2f}{r['precision']:>10.2f}   {name}")
-        against.conf = their_threshold
+        against.conf = compared["threshold"]
     detector.conf = threshold
     fast = speed(detector, data, against)
     print("\nspeed (reduced decode + detect):", json.dumps(fast))
@@ -188,6 +184,7 @@ def main() -> None:
     for name, r in imported.items():
         print(f"import {name}: {json.dumps(r)}")
     out = {
+        "model": Path(args.model).name,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
         "labels": "tests/data/trailcam_boxes.json",
         "split": {"seed": 0, "tune_frames": len(tune), "test_frames": len(test)},
@@ -197,10 +194,9 @@ def main() -> None:
         "baseline_whole_frame_same_run": baseline,
         "speed": fast,
         "default_import": imported,
-    }
-    path = ROOT / "bench" / "results" / "detector.json"
-    path.write_text(json.dumps(out, indent=2))
-    print(f"wrote {path.relative_to(ROOT)}")
+    } | ({"against_same_run": compared} if compared else {})
+    args.results.write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.results}")
     if args.write_card:
         card = {
             "name": "herdbook-detector",

@@ -10,9 +10,9 @@ from PySide6.QtCore import QTimer
 
 def keep_startup_out_of_collections() -> None:
     """Put what exists once the window is up (imported libraries, Qt wrappers) out of the garbage collector's
-    reach. A worker thread that sets off a full collection holds the GIL through all of it, and on the heap of
-    a started app that stopped the UI for 125-180 ms during an import (tests/test_desktop.py); afterwards a
-    collection scans only what was made since."""
+    reach. A worker thread that sets off a full collection holds the GIL through all of it: on the test suite's
+    heap that stopped the UI for 125-180 ms during an import (tests/test_desktop.py, stacks sampled); afterwards
+    a collection scans only what was made since."""
     gc.collect()
     gc.freeze()
 

@@ -275,10 +275,17 @@ class IndividualsWidget(QWidget):
                     return None
 
         self.worker = Worker(work)
-        self.worker.progress.connect(lambda _s, done, total, _left: self.status.setText(f"compared {done} of {total}"))
+        # Bound methods, not lambdas: Qt runs them in this widget's (UI) thread; a lambda runs in the worker's.
+        self.worker.progress.connect(self._proposal_progress)
         self.worker.finished.connect(self.show_proposals)
-        self.worker.failed.connect(lambda text: self.status.setText(f"merge proposals failed: {text.splitlines()[0]}"))
+        self.worker.failed.connect(self._proposals_failed)
         self.worker.start()
+
+    def _proposal_progress(self, _stage: str, done: int, total: int, _left: float) -> None:
+        self.status.setText(f"compared {done} of {total}")
+
+    def _proposals_failed(self, text: str) -> None:
+        self.status.setText(f"merge proposals failed: {text.splitlines()[0]}")
 
     def stop_work(self) -> None:
         """Cancel a proposal search and wait for its thread (the window is closing)."""

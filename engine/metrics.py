@@ -188,6 +188,13 @@ def open_set_protocol(
     }
 
 
+def tune_test_halves(n: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """The labelled detector frames split in two by a seeded shuffle: a detector's threshold (or a quantisation's
+    calibration) is chosen on the first half, its figures reported on the second."""
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(int(i) for i in order[: n // 2]), sorted(int(i) for i in order[n // 2 :])
+
+
 def detection_scores(frames: list[dict], found: list[list[tuple]], iou_min: float = 0.3) -> dict:
     """Recall and precision of animal boxes against hand-drawn ones (tests/data/trailcam_boxes.json layout).
 

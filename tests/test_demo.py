@@ -49,7 +49,7 @@ def test_detected_boxes_are_labelled_with_the_folders_individual_and_flank(tmp_p
         assert label_detected_individuals(cat, imp.import_id, "nyala") == imp.added
         assert label_detected_individuals(cat, imp.import_id, "nyala") == 0
         rows = cat.query(
-            """SELECT m.path, m.file_name, d.source, d.viewpoint, i.code, d.w * d.h < m.width * m.height AS boxed
+            """SELECT m.path, m.file_name, d.viewpoint, i.code, d.w * d.h < m.width * m.height AS boxed
                FROM sightings s JOIN detections d ON d.id = s.detection_id JOIN media m ON m.id = d.media_id
                JOIN individuals i ON i.id = s.individual_id"""
         )

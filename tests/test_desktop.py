@@ -532,7 +532,7 @@ def test_the_overview_counts_in_a_worker_thread_and_shows_the_catalogues_figures
     window = MainWindow(reviewed_catalogue)
     qtbot.addWidget(window)
     window.show()
-    assert window.overview.counting is not None  # started, not waited for
+    assert window.overview.counting is not None  # the count runs in a worker
     qtbot.waitUntil(lambda: "suggestions waiting" in window.overview.label.text(), timeout=20_000)
     with Catalogue(reviewed_catalogue) as cat:
         counts, waiting = cat.counts(), open_count(cat)

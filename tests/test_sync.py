@@ -151,7 +151,7 @@ def test_conflicting_decisions_from_two_places_are_both_kept_and_the_later_stand
         other_c = c.query("SELECT id, code FROM individuals WHERE origin_id != ? ORDER BY id LIMIT 1", [own])[0]
         # The coordinator re-assigns the sighting centrally; later, the station (offline) rejects it.
         decisions.confirm(c, det_c, other_c["id"], who="coordinator")
-        time.sleep(0.05)  # decision times are to the millisecond (with seconds, these two tied: row order won)
+        time.sleep(0.05)  # decision times are to the millisecond (the next test shows why that matters)
         a.reject(det_a, own, who="ranger")
         report = sync(a, c)
         assert report.pushed["assignments"] == 1 and report.pulled["assignments"] == 1
