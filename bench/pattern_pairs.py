@@ -1,0 +1,352 @@
+"""Coat-pattern matcher variants, measured from one cached pass over every same-side photo pair of nyala/train.
+
+Step 1 (cached in bench/work/pattern_pairs/): every photo of nyala/train goes the product's way once (bundled
+detector's best box + pipeline margin, bundled embedding), and its box and vector are kept. Step 2: for an
+extraction recipe, every pair of same-side photos from different encounters within one part of the split (seed 0,
+trainer.fusion's split: 118 calibration individuals, 61 test) is matched once, and what each matcher variant
+would score is kept per pair. Step 3: each variant is read off those pairs the product's way (the 40 best
+individuals by appearance, their 8 best photos verified, logistic fusion with leads fitted on calibration,
+two-fold cross-validation over calibration individuals chooses; the test third is printed beside it and chooses
+nothing).
+
+    python bench/pattern_pairs.py [--recipe base|mask] [--variants base,cells]  # bench/results/pattern_pairs.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine import pattern  # noqa: E402
+from engine.demo import find_data_dir  # noqa: E402
+from engine.detect import load_detector  # noqa: E402
+from engine.imageio import crop, load_rgb  # noqa: E402
+from engine.metrics import auroc  # noqa: E402
+from engine.pipeline import CROP_MARGIN  # noqa: E402
+from engine.reid import Embedder  # noqa: E402
+from trainer.data import folder_samples, split_by_identity  # noqa: E402
+
+WORK = ROOT / "bench" / "work" / "pattern_pairs"
+K, PHOTOS, NEW_FLAGGED = 40, 8, 0.65
+STATE: dict = {}
+
+
+def photo_table(samples):
+    """Boxes and embeddings of every photo, cached (the detector is the slow part)."""
+    path = WORK / "photos.npz"
+    if path.exists():
+        z = np.load(path, allow_pickle=True)
+        if list(z["paths"]) == [s.path for s in samples]:
+            return z["boxes"], z["vectors"]
+    detector, embedder = load_detector("bundled"), Embedder()
+    boxes, vectors = [], []
+    for i, s in enumerate(samples):
+        image = load_rgb(s.path)
+        animals = [b for b in detector(image) if b.label == "animal"]
+        b = max(animals, key=lambda b: b.score * b.w * b.h) if animals else None
+        boxes.append((b.x, b.y, b.w, b.h) if b else (np.nan,) * 4)
+        vectors.append(embedder.embed([crop(image, (b.x, b.y, b.w, b.h) if b else None, s.path, CROP_MARGIN)])[0])
+        if i % 100 == 0:
+            print(f"  photos {i}/{len(samples)}", flush=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    np.savez(path, paths=np.array([s.path for s in samples]), boxes=np.array(boxes), vectors=np.array(vectors))
+    return np.array(boxes), np.array(vectors)
+
+
+def animal_crop(path, box):
+    image = load_rgb(path)
+    return crop(image, None if np.isnan(box).any() else tuple(box), path, CROP_MARGIN)
+
+
+def extract_base(rgb):
+    return pattern.extract(rgb)
+
+
+def _features(image, mask=None, nfeatures=pattern.MAX_KEYPOINTS):
+    keypoints, descriptors = cv2.SIFT_create(nfeatures=nfeatures).detectAndCompute(image, mask)
+    if descriptors is None:
+        return pattern.PatternFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), image.shape[::-1])
+    points = np.float32([k.pt for k in keypoints])
+    return pattern.PatternFeatures(points, np.clip(np.rint(descriptors), 0, 255).astype(np.uint8), image.shape[::-1])
+
+
+MASK_WIDTH = 144  # GrabCut runs at half the work width: 4x cheaper, the mask is dilated anyway
+
+
+def foreground(rgb, work_height):
+    """GrabCut from the crop's inner box (the detector's box is inside the pipeline's margin), as a mask of the
+    work image; None when GrabCut loses the animal."""
+    h, w = rgb.shape[:2]
+    height = max(1, round(MASK_WIDTH * h / w))
+    small = cv2.resize(rgb, (MASK_WIDTH, height), interpolation=cv2.INTER_AREA)
+    mask = np.zeros(small.shape[:2], np.uint8)
+    mx, my = round(MASK_WIDTH * 0.04), round(height * 0.04)
+    bg, fg = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(
+            cv2.cvtColor(small, cv2.COLOR_RGB2BGR),
+            mask,
+            (mx, my, MASK_WIDTH - 2 * mx, height - 2 * my),
+            bg,
+            fg,
+            3,
+            cv2.GC_INIT_WITH_RECT,
+        )
+    except cv2.error:
+        return None
+    out = np.where((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
+    if out.mean() < 255 * 0.15:
+        return None
+    out = cv2.dilate(out, np.ones((5, 5), np.uint8))
+    return cv2.resize(out, (pattern.WORK_WIDTH, work_height), interpolation=cv2.INTER_NEAREST)
+
+
+def extract_mask(rgb):
+    image = pattern.stripe_image(rgb)
+    return _features(image, foreground(rgb, image.shape[0]))
+
+
+def extract_more(rgb):
+    return _features(pattern.stripe_image(rgb), None, 1000)
+
+
+def extract_clahe(rgb):
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(2.0, (4, 4)).apply(lab[..., 0])
+    return pattern.extract(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
+
+
+RECIPES = {"base": extract_base, "mask": extract_mask, "more": extract_more, "clahe": extract_clahe}
+
+
+def _extract(args):
+    recipe, path, box = args
+    return RECIPES[recipe](animal_crop(path, box))
+
+
+def pair_record(a, b, full=True):
+    """What each matcher variant scores for one pair (a query photo against one gallery photo); ``full=False``
+    scores only the shipped matcher (base) and where its inliers lie (cells)."""
+    out = {"base": 0, "good": 0, "cells": 0, "second": 0, "plausible": 0, "affine": 0}
+    if len(a) < pattern.MIN_MATCHES or len(b) < pattern.MIN_MATCHES:
+        return out
+    sims = a.root_sift @ b.root_sift.T
+    rows = np.arange(len(sims))
+    best = sims.argmax(1)
+    s1 = sims[rows, best]
+    sims[rows, best] = -2.0
+    s2 = sims.max(1)
+    sims[rows, best] = s1
+    d1, d2 = np.sqrt(np.maximum(2 - 2 * s1, 0)), np.sqrt(np.maximum(2 - 2 * s2, 0))
+    good = (d1 < pattern.RATIO * d2) & (sims.argmax(0)[best] == rows)
+    out["good"] = int(good.sum())
+    if good.sum() < pattern.MIN_MATCHES:
+        return out
+    src, dst = a.points[good], b.points[best[good]]
+    model, mask = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=pattern.RANSAC_PIXELS, maxIters=500, refineIters=0
+    )
+    if mask is None:
+        return out
+    inlier = mask.ravel().astype(bool)
+    out["base"] = int(inlier.sum())
+    # where on the query the inliers lie: occupied cells of a 6 x 3 grid over the crop
+    p = src[inlier] / np.float32(a.size)
+    out["cells"] = len({(int(x * 6), int(y * 3)) for x, y in np.clip(p, 0, 0.999)})
+    scale = float(np.hypot(model[0, 0], model[1, 0]))
+    angle = abs(float(np.degrees(np.arctan2(model[1, 0], model[0, 0]))))
+    if not full:
+        return out
+    out["plausible"] = out["base"] if 0.6 <= scale <= 1.7 and angle <= 25 else 0
+    rest = ~inlier
+    if rest.sum() >= pattern.MIN_MATCHES:  # a second body part moving on its own (piecewise similarity)
+        _, mask2 = cv2.estimateAffinePartial2D(
+            src[rest],
+            dst[rest],
+            method=cv2.RANSAC,
+            ransacReprojThreshold=pattern.RANSAC_PIXELS,
+            maxIters=500,
+            refineIters=0,
+        )
+        if mask2 is not None:
+            out["second"] = int(mask2.sum())
+    _, mask3 = cv2.estimateAffine2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=pattern.RANSAC_PIXELS, maxIters=500, refineIters=0
+    )
+    out["affine"] = 0 if mask3 is None else int(mask3.sum())
+    return out
+
+
+def _pairs(q):
+    ids, enc, side, feats = STATE["ids"], STATE["enc"], STATE["side"], STATE["feats"]
+    ok = np.flatnonzero((enc != enc[q]) & (side == side[q]))
+    if not STATE["full"]:  # only the pairs the product verifies: the K best individuals' PHOTOS best photos
+        sims = STATE["vectors"] @ STATE["vectors"][q]
+        per: dict = {}
+        for j in ok[np.argsort(-sims[ok], kind="stable")]:
+            per.setdefault(ids[j], []).append(j)
+        ranked = sorted(per, key=lambda i: -np.mean(sims[per[i][:3]]))[:K]
+        ok = [j for i in ranked for j in per[i][:PHOTOS]]
+    return q, {int(j): pair_record(feats[q], feats[j], STATE["full"]) for j in ok}
+
+
+def pair_table(name, recipe, samples, boxes, vectors):
+    path = WORK / f"pairs_{recipe}_{name}.json"
+    if path.exists():
+        return {int(q): {int(j): r for j, r in d.items()} for q, d in json.loads(path.read_text()).items()}
+    t0 = time.perf_counter()
+    with Pool(2) as pool:
+        feats = pool.map(_extract, [(recipe, s.path, b) for s, b in zip(samples, boxes, strict=True)], chunksize=16)
+    print(f"  {name}: {len(feats)} photos extracted ({recipe}), {time.perf_counter() - t0:.0f} s", flush=True)
+    STATE.update(
+        ids=np.array([s.individual for s in samples]),
+        enc=np.array([s.encounter for s in samples]),
+        side=np.array([str(s.viewpoint) for s in samples]),
+        feats=feats,
+        full=recipe == "base",
+        vectors=vectors,
+    )
+    with Pool(2) as pool:
+        table = dict(pool.map(_pairs, range(len(samples)), chunksize=8))
+    print(f"  {name}: pairs matched, {time.perf_counter() - t0:.0f} s", flush=True)
+    path.write_text(json.dumps(table))
+    return table
+
+
+def candidate_lists(samples, vectors, table, score):
+    """Per query with another encounter: the 40 best individuals by appearance, each with (same, appearance,
+    best verified score over its 8 best photos, that photo's record)."""
+    ids = np.array([s.individual for s in samples])
+    enc = np.array([s.encounter for s in samples])
+    side = np.array([str(s.viewpoint) for s in samples])
+    out = []
+    for q in range(len(samples)):
+        if not ((ids == ids[q]) & (enc != enc[q])).any():
+            continue
+        sims = vectors @ vectors[q]
+        ok = np.flatnonzero((enc != enc[q]) & (side == side[q]))
+        per: dict = {}
+        for j in ok[np.argsort(-sims[ok], kind="stable")]:
+            per.setdefault(ids[j], []).append(j)
+        ranked = sorted(per, key=lambda i: -np.mean(sims[per[i][:3]]))[:K]
+        cands = []
+        for i in ranked:
+            recs = [table[q][int(j)] for j in per[i][:PHOTOS]]
+            values = [score(r) for r in recs]
+            cands.append((i == ids[q], float(np.mean(sims[per[i][:3]])), max(values)))
+        out.append(cands)
+    return out
+
+
+def design(cands):
+    same = np.array([c[0] for c in cands])
+    app = np.array([c[1] for c in cands])
+    pat = np.log1p(np.maximum(np.array([c[2] for c in cands], float), 0))
+
+    def lead(v):
+        top = np.sort(v)[::-1]
+        return v - np.where(v >= top[0], top[1] if len(top) > 1 else 0, top[0])
+
+    return np.stack([app, pat, lead(pat), lead(app)], 1), same
+
+
+def fit(queries):
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([a for a, _ in queries])
+    mean, std = x.mean(0), x.std(0) + 1e-9
+    model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / std, np.concatenate([s for _, s in queries]))
+    return lambda z: model.decision_function((z - mean) / std)
+
+
+def figures(score, queries, threshold=None):
+    ranks, known, new = [], [], []
+    for x, same in queries:
+        s = score(x)
+        order = np.argsort(-s, kind="stable")
+        ranks.append(next((r for r, j in enumerate(order, 1) if same[j]), 0))
+        known.append(s.max())
+        new.append(s[~same].max() if (~same).any() else -np.inf)
+    ranks, known, new = map(np.array, (ranks, known, new))
+    threshold = np.quantile(new, NEW_FLAGGED) if threshold is None else threshold
+    return {
+        "top1": float(np.mean(ranks == 1)),
+        "top5": float(np.mean((ranks >= 1) & (ranks <= 5))),
+        "auroc": auroc(known, new),
+        "known_flagged": float(np.mean(known < threshold)),
+        "new_flagged": float(np.mean(new < threshold)),
+    }, threshold
+
+
+SCORES = {
+    "base": lambda r: r["base"],
+    "plausible": lambda r: r["plausible"],
+    "affine": lambda r: r["affine"],
+    "piecewise": lambda r: r["base"] + (r["second"] if r["second"] >= 4 else 0),
+    "cells": lambda r: r["cells"],
+    "base*cells": lambda r: np.sqrt(r["base"] * r["cells"]),
+    "good": lambda r: r["good"],
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="base", choices=sorted(RECIPES))
+    parser.add_argument("--variants", default=",".join(SCORES))
+    args = parser.parse_args(argv)
+    samples = folder_samples(find_data_dir() / "nyala" / "train")
+    boxes, vectors = photo_table(samples)
+    index = {s.path: i for i, s in enumerate(samples)}
+    cal, test = split_by_identity(samples, 0.34, 0)
+    parts = {}
+    for name, part in (("calibration", cal), ("test", test)):
+        rows = [index[s.path] for s in part]
+        parts[name] = (part, vectors[rows], pair_table(name, args.recipe, part, boxes[rows], vectors[rows]))
+    people = sorted({s.individual for s in cal})
+    np.random.default_rng(0).shuffle(people)
+    half = set(people[: len(people) // 2])
+    results = []
+    print(f"\n{'recipe/variant':28s} | CV on calibration: top1 top5 AUROC known-flagged new-flagged | test")
+    for variant in args.variants.split(","):
+        score = SCORES[variant]
+        cal_q = [design(c) for c in candidate_lists(*parts["calibration"][:2], parts["calibration"][2], score)]
+        test_q = [design(c) for c in candidate_lists(*parts["test"][:2], parts["test"][2], score)]
+        queries_ids = _query_individuals(cal)
+        fold = np.array([i in half for i in queries_ids])
+        cv = []
+        for f in (True, False):
+            train = [c for c, m in zip(cal_q, fold, strict=True) if m == f]
+            held = [c for c, m in zip(cal_q, fold, strict=True) if m != f]
+            fitted = fit(train)
+            cv.append(figures(fitted, held, figures(fitted, train)[1])[0])
+        cv = {k: float(np.mean([c[k] for c in cv])) for k in cv[0]}
+        fitted = fit(cal_q)
+        t, _ = figures(fitted, test_q, figures(fitted, cal_q)[1])
+        results.append({"recipe": args.recipe, "variant": variant, "cv_calibration": cv, "test": t})
+        row = " ".join(f"{v:.3f}" for v in cv.values()) + " | " + " ".join(f"{v:.3f}" for v in t.values())
+        print(f"{args.recipe + '/' + variant:28s} | {row}", flush=True)
+    out = ROOT / "bench" / "results" / "pattern_pairs.json"
+    old = json.loads(out.read_text())["rows"] if out.exists() else []
+    keep = [r for r in old if (r["recipe"], r["variant"]) not in {(x["recipe"], x["variant"]) for x in results}]
+    out.write_text(json.dumps({"seed": 0, "k": K, "photos": PHOTOS, "rows": keep + results}, indent=2) + "\n")
+    return 0
+
+
+def _query_individuals(part):
+    ids = np.array([s.individual for s in part])
+    enc = np.array([s.encounter for s in part])
+    return [ids[q] for q in range(len(part)) if ((ids == ids[q]) & (enc != enc[q])).any()]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
