@@ -27,17 +27,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fusion_variants import figures, fit  # noqa: E402  (same fit and figures as the photos/leads choice)
+
 from engine import pattern  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
 from engine.detect import load_detector  # noqa: E402
 from engine.imageio import crop, load_rgb  # noqa: E402
-from engine.metrics import auroc  # noqa: E402
 from engine.pipeline import CROP_MARGIN  # noqa: E402
 from engine.reid import Embedder  # noqa: E402
 from trainer.data import folder_samples, split_by_identity  # noqa: E402
 
 WORK = ROOT / "bench" / "work" / "pattern_pairs"
-K, PHOTOS, NEW_FLAGGED = 40, 8, 0.65
+K, PHOTOS = 40, 8  # the shipped card's; the threshold flags fusion_variants.NEW_FLAGGED of the fit's new
 STATE: dict = {}
 
 
@@ -70,14 +71,6 @@ def animal_crop(path, box):
 
 def extract_base(rgb):
     return pattern.extract(rgb)
-
-
-def _features(image, mask=None, nfeatures=pattern.MAX_KEYPOINTS):
-    keypoints, descriptors = cv2.SIFT_create(nfeatures=nfeatures).detectAndCompute(image, mask)
-    if descriptors is None:
-        return pattern.PatternFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), image.shape[::-1])
-    points = np.float32([k.pt for k in keypoints])
-    return pattern.PatternFeatures(points, np.clip(np.rint(descriptors), 0, 255).astype(np.uint8), image.shape[::-1])
 
 
 MASK_WIDTH = 144  # GrabCut runs at half the work width: 4x cheaper, the mask is dilated anyway
@@ -113,20 +106,10 @@ def foreground(rgb, work_height):
 
 def extract_mask(rgb):
     image = pattern.stripe_image(rgb)
-    return _features(image, foreground(rgb, image.shape[0]))
+    return pattern.sift_features(image, foreground(rgb, image.shape[0]))
 
 
-def extract_more(rgb):
-    return _features(pattern.stripe_image(rgb), None, 1000)
-
-
-def extract_clahe(rgb):
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
-    lab[..., 0] = cv2.createCLAHE(2.0, (4, 4)).apply(lab[..., 0])
-    return pattern.extract(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
-
-
-RECIPES = {"base": extract_base, "mask": extract_mask, "more": extract_more, "clahe": extract_clahe}
+RECIPES = {"base": extract_base, "mask": extract_mask}
 
 
 def _extract(args):
@@ -138,21 +121,10 @@ def pair_record(a, b, full=True):
     """What each matcher variant scores for one pair (a query photo against one gallery photo); ``full=False``
     scores only the shipped matcher (base) and where its inliers lie (cells)."""
     out = {"base": 0, "good": 0, "cells": 0, "second": 0, "plausible": 0, "affine": 0}
-    if len(a) < pattern.MIN_MATCHES or len(b) < pattern.MIN_MATCHES:
+    src, dst = pattern.ratio_matches(a, b)
+    out["good"] = len(src)
+    if len(src) < pattern.MIN_MATCHES:
         return out
-    sims = a.root_sift @ b.root_sift.T
-    rows = np.arange(len(sims))
-    best = sims.argmax(1)
-    s1 = sims[rows, best]
-    sims[rows, best] = -2.0
-    s2 = sims.max(1)
-    sims[rows, best] = s1
-    d1, d2 = np.sqrt(np.maximum(2 - 2 * s1, 0)), np.sqrt(np.maximum(2 - 2 * s2, 0))
-    good = (d1 < pattern.RATIO * d2) & (sims.argmax(0)[best] == rows)
-    out["good"] = int(good.sum())
-    if good.sum() < pattern.MIN_MATCHES:
-        return out
-    src, dst = a.points[good], b.points[best[good]]
     model, mask = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=pattern.RANSAC_PIXELS, maxIters=500, refineIters=0
     )
@@ -258,34 +230,6 @@ def design(cands):
         return v - np.where(v >= top[0], top[1] if len(top) > 1 else 0, top[0])
 
     return np.stack([app, pat, lead(pat), lead(app)], 1), same
-
-
-def fit(queries):
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.concatenate([a for a, _ in queries])
-    mean, std = x.mean(0), x.std(0) + 1e-9
-    model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / std, np.concatenate([s for _, s in queries]))
-    return lambda z: model.decision_function((z - mean) / std)
-
-
-def figures(score, queries, threshold=None):
-    ranks, known, new = [], [], []
-    for x, same in queries:
-        s = score(x)
-        order = np.argsort(-s, kind="stable")
-        ranks.append(next((r for r, j in enumerate(order, 1) if same[j]), 0))
-        known.append(s.max())
-        new.append(s[~same].max() if (~same).any() else -np.inf)
-    ranks, known, new = map(np.array, (ranks, known, new))
-    threshold = np.quantile(new, NEW_FLAGGED) if threshold is None else threshold
-    return {
-        "top1": float(np.mean(ranks == 1)),
-        "top5": float(np.mean((ranks >= 1) & (ranks <= 5))),
-        "auroc": auroc(known, new),
-        "known_flagged": float(np.mean(known < threshold)),
-        "new_flagged": float(np.mean(new < threshold)),
-    }, threshold
 
 
 SCORES = {

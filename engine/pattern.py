@@ -91,8 +91,12 @@ def extract(crop_rgb: np.ndarray) -> PatternFeatures:
     """Pattern keypoints of one animal crop (RGB uint8)."""
     if crop_rgb.ndim != 3 or min(crop_rgb.shape[:2]) < 8:
         return PatternFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (WORK_WIDTH, 0))
-    image = stripe_image(crop_rgb)
-    keypoints, descriptors = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS).detectAndCompute(image, None)
+    return sift_features(stripe_image(crop_rgb))
+
+
+def sift_features(image: np.ndarray, mask: np.ndarray | None = None) -> PatternFeatures:
+    """SIFT keypoints of a stripe image (stripe_image), only where ``mask`` is non-zero when given."""
+    keypoints, descriptors = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS).detectAndCompute(image, mask)
     if descriptors is None:
         return PatternFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), image.shape[::-1])
     points = np.float32([k.pt for k in keypoints])
@@ -102,20 +106,9 @@ def extract(crop_rgb: np.ndarray) -> PatternFeatures:
 def match(a: PatternFeatures, b: PatternFeatures) -> PatternMatch:
     """Mutual ratio-test matches between two crops' patterns, verified by a similarity model under RANSAC."""
     empty = PatternMatch(0, np.zeros((0, 4), np.float32))
-    if len(a) < MIN_MATCHES or len(b) < MIN_MATCHES:
+    src, dst = ratio_matches(a, b)
+    if len(src) < MIN_MATCHES:
         return empty
-    sims = a.root_sift @ b.root_sift.T  # RootSIFT vectors have unit length: distance^2 = 2 - 2 * sim
-    rows = np.arange(len(sims))
-    best = sims.argmax(1)
-    s1 = sims[rows, best]
-    sims[rows, best] = -2.0
-    s2 = sims.max(1)
-    sims[rows, best] = s1
-    d1, d2 = np.sqrt(np.maximum(2 - 2 * s1, 0)), np.sqrt(np.maximum(2 - 2 * s2, 0))
-    good = (d1 < RATIO * d2) & (sims.argmax(0)[best] == rows)
-    if good.sum() < MIN_MATCHES:
-        return empty
-    src, dst = a.points[good], b.points[best[good]]
     _, mask = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS, maxIters=500, refineIters=0
     )
@@ -125,6 +118,23 @@ def match(a: PatternFeatures, b: PatternFeatures) -> PatternMatch:
     scale_a, scale_b = np.float32(a.size), np.float32(b.size)
     lines = np.hstack([src[inlier] / scale_a, dst[inlier] / scale_b]).astype(np.float32)
     return PatternMatch(int(inlier.sum()), lines)
+
+
+def ratio_matches(a: PatternFeatures, b: PatternFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (in a, in b) of the mutual nearest-neighbour RootSIFT matches that pass Lowe's ratio test."""
+    none = np.zeros((0, 2), np.float32)
+    if len(a) < MIN_MATCHES or len(b) < MIN_MATCHES:
+        return none, none
+    sims = a.root_sift @ b.root_sift.T  # RootSIFT vectors have unit length: distance^2 = 2 - 2 * sim
+    rows = np.arange(len(sims))
+    best = sims.argmax(1)
+    s1 = sims[rows, best]
+    sims[rows, best] = -2.0
+    s2 = sims.max(1)
+    sims[rows, best] = s1
+    d1, d2 = np.sqrt(np.maximum(2 - 2 * s1, 0)), np.sqrt(np.maximum(2 - 2 * s2, 0))
+    good = (d1 < RATIO * d2) & (sims.argmax(0)[best] == rows)
+    return a.points[good], b.points[best[good]]
 
 
 def draw_match(crop_a: np.ndarray, crop_b: np.ndarray, found: PatternMatch, height: int = 360) -> np.ndarray:
