@@ -70,46 +70,11 @@ def animal_crop(path, box):
 
 
 def extract_base(rgb):
-    return pattern.extract(rgb)
+    """The recipe before the foreground mask (pattern.PATTERN_METHOD /1): keypoints on the whole crop."""
+    return pattern.sift_features(pattern.stripe_image(rgb))
 
 
-MASK_WIDTH = 144  # GrabCut runs at half the work width: 4x cheaper, the mask is dilated anyway
-
-
-def foreground(rgb, work_height):
-    """GrabCut from the crop's inner box (the detector's box is inside the pipeline's margin), as a mask of the
-    work image; None when GrabCut loses the animal."""
-    h, w = rgb.shape[:2]
-    height = max(1, round(MASK_WIDTH * h / w))
-    small = cv2.resize(rgb, (MASK_WIDTH, height), interpolation=cv2.INTER_AREA)
-    mask = np.zeros(small.shape[:2], np.uint8)
-    mx, my = round(MASK_WIDTH * 0.04), round(height * 0.04)
-    bg, fg = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    try:
-        cv2.grabCut(
-            cv2.cvtColor(small, cv2.COLOR_RGB2BGR),
-            mask,
-            (mx, my, MASK_WIDTH - 2 * mx, height - 2 * my),
-            bg,
-            fg,
-            3,
-            cv2.GC_INIT_WITH_RECT,
-        )
-    except cv2.error:
-        return None
-    out = np.where((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
-    if out.mean() < 255 * 0.15:
-        return None
-    out = cv2.dilate(out, np.ones((5, 5), np.uint8))
-    return cv2.resize(out, (pattern.WORK_WIDTH, work_height), interpolation=cv2.INTER_NEAREST)
-
-
-def extract_mask(rgb):
-    image = pattern.stripe_image(rgb)
-    return pattern.sift_features(image, foreground(rgb, image.shape[0]))
-
-
-RECIPES = {"base": extract_base, "mask": extract_mask}
+RECIPES = {"base": extract_base, "mask": pattern.extract}
 
 
 def _extract(args):

@@ -7,7 +7,12 @@ the pattern only:
 1. The crop is scaled to a fixed width and reduced to its thin bright structures: a white top-hat with a short
    horizontal element keeps what is brighter than its surroundings and narrower than ``TOPHAT_WIDTH`` pixels
    across (near-vertical light stripes, spots, the throat bib), and drops grass, sky and the dark coat.
-2. SIFT keypoints on that stripe image, compared as RootSIFT (Arandjelović & Zisserman 2012).
+2. SIFT keypoints on that stripe image, only on the animal: GrabCut (Rother et al. 2004), started from the
+   crop's inner box (the detector's box sits inside the pipeline's margin), separates the animal from grass and
+   branches, whose bright thin blades otherwise hold many of the keypoints. Measured on the 118 calibration nyala
+   (2-fold cross-validation, python bench/pattern_pairs.py): top-1 32.3 -> 36.0 %, AUROC known/new
+   0.677 -> 0.732. When GrabCut keeps too little of the crop to be the animal, the whole crop is used.
+   Keypoints are compared as RootSIFT (Arandjelović & Zisserman 2012).
 3. A pair of crops is matched by mutual nearest neighbours passing Lowe's ratio test, then verified by a
    similarity model (rotation, uniform scale, shift) fitted with RANSAC, with a 10 px tolerance that absorbs the
    stretch of a walking body. A full affine model (session 4) lets chance matches agree more often: on the 118
@@ -29,12 +34,16 @@ import cv2
 import numpy as np
 
 # One name per feature recipe: features stored in a catalogue under another name are recomputed.
-PATTERN_METHOD = "stripe-tophat-rootsift/1"
+PATTERN_METHOD = "stripe-tophat-grabcut-rootsift/2"
 # One name per way of matching two feature sets: a fusion (engine.calibration) is fitted for one matcher.
 MATCH_METHOD = "mutual-ratio-similarity-ransac-10px/2"
 WORK_WIDTH = 288  # crops are compared at this width (chosen in bench/reid_fusion.py: 224 / 288 / 384 / 512)
 TOPHAT_WIDTH = 9  # light structures narrower than this (pixels at WORK_WIDTH) count as pattern
 MAX_KEYPOINTS = 600
+MASK_WIDTH = 144  # GrabCut runs at half the work width: 4x cheaper, and the mask is dilated anyway
+MASK_INSET = 0.04  # GrabCut's "certainly background" is the crop's border of this share of its width and height
+MASK_ITERATIONS = 3
+MIN_FOREGROUND = 0.15  # a mask keeping less of the crop than this lost the animal: use the whole crop
 RATIO = 0.85  # Lowe's ratio test
 RANSAC_PIXELS = 10.0
 MIN_MATCHES = 4
@@ -88,10 +97,35 @@ def stripe_image(crop_rgb: np.ndarray) -> np.ndarray:
 
 
 def extract(crop_rgb: np.ndarray) -> PatternFeatures:
-    """Pattern keypoints of one animal crop (RGB uint8)."""
+    """Pattern keypoints of one animal crop (RGB uint8), on the animal only (see foreground)."""
     if crop_rgb.ndim != 3 or min(crop_rgb.shape[:2]) < 8:
         return PatternFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (WORK_WIDTH, 0))
-    return sift_features(stripe_image(crop_rgb))
+    image = stripe_image(crop_rgb)
+    return sift_features(image, foreground(crop_rgb, image.shape[0]))
+
+
+def foreground(crop_rgb: np.ndarray, work_height: int) -> np.ndarray | None:
+    """The animal's pixels in the crop, as a uint8 mask (255 = animal) of the work image (WORK_WIDTH x
+    work_height); None when GrabCut keeps under MIN_FOREGROUND of the crop, which then counts whole."""
+    h, w = crop_rgb.shape[:2]
+    height = max(8, round(MASK_WIDTH * h / w))
+    small = cv2.cvtColor(cv2.resize(crop_rgb, (MASK_WIDTH, height), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+    labels = np.zeros(small.shape[:2], np.uint8)
+    dx, dy = round(MASK_WIDTH * MASK_INSET), round(height * MASK_INSET)
+    models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    # GrabCut seeds its colour models by k-means from OpenCV's per-thread generator: reseeded, a crop gets the
+    # same keypoints whatever was extracted before it (an import and a re-extraction agree).
+    cv2.setRNGSeed(0)
+    try:
+        rect = (dx, dy, MASK_WIDTH - 2 * dx, height - 2 * dy)
+        cv2.grabCut(small, labels, rect, *models, MASK_ITERATIONS, cv2.GC_INIT_WITH_RECT)
+    except cv2.error:  # a crop of one flat colour has nothing to separate
+        return None
+    animal = np.where((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
+    if animal.mean() < 255 * MIN_FOREGROUND:
+        return None
+    animal = cv2.dilate(animal, np.ones((5, 5), np.uint8))  # keep the stripes along the animal's outline
+    return cv2.resize(animal, (WORK_WIDTH, work_height), interpolation=cv2.INTER_NEAREST)
 
 
 def sift_features(image: np.ndarray, mask: np.ndarray | None = None) -> PatternFeatures:

@@ -8,9 +8,18 @@ import pytest
 
 from engine.calibration import Fusion
 from engine.catalogue import Catalogue
-from engine.imageio import load_rgb
+from engine.imageio import crop, load_rgb
 from engine.match import Candidate, Gallery, match_reason, suggest, verify_candidates
-from engine.pattern import PATTERN_METHOD, PatternFeatures, draw_match, extract, match
+from engine.pattern import (
+    PATTERN_METHOD,
+    PatternFeatures,
+    draw_match,
+    extract,
+    foreground,
+    match,
+    sift_features,
+    stripe_image,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +61,47 @@ def test_same_coat_under_another_pose_and_light_matches_far_better_than_other_an
     assert np.median(np.abs(xb - (1.08 * xa + 0.06 * ya * h / w - 10 / w))) < 0.01
     assert np.median(np.abs(yb - (0.02 * xa * w / h + 1.05 * ya - 6 / h))) < 0.01
     assert match(a, extract(rewalked(nyala["a1"]))).inliers == same.inliers  # deterministic
+
+
+def test_pattern_keypoints_stay_on_the_animal_not_the_snow_and_trees(data_dir):
+    # A real day frame; the cougar's box is the one drawn by eye in tests/data/trailcam_boxes.json, cropped with a
+    # wide margin so that the crop holds snow and trees around the animal.
+    name = "camtraps/animl/examples/Southwest/IMAG0004_cougar.JPG"
+    image = load_rgb(data_dir / name)
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = 0.72, 0.4, 0.97, 0.52
+    margin = 0.25
+    animal = crop(image, (x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h), name, margin)
+    stripes = stripe_image(animal)
+    mask = foreground(animal, stripes.shape[0])
+    assert mask is not None and mask.shape == stripes.shape
+    mh, mw = mask.shape
+    # the torso (where the cougar is, by eye, in the crop: x 0.35-0.70, y 0.35-0.62) is kept ...
+    assert (mask[int(0.35 * mh) : int(0.62 * mh), int(0.35 * mw) : int(0.70 * mw)] > 0).mean() > 0.9
+    # ... and the margin outside the drawn box, snow and branches only, is dropped
+    edge = margin / (1 + 2 * margin)
+    inside = np.zeros(mask.shape, bool)
+    inside[int(edge * mh) : int((1 - edge) * mh), int(edge * mw) : int((1 - edge) * mw)] = True
+    assert (mask[~inside] > 0).mean() < 0.05
+
+    def outside_the_box(features: PatternFeatures) -> float:
+        x, y = (features.points / np.float32(features.size)).T
+        return float(((x < edge) | (x > 1 - edge) | (y < edge) | (y > 1 - edge)).mean())
+
+    masked, whole = extract(animal), sift_features(stripes)
+    assert len(masked) >= 50
+    assert outside_the_box(whole) > 0.3  # without the mask, twigs in the snow hold many of the keypoints
+    assert outside_the_box(masked) < 0.05
+
+
+def test_an_animal_filling_the_whole_crop_keeps_the_whole_crop(nyala):
+    # This nyala touches every edge of its photo, so GrabCut's "certainly background" border is the animal
+    # itself and it loses the animal: the pattern then comes from the whole crop, as before the mask.
+    photo = nyala["a1"]
+    stripes = stripe_image(photo)
+    assert foreground(photo, stripes.shape[0]) is None
+    np.testing.assert_array_equal(extract(photo).descriptors, sift_features(stripes).descriptors)
+    assert foreground(np.full((120, 200, 3), 90, np.uint8), 173) is None  # nothing to separate: no error
 
 
 def test_empty_or_tiny_crops_give_no_match_not_an_error(nyala):

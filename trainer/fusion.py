@@ -48,9 +48,9 @@ CANDIDATES = 40
 PHOTOS_PER_CANDIDATE = 8
 TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 25 % of known ones are
 # The card's version with this fusion (0.3.1: top-40 verified; 0.3.2: similarity RANSAC; 0.4.0: 8 photos per
-# candidate and the leads): same ONNX file as 0.2.0,
+# candidate and the leads; 0.5.0: pattern keypoints on the GrabCut foreground only): same ONNX file as 0.2.0,
 # but suggestions change, so catalogues re-suggest.
-RELEASE_VERSION = "0.4.0"
+RELEASE_VERSION = "0.5.0"
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
 ROOT = Path(__file__).resolve().parent.parent
 
