@@ -5,7 +5,9 @@ bench/results/suggest_speed.json.
 The gallery is real: 300 nyala photos' embeddings and pattern features (bundled detector crop, bundled model),
 repeated over 1000 individuals x the card's photos per candidate (8 since 0.4.0; each copy's vector jittered so
 the index sees distinct rows). At most the search depth's 200 nearest gallery photos are verified per query, and
-this gallery makes every query verify all 200 (worst case).
+this gallery makes every query verify all 200 (worst case). Also timed in the same run, per detection crop, what an
+import pays once to store a crop's pattern: keypoints on the whole crop (card 0.4.0) against on the GrabCut
+foreground (0.5.0), beside the crop's embedding.
 Usage: python bench/suggest_speed.py [--individuals 1000] [--photos N] [--queries 50]
 """
 
@@ -28,7 +30,10 @@ from engine.calibration import Fusion  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
 from engine.detect import load_detector  # noqa: E402
 from engine.evaluate import photo_features  # noqa: E402
+from engine.imageio import crop, load_rgb  # noqa: E402
 from engine.match import Gallery, suggest  # noqa: E402
+from engine.pattern import extract, sift_features, stripe_image  # noqa: E402
+from engine.pipeline import CROP_MARGIN  # noqa: E402
 from engine.reid import Embedder  # noqa: E402
 from trainer.data import folder_samples  # noqa: E402
 
@@ -65,10 +70,14 @@ def main() -> None:
             suggest(vectors[q], gallery, 0.5, "left", fusion=f, query_pattern=patterns[q], gallery_pattern=store.get)
             t.append(time.perf_counter() - t0)
         times[name] = {"median_ms": 1000 * float(np.median(t)), "p95_ms": 1000 * float(np.quantile(t, 0.95))}
+    stored = extraction_times(chosen[300:], load_detector("bundled"), embedder)
     print(
         f"{args.individuals} individuals, {n} gallery photos, {args.queries} queries, {platform.processor() or 'cpu'}"
     )
     for name, v in times.items():
+        print(f"{name:42s} median {v['median_ms']:7.1f} ms   p95 {v['p95_ms']:7.1f} ms")
+    print("\nstored once per detection crop (one crop at a time):")
+    for name, v in stored.items():
         print(f"{name:42s} median {v['median_ms']:7.1f} ms   p95 {v['p95_ms']:7.1f} ms")
     out = ROOT / "bench" / "results" / "suggest_speed.json"
     out.write_text(
@@ -82,12 +91,37 @@ def main() -> None:
                 "queries": args.queries,
                 "cpu_count": os.cpu_count(),
                 "results": times,
+                "per_crop_once": stored,
                 "budget_ms": 1000,
             },
             indent=2,
         )
         + "\n"
     )
+
+
+def extraction_times(samples, detector, embedder) -> dict:
+    """Per crop, one at a time: the pattern on the whole crop, on the animal's foreground, and the embedding."""
+    crops = []
+    for s in samples:
+        image = load_rgb(s.path)
+        animals = [b for b in detector(image) if b.label == "animal"]
+        b = max(animals, key=lambda b: b.score * b.w * b.h) if animals else None
+        crops.append(crop(image, (b.x, b.y, b.w, b.h) if b else None, s.path, CROP_MARGIN))
+    steps = {
+        "pattern, whole crop (0.4.0)": lambda c: sift_features(stripe_image(c)),
+        "pattern, foreground only (0.5.0)": extract,
+        "embedding": lambda c: embedder.embed([c]),
+    }
+    out = {}
+    for name, step in steps.items():
+        t = []
+        for c in crops:
+            t0 = time.perf_counter()
+            step(c)
+            t.append(time.perf_counter() - t0)
+        out[name] = {"median_ms": 1000 * float(np.median(t)), "p95_ms": 1000 * float(np.quantile(t, 0.95))}
+    return out
 
 
 if __name__ == "__main__":
