@@ -9,7 +9,8 @@ individuals by appearance, their 8 best photos verified, logistic fusion with le
 two-fold cross-validation over calibration individuals chooses; the test third is printed beside it and chooses
 nothing).
 
-    python bench/pattern_pairs.py [--recipe base|mask] [--variants base,cells]  # bench/results/pattern_pairs.json
+    python bench/pattern_pairs.py [--recipe base|mask|retry|core] [--variants base,cells]
+    # writes bench/results/pattern_pairs.json
 """
 
 from __future__ import annotations
@@ -74,7 +75,46 @@ def extract_base(rgb):
     return pattern.sift_features(pattern.stripe_image(rgb))
 
 
-RECIPES = {"base": extract_base, "mask": pattern.extract}
+CORE = 0.25  # the retry's certain foreground: an ellipse of this share of the crop's width and height
+
+
+def core_foreground(rgb, work_height):
+    """GrabCut seeded with the crop's central ellipse as certainly animal (a detector's box is centred on it)
+    and its border as certainly not, for crops where the rectangle alone loses the animal."""
+    h, w = rgb.shape[:2]
+    width = pattern.MASK_WIDTH
+    height = max(8, round(width * h / w))
+    small = cv2.cvtColor(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+    labels = np.full(small.shape[:2], cv2.GC_PR_FGD, np.uint8)
+    dx, dy = max(1, round(width * pattern.MASK_INSET)), max(1, round(height * pattern.MASK_INSET))
+    labels[:dy], labels[-dy:], labels[:, :dx], labels[:, -dx:] = (cv2.GC_BGD,) * 4
+    axes = (round(width * CORE / 2), round(height * CORE / 2))
+    cv2.ellipse(labels, (width // 2, height // 2), axes, 0, 0, 360, cv2.GC_FGD, -1)
+    cv2.setRNGSeed(0)
+    models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(small, labels, None, *models, pattern.MASK_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return None
+    animal = np.where((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
+    animal = cv2.dilate(animal, np.ones((5, 5), np.uint8))
+    return cv2.resize(animal, (pattern.WORK_WIDTH, work_height), interpolation=cv2.INTER_NEAREST)
+
+
+def extract_retry(rgb):
+    """The shipped mask; where it falls back to the whole crop, GrabCut again from the crop's core."""
+    image = pattern.stripe_image(rgb)
+    mask = pattern.foreground(rgb, image.shape[0])
+    return pattern.sift_features(image, mask if mask is not None else core_foreground(rgb, image.shape[0]))
+
+
+def extract_core(rgb):
+    """GrabCut from the crop's core for every crop."""
+    image = pattern.stripe_image(rgb)
+    return pattern.sift_features(image, core_foreground(rgb, image.shape[0]))
+
+
+RECIPES = {"base": extract_base, "mask": pattern.extract, "retry": extract_retry, "core": extract_core}
 
 
 def _extract(args):
