@@ -97,6 +97,31 @@ def figures(score, queries, threshold=None):
     return out, threshold
 
 
+def two_folds(query_individuals, individuals, seed: int = 0) -> np.ndarray:
+    """Per query, which of two seeded halves of the calibration individuals it belongs to."""
+    people = sorted(set(individuals))
+    np.random.default_rng(seed).shuffle(people)
+    half = set(people[: len(people) // 2])
+    return np.array([i in half for i in query_individuals])
+
+
+def cross_validated(queries, fold) -> dict:
+    """Fit on one half's queries, measure on the other's (threshold from the fitted half), both ways, averaged."""
+    runs = []
+    for f in (True, False):
+        train = [c for c, m in zip(queries, fold, strict=True) if m == f]
+        held = [c for c, m in zip(queries, fold, strict=True) if m != f]
+        score = fit(train)
+        runs.append(figures(score, held, figures(score, train)[1])[0])
+    return {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
+
+
+def held_out(calibration, test) -> dict:
+    """Fit on all calibration queries, measure the test third with the threshold chosen on calibration."""
+    score = fit(calibration)
+    return figures(score, test, figures(score, calibration)[1])[0]
+
+
 def main() -> int:
     samples = folder_samples(find_data_dir() / "nyala" / "train")
     split = dict(zip(("calibration", "test"), split_by_identity(samples, 0.34, 0), strict=True))
@@ -123,10 +148,7 @@ def main() -> int:
         for q in range(len(cal_ids))
         if ((cal_ids == cal_ids[q]) & (PARTS["calibration"][1] != PARTS["calibration"][1][q])).any()
     ]
-    people = sorted(set(cal_ids))
-    np.random.default_rng(0).shuffle(people)
-    half = set(people[: len(people) // 2])
-    fold = np.array([cal_ids[q] in half for q in cal_queries])
+    fold = two_folds([cal_ids[q] for q in cal_queries], cal_ids)
     rows = []
     print(
         f"\n{'k':>3s} {'photos':>6s} {'features':22s} | cross-validated on calibration | test third (chooses nothing)"
@@ -135,15 +157,8 @@ def main() -> int:
         for photos in (3, 5, 8):
             for kind in ("inliers", "inliers+lead", "inliers+lead+applead", "inliers+median+lead"):
                 cal = features(runs["calibration"], k, photos, kind)
-                cv = []
-                for f in (True, False):
-                    train = [c for c, m in zip(cal, fold, strict=True) if m == f]
-                    held = [c for c, m in zip(cal, fold, strict=True) if m != f]
-                    score = fit(train)
-                    cv.append(figures(score, held, figures(score, train)[1])[0])
-                cv = {key: float(np.mean([c[key] for c in cv])) for key in cv[0]}
-                score = fit(cal)
-                test, _ = figures(score, features(runs["test"], k, photos, kind), figures(score, cal)[1])
+                cv = cross_validated(cal, fold)
+                test = held_out(cal, features(runs["test"], k, photos, kind))
                 rows.append({"k": k, "photos": photos, "features": kind, "cv_calibration": cv, "test": test})
                 line = " ".join(f"{v:.3f}" for v in cv.values()) + " | " + " ".join(f"{v:.3f}" for v in test.values())
                 print(f"{k:3d} {photos:6d} {kind:22s} | {line}", flush=True)

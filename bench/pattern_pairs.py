@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fusion_variants import figures, fit  # noqa: E402  (same fit and figures as the photos/leads choice)
+from fusion_variants import cross_validated, held_out, two_folds  # noqa: E402  (as the photos/leads choice)
 
 from engine import pattern  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
@@ -128,6 +128,14 @@ def pair_record(a, b, full=True):
     out = {"base": 0, "good": 0, "cells": 0, "second": 0, "plausible": 0, "affine": 0}
     src, dst = pattern.ratio_matches(a, b)
     out["good"] = len(src)
+    for ratio in (0.8, 0.9):  # Lowe's ratio
+        s2, d2 = pattern.ratio_matches(a, b, ratio)
+        m = None
+        if len(s2) >= pattern.MIN_MATCHES:
+            _, m = cv2.estimateAffinePartial2D(
+                s2, d2, method=cv2.RANSAC, ransacReprojThreshold=pattern.RANSAC_PIXELS, maxIters=500, refineIters=0
+            )
+        out[f"ratio{ratio:.2f}"] = 0 if m is None else int(m.sum())
     if len(src) < pattern.MIN_MATCHES:
         return out
     model, mask = cv2.estimateAffinePartial2D(
@@ -140,6 +148,11 @@ def pair_record(a, b, full=True):
     # where on the query the inliers lie: occupied cells of a 6 x 3 grid over the crop
     p = src[inlier] / np.float32(a.size)
     out["cells"] = len({(int(x * 6), int(y * 3)) for x, y in np.clip(p, 0, 0.999)})
+    for pixels in (7.0, 14.0):  # the RANSAC tolerance, again with keypoints on the animal only
+        _, m = cv2.estimateAffinePartial2D(
+            src, dst, method=cv2.RANSAC, ransacReprojThreshold=pixels, maxIters=500, refineIters=0
+        )
+        out[f"px{pixels:.0f}"] = 0 if m is None else int(m.sum())
     scale = float(np.hypot(model[0, 0], model[1, 0]))
     angle = abs(float(np.degrees(np.arctan2(model[1, 0], model[0, 0]))))
     if not full:
@@ -245,6 +258,10 @@ SCORES = {
     "cells": lambda r: r["cells"],
     "base*cells": lambda r: np.sqrt(r["base"] * r["cells"]),
     "good": lambda r: r["good"],
+    "px7": lambda r: r.get("px7", 0),
+    "px14": lambda r: r.get("px14", 0),
+    "ratio0.80": lambda r: r.get("ratio0.80", 0),
+    "ratio0.90": lambda r: r.get("ratio0.90", 0),
 }
 
 
@@ -261,26 +278,14 @@ def main(argv=None) -> int:
     for name, part in (("calibration", cal), ("test", test)):
         rows = [index[s.path] for s in part]
         parts[name] = (part, vectors[rows], pair_table(name, args.recipe, part, boxes[rows], vectors[rows]))
-    people = sorted({s.individual for s in cal})
-    np.random.default_rng(0).shuffle(people)
-    half = set(people[: len(people) // 2])
     results = []
     print(f"\n{'recipe/variant':28s} | CV on calibration: top1 top5 AUROC known-flagged new-flagged | test")
     for variant in args.variants.split(","):
         score = SCORES[variant]
         cal_q = [design(c) for c in candidate_lists(*parts["calibration"][:2], parts["calibration"][2], score)]
         test_q = [design(c) for c in candidate_lists(*parts["test"][:2], parts["test"][2], score)]
-        queries_ids = _query_individuals(cal)
-        fold = np.array([i in half for i in queries_ids])
-        cv = []
-        for f in (True, False):
-            train = [c for c, m in zip(cal_q, fold, strict=True) if m == f]
-            held = [c for c, m in zip(cal_q, fold, strict=True) if m != f]
-            fitted = fit(train)
-            cv.append(figures(fitted, held, figures(fitted, train)[1])[0])
-        cv = {k: float(np.mean([c[k] for c in cv])) for k in cv[0]}
-        fitted = fit(cal_q)
-        t, _ = figures(fitted, test_q, figures(fitted, cal_q)[1])
+        cv = cross_validated(cal_q, two_folds(_query_individuals(cal), [s.individual for s in cal]))
+        t = held_out(cal_q, test_q)
         results.append({"recipe": args.recipe, "variant": variant, "cv_calibration": cv, "test": t})
         row = " ".join(f"{v:.3f}" for v in cv.values()) + " | " + " ".join(f"{v:.3f}" for v in t.values())
         print(f"{args.recipe + '/' + variant:28s} | {row}", flush=True)

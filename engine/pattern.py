@@ -156,7 +156,7 @@ def match(a: PatternFeatures, b: PatternFeatures) -> PatternMatch:
     return PatternMatch(int(inlier.sum()), lines)
 
 
-def ratio_matches(a: PatternFeatures, b: PatternFeatures) -> tuple[np.ndarray, np.ndarray]:
+def ratio_matches(a: PatternFeatures, b: PatternFeatures, ratio: float = RATIO) -> tuple[np.ndarray, np.ndarray]:
     """Positions (in a, in b) of the mutual nearest-neighbour RootSIFT matches that pass Lowe's ratio test."""
     none = np.zeros((0, 2), np.float32)
     if len(a) < MIN_MATCHES or len(b) < MIN_MATCHES:
@@ -169,7 +169,7 @@ def ratio_matches(a: PatternFeatures, b: PatternFeatures) -> tuple[np.ndarray, n
     s2 = sims.max(1)
     sims[rows, best] = s1
     d1, d2 = np.sqrt(np.maximum(2 - 2 * s1, 0)), np.sqrt(np.maximum(2 - 2 * s2, 0))
-    good = (d1 < RATIO * d2) & (sims.argmax(0)[best] == rows)
+    good = (d1 < ratio * d2) & (sims.argmax(0)[best] == rows)
     return a.points[good], b.points[best[good]]
 
 
