@@ -86,6 +86,7 @@ def main() -> int:
         "budget_minutes": args.budget_minutes,
         "held_out_of_training": metrics.get("held_out"),
         "current_model_on_same_held_out": metrics.get("current_model_held_out"),
+        "new_model_suggestions_on_same_held_out": metrics.get("new_model_suggestions_held_out"),
         "epochs": metrics.get("epochs"),
     }
     model = next(out.glob("*.onnx"))

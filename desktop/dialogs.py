@@ -311,18 +311,31 @@ def comparison_text(metrics: dict) -> str:
     if not current:
         return f"{head} {line}."
     cur = current["across_encounters"]
+    appearance = (
+        f"{head} {line}; current model ({current['model']}) rank-1 {cur['rank1']:.1%}, "
+        f"rank-5 {cur.get('rank5', float('nan')):.1%}, mAP {cur['mAP']:.1%} (appearance alone, both)."
+    )
+    mine, theirs = metrics.get("new_model_suggestions_held_out"), current.get("suggestions")
+    if mine and theirs:  # what the biologist will see: each model's suggestions as the app makes them
+        how = "with its coat-pattern verification" if current.get("fused") else "by appearance"
+        gain = mine["top1"] - theirs["top1"]
+        verdict = (
+            f"the new model puts the right individual first {gain:+.1%} more often."
+            if gain > 0
+            else "the new model's suggestions are no better: keeping the current model is advised."
+        )
+        return (
+            f"{appearance} Suggestions as the app makes them: new model top-1 {mine['top1']:.1%}, top-5 "
+            f"{mine['top5']:.1%} (appearance alone: a fine-tuned model has no coat-pattern fusion); current model "
+            f"top-1 {theirs['top1']:.1%}, top-5 {theirs['top5']:.1%} ({how}): {verdict}"
+        )
     gain = new["rank1"] - cur["rank1"]
     verdict = (
         f"it finds the right individual first {gain:+.1%} more often."
         if gain > 0
         else "it is no better than the current model on these individuals: keeping the current one is advised."
     )
-    return (
-        f"{head} {line}; current model ({current['model']}) rank-1 {cur['rank1']:.1%}, "
-        f"rank-5 {cur.get('rank5', float('nan')):.1%}, mAP {cur['mAP']:.1%}: {verdict} (Appearance alone, "
-        "both. The new model's suggestions rest on appearance alone: the coat-pattern verification's fusion is "
-        "fitted for the bundled model.)"
-    )
+    return f"{appearance} {verdict}"
 
 
 class TrainDialog(QDialog):

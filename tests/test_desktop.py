@@ -422,6 +422,9 @@ def test_training_from_the_app_reports_progress_compares_with_the_current_model_
     assert "reading" in text and "measuring and exporting" in text and '"epochs"' not in text  # no stray JSON
     assert bar_values and dialog.progress.value() == dialog.progress.maximum()
     assert "current model (herdbook-reid" in dialog.metrics.text() and "new model rank-1" in dialog.metrics.text()
+    # judged by the suggestions each model makes in the app, the bundled one with its coat-pattern verification
+    assert "Suggestions as the app makes them: new model top-1" in dialog.metrics.text()
+    assert "(with its coat-pattern verification)" in dialog.metrics.text()
     assert dialog.out_dir.parent == trained_models_folder(path) and list(dialog.out_dir.glob("*.onnx"))
     assert took < 0.5 * 60 + 90, took  # the budget covers the run; a fixed start-up (torch, export) beside it
     # Accepting re-embeds the catalogue with the new model, and the bar follows it (it stayed at 0% once).
@@ -431,6 +434,32 @@ def test_training_from_the_app_reports_progress_compares_with_the_current_model_
     assert switched.args[0].endswith(".onnx") and Path(switched.args[0]).parent == dialog.out_dir
     assert dialog.progress.value() == dialog.progress.maximum() > 1
     assert "re-embedding" in dialog.progress.format()
+
+
+def test_a_new_model_that_ranks_better_by_appearance_but_suggests_worse_is_not_advised():
+    # bench/user_loop.py's run: the fine-tune's appearance rank-1 beat the bundled model's (25.8 vs 25.0%), but the
+    # app's suggestions with it were far worse than the bundled model's fused ones (station top-1 7.0 vs 25.3%).
+    from desktop.dialogs import comparison_text
+
+    ranking = {"rank1": 0.258, "rank5": 0.556, "mAP": 0.248, "queries": 124}
+    current = {"rank1": 0.25, "rank5": 0.685, "mAP": 0.281}
+    metrics = {
+        "held_out": {"across_encounters": ranking},
+        "current_model_held_out": {
+            "model": "herdbook-reid 0.5.0",
+            "across_encounters": current,
+            "suggestions": {"top1": 0.40, "top5": 0.62},
+            "fused": True,
+        },
+        "new_model_suggestions_held_out": {"top1": 0.21, "top5": 0.50},
+    }
+    text = comparison_text(metrics)
+    assert "new model top-1 21.0%" in text and "current model top-1 40.0%" in text
+    assert "keeping the current model is advised" in text and "more often" not in text
+    metrics["new_model_suggestions_held_out"] = {"top1": 0.45, "top5": 0.70}
+    assert "first +5.0% more often" in comparison_text(metrics)
+    del metrics["new_model_suggestions_held_out"]  # a run without them (older metrics): appearance decides
+    assert "first +0.8% more often" in comparison_text(metrics)
 
 
 def test_training_can_be_cancelled_from_the_app(qtbot, tmp_path, data_dir):

@@ -66,26 +66,40 @@ def open_set_calibration(trainer: Trainer) -> dict | None:
     return open_set_scores(arr[~new_mask], ok[~new_mask], arr[new_mask], 0.9)
 
 
-def current_model_figures(model_path: Path | None, val: list[Sample]) -> dict | None:
-    """The model the app uses now, measured on the same held-out photos as the new one (the app's own ONNX
-    embedder), so that the new model is accepted for what it gains, not for a number on its own."""
+def model_on_held_out(model_path: Path | None, val: list[Sample]) -> dict | None:
+    """A model measured on the held-out photos the way the app uses it, so that a new model is accepted for what it
+    gains, not for a number on its own: its appearance ranking (the crops as training saw them), and the
+    suggestions the app would make (engine.match.suggest on the pipeline's crops, with the coat-pattern fusion
+    when the model's card has one: a bundled model is not judged without the verifier it ships with)."""
     if not val or model_path is None or not Path(model_path).is_file():
         return None
+    from engine.calibration import Fusion
+    from engine.evaluate import run_suggestions, suggestion_figures
     from engine.imageio import crop, load_rgb
     from engine.metrics import reid_protocol
+    from engine.pattern import extract
+    from engine.pipeline import CROP_MARGIN
     from engine.reid import Embedder
 
     embedder = Embedder(model_path)
-    vectors = np.concatenate(
-        [
-            embedder.embed([crop(load_rgb(s.path), s.box, s.path) for s in val[i : i + 32]])
-            for i in range(0, len(val), 32)
-        ]
-    )
-    figures = reid_protocol(
-        vectors, [s.individual for s in val], [s.encounter for s in val], [s.viewpoint for s in val]
-    )
-    return {"model": f"{embedder.card['name']} {embedder.card['version']}", **figures}
+    fusion = Fusion.from_card(embedder.card.data)
+    appearance, product, patterns = [], [], []
+    for i in range(0, len(val), 32):  # a batch of photos at a time: camera-trap frames are large
+        photos = [(s, load_rgb(s.path)) for s in val[i : i + 32]]
+        appearance.append(embedder.embed([crop(image, s.box, s.path) for s, image in photos]))
+        crops = [crop(image, s.box, s.path, CROP_MARGIN) for s, image in photos]
+        product.append(embedder.embed(crops))
+        patterns += [extract(c) for c in crops] if fusion else []
+    ids, enc, sides = [s.individual for s in val], [s.encounter for s in val], [s.viewpoint for s in val]
+    verified = (fusion.candidates, fusion.photos_per_candidate) if fusion else ()
+    run = run_suggestions(np.concatenate(product), ids, enc, sides, patterns if fusion else None, *verified)
+    threshold = fusion.threshold if fusion else float(embedder.card.data.get("open_set_threshold") or 0.5)
+    return {
+        "model": f"{embedder.card['name']} {embedder.card['version']}",
+        **reid_protocol(np.concatenate(appearance), ids, enc, sides),
+        "suggestions": suggestion_figures(run, fusion, threshold),
+        "fused": fusion is not None,
+    }
 
 
 def train_and_export(
@@ -114,7 +128,7 @@ def train_and_export(
     budget_min = config["training"].get("time_budget_minutes")
     left = None  # training's share of the budget (the config, saved with the model, keeps the user's budget)
     if budget_min:
-        reserve = min(60.0, 0.15 * budget_min * 60)  # export, parity check, evaluations
+        reserve = min(120.0, 0.2 * budget_min * 60)  # export, parity check, both models' evaluations
         left = max(budget_min * 60 - (time.time() - started) - reserve, 10.0)
     result: TrainResult = trainer.fit(progress=progress, cancel=cancel, budget_s=left)
     if cancel is not None and cancel.is_set():
@@ -127,7 +141,7 @@ def train_and_export(
         progress({"stage": "measuring and exporting the new model"})
     metrics = {
         "held_out": trainer.evaluate(),
-        "current_model_held_out": current_model_figures(compare_with, val),
+        "current_model_held_out": model_on_held_out(compare_with, val),
         "open_set": open_set_calibration(trainer),
         "train_images_per_s": round(result.images_per_second, 2),
         "epochs": result.epochs,
@@ -147,6 +161,9 @@ def train_and_export(
         "training_command": " ".join(shlex.quote(a) for a in sys.argv),
     }
     write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
+    if metrics["current_model_held_out"]:  # the new model's own suggestions, through its card, as the app will run it
+        metrics["new_model_suggestions_held_out"] = model_on_held_out(onnx_path, val)["suggestions"]
+        write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
     # Weights for later fine-tuning (half precision halves the file; fine-tuning restarts in float32).
     torch.save(
         {
