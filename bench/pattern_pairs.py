@@ -33,6 +33,7 @@ from fusion_variants import cross_validated, held_out, two_folds  # noqa: E402  
 from engine import pattern  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
 from engine.detect import load_detector  # noqa: E402
+from engine.evaluate import best_animal_box  # noqa: E402
 from engine.imageio import crop, load_rgb  # noqa: E402
 from engine.pipeline import CROP_MARGIN  # noqa: E402
 from engine.reid import Embedder  # noqa: E402
@@ -54,10 +55,9 @@ def photo_table(samples):
     boxes, vectors = [], []
     for i, s in enumerate(samples):
         image = load_rgb(s.path)
-        animals = [b for b in detector(image) if b.label == "animal"]
-        b = max(animals, key=lambda b: b.score * b.w * b.h) if animals else None
-        boxes.append((b.x, b.y, b.w, b.h) if b else (np.nan,) * 4)
-        vectors.append(embedder.embed([crop(image, (b.x, b.y, b.w, b.h) if b else None, s.path, CROP_MARGIN)])[0])
+        box = best_animal_box(image, detector)
+        boxes.append(box or (np.nan,) * 4)
+        vectors.append(embedder.embed([crop(image, box, s.path, CROP_MARGIN)])[0])
         if i % 100 == 0:
             print(f"  photos {i}/{len(samples)}", flush=True)
     WORK.mkdir(parents=True, exist_ok=True)

@@ -26,11 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from engine.demo import find_data_dir  # noqa: E402
 from engine.detect import load_detector  # noqa: E402
-from engine.evaluate import photo_features  # noqa: E402
-from engine.imageio import crop, load_rgb  # noqa: E402
+from engine.evaluate import animal_crop, photo_features  # noqa: E402
 from engine.metrics import auroc  # noqa: E402
 from engine.pattern import match, stripe_image  # noqa: E402
-from engine.pipeline import CROP_MARGIN  # noqa: E402
 from engine.reid import Embedder  # noqa: E402
 from trainer.data import folder_samples, split_by_identity  # noqa: E402
 
@@ -70,11 +68,8 @@ def main() -> int:
     detector, embedder = load_detector("bundled"), Embedder()
     vectors, patterns = photo_features([s.path for s in test], detector, embedder)
     profiles = []
-    for s in test:  # the same crop as photo_features: the detector's best animal box with the pipeline's margin
-        image = load_rgb(s.path)
-        animals = [b for b in detector(image) if b.label == "animal"]
-        b = max(animals, key=lambda b: b.score * b.w * b.h) if animals else None
-        profiles.append(profile(crop(image, (b.x, b.y, b.w, b.h) if b else None, s.path, CROP_MARGIN)))
+    for s in test:  # the same crop as photo_features
+        profiles.append(profile(animal_crop(s.path, detector)))
     ids = np.array([s.individual for s in test])
     enc = np.array([s.encounter for s in test])
     side = np.array([str(s.viewpoint) for s in test])

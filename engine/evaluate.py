@@ -63,18 +63,27 @@ def identified_photos(root: str | Path) -> list[IdentifiedPhoto]:
     return out
 
 
+def best_animal_box(image: np.ndarray, detector) -> tuple[float, float, float, float] | None:
+    """The detector's most confident, largest animal box (x, y, w, h pixels); None when it finds no animal."""
+    animals = [b for b in detector(image) if b.label == "animal"]
+    if not animals:
+        return None
+    b = max(animals, key=lambda b: b.score * b.w * b.h)
+    return (b.x, b.y, b.w, b.h)
+
+
+def animal_crop(path, detector) -> np.ndarray:
+    """A photo's crop as the product makes it: best_animal_box (the whole photo when none) with the pipeline's
+    margin."""
+    image = load_rgb(path)
+    return crop(image, best_animal_box(image, detector), str(path), CROP_MARGIN)
+
+
 def photo_features(paths: list[str], detector, embedder: Embedder, workers: int = 2, progress=None):
-    """Per photo, what the product stores: the detector's best animal box (the whole photo when it finds none)
-    cropped with the pipeline's margin, its embedding and its coat-pattern features."""
+    """Per photo, what the product stores: its animal_crop, that crop's embedding and its coat-pattern features."""
 
     def one(path):
-        image = load_rgb(path)
-        animals = [b for b in detector(image) if b.label == "animal"]
-        box = None
-        if animals:
-            b = max(animals, key=lambda b: b.score * b.w * b.h)
-            box = (b.x, b.y, b.w, b.h)
-        animal = crop(image, box, path, CROP_MARGIN)
+        animal = animal_crop(path, detector)
         return animal, extract(animal)
 
     vectors, patterns = [], []

@@ -230,37 +230,42 @@ class Pipeline:
             for start in range(0, len(todo), batch):
                 if cancel is not None and cancel.is_set():
                     break
-                crops, rows, photo, photo_path = [], [], None, None
-                for row in todo[start : start + batch]:
-                    try:
-                        if row["path"] != photo_path:
-                            photo, photo_path = load_rgb(row["path"]), row["path"]
-                        box = (row["x"], row["y"], row["w"], row["h"]) if row["w"] else None
-                        crops.append(crop(photo, box, f"{row['path']} detection {row['id']}", CROP_MARGIN))
-                        rows.append(row)
-                    except ImageError as exc:
-                        stats.errors.append(str(exc))
-                to_embed = [i for i, r in enumerate(rows) if not r["has_embedding"]]
-                to_extract = [i for i, r in enumerate(rows) if not r["has_pattern"]]
-                extracting = pool.map(extract_pattern, [crops[i] for i in to_extract])
-                vectors = self.embedder.embed([crops[i] for i in to_embed]) if to_embed else []
-                patterns = dict(zip(to_extract, extracting, strict=True))
-                with self.cat.transaction():
-                    for i, vec in zip(to_embed, vectors, strict=True):
-                        self.cat.db["embeddings"].insert(
-                            {"detection_id": rows[i]["id"], "model_id": self.reid_model_id, "vector": vec.tobytes()},
-                            replace=True,
-                        )
-                    for i, features in patterns.items():
-                        self.cat.db["patterns"].insert(
-                            {"detection_id": rows[i]["id"], "method": PATTERN_METHOD, "features": features.to_bytes()},
-                            replace=True,
-                        )
-                stats.items += len(rows)
+                stats.items += self._embed_batch(todo[start : start + batch], pool, stats)
                 if progress:
                     progress("embed", min(start + batch, len(todo)), len(todo))
         stats.seconds = time.perf_counter() - t0
         return stats
+
+    def _embed_batch(self, todo: list[dict], pool: ThreadPoolExecutor, stats: StageStats) -> int:
+        """Embed and extract the patterns of one batch of pending detections, stored in one transaction; returns
+        how many were read (unreadable crops go to stats.errors)."""
+        crops, rows, photo, photo_path = [], [], None, None
+        for row in todo:
+            try:
+                if row["path"] != photo_path:
+                    photo, photo_path = load_rgb(row["path"]), row["path"]
+                box = (row["x"], row["y"], row["w"], row["h"]) if row["w"] else None
+                crops.append(crop(photo, box, f"{row['path']} detection {row['id']}", CROP_MARGIN))
+                rows.append(row)
+            except ImageError as exc:
+                stats.errors.append(str(exc))
+        to_embed = [i for i, r in enumerate(rows) if not r["has_embedding"]]
+        to_extract = [i for i, r in enumerate(rows) if not r["has_pattern"]]
+        extracting = pool.map(extract_pattern, [crops[i] for i in to_extract])  # runs while the network embeds
+        vectors = self.embedder.embed([crops[i] for i in to_embed]) if to_embed else []
+        patterns = dict(zip(to_extract, extracting, strict=True))
+        with self.cat.transaction():
+            for i, vec in zip(to_embed, vectors, strict=True):
+                self.cat.db["embeddings"].insert(
+                    {"detection_id": rows[i]["id"], "model_id": self.reid_model_id, "vector": vec.tobytes()},
+                    replace=True,
+                )
+            for i, features in patterns.items():
+                self.cat.db["patterns"].insert(
+                    {"detection_id": rows[i]["id"], "method": PATTERN_METHOD, "features": features.to_bytes()},
+                    replace=True,
+                )
+        return len(rows)
 
     # -- suggest --------------------------------------------------------------------------------------------
     def _marks_path(self) -> Path:

@@ -66,11 +66,12 @@ def open_set_calibration(trainer: Trainer) -> dict | None:
     return open_set_scores(arr[~new_mask], ok[~new_mask], arr[new_mask], 0.9)
 
 
-def model_on_held_out(model_path: Path | None, val: list[Sample]) -> dict | None:
+def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bool = True) -> dict | None:
     """A model measured on the held-out photos the way the app uses it, so that a new model is accepted for what it
     gains, not for a number on its own: its appearance ranking (the crops as training saw them), and the
     suggestions the app would make (engine.match.suggest on the pipeline's crops, with the coat-pattern fusion
-    when the model's card has one: a bundled model is not judged without the verifier it ships with)."""
+    when the model's card has one: a bundled model is not judged without the verifier it ships with).
+    ``appearance=False`` skips the ranking (the new model's own is measured by its trainer)."""
     if not val or model_path is None or not Path(model_path).is_file():
         return None
     from engine.calibration import Fusion
@@ -83,10 +84,11 @@ def model_on_held_out(model_path: Path | None, val: list[Sample]) -> dict | None
 
     embedder = Embedder(model_path)
     fusion = Fusion.from_card(embedder.card.data)
-    appearance, product, patterns = [], [], []
+    ranking, product, patterns = [], [], []
     for i in range(0, len(val), 32):  # a batch of photos at a time: camera-trap frames are large
         photos = [(s, load_rgb(s.path)) for s in val[i : i + 32]]
-        appearance.append(embedder.embed([crop(image, s.box, s.path) for s, image in photos]))
+        if appearance:
+            ranking.append(embedder.embed([crop(image, s.box, s.path) for s, image in photos]))
         crops = [crop(image, s.box, s.path, CROP_MARGIN) for s, image in photos]
         product.append(embedder.embed(crops))
         patterns += [extract(c) for c in crops] if fusion else []
@@ -96,7 +98,7 @@ def model_on_held_out(model_path: Path | None, val: list[Sample]) -> dict | None
     threshold = fusion.threshold if fusion else float(embedder.card.data.get("open_set_threshold") or 0.5)
     return {
         "model": f"{embedder.card['name']} {embedder.card['version']}",
-        **reid_protocol(np.concatenate(appearance), ids, enc, sides),
+        **(reid_protocol(np.concatenate(ranking), ids, enc, sides) if appearance else {}),
         "suggestions": suggestion_figures(run, fusion, threshold),
         "fused": fusion is not None,
     }
@@ -162,7 +164,7 @@ def train_and_export(
     }
     write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
     if metrics["current_model_held_out"]:  # the new model's own suggestions, through its card, as the app will run it
-        metrics["new_model_suggestions_held_out"] = model_on_held_out(onnx_path, val)["suggestions"]
+        metrics["new_model_suggestions_held_out"] = model_on_held_out(onnx_path, val, appearance=False)["suggestions"]
         write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
     # Weights for later fine-tuning (half precision halves the file; fine-tuning restarts in float32).
     torch.save(
