@@ -45,7 +45,7 @@ def _query(args):
         per.setdefault(ids[j], []).append(j)
     ranked = sorted(per, key=lambda i: -np.mean(sims[per[i][:3]]))[:MAX_K]
     return [
-        (i == ids[q], float(np.mean(sims[per[i][:3]])), [match(patterns[q], patterns[j]).inliers for j in per[i][:8]])
+        (i == ids[q], float(np.mean(sims[per[i][:3]])), [match(patterns[q], patterns[j]).evidence for j in per[i][:8]])
         for i in ranked
     ]
 

@@ -9,7 +9,7 @@ individuals by appearance, their 8 best photos verified, logistic fusion with le
 two-fold cross-validation over calibration individuals chooses; the test third is printed beside it and chooses
 nothing).
 
-    python bench/pattern_pairs.py [--recipe base|mask|retry|core] [--variants base,cells]
+    python bench/pattern_pairs.py [--recipe base|mask|retry|core] [--variants base,guided,evidence]
     # writes bench/results/pattern_pairs.json
 """
 
@@ -42,6 +42,7 @@ from trainer.data import folder_samples, split_by_identity  # noqa: E402
 WORK = ROOT / "bench" / "work" / "pattern_pairs"
 K, PHOTOS = 40, 8  # the shipped card's; the threshold flags fusion_variants.NEW_FLAGGED of the fit's new
 STATE: dict = {}
+TABLE_VERSION = "v2"  # cached pair tables of another version lack some variants' counts (v2: guided, evidence)
 
 
 def photo_table(samples):
@@ -126,6 +127,8 @@ def pair_record(a, b, full=True):
     """What each matcher variant scores for one pair (a query photo against one gallery photo); ``full=False``
     scores only the shipped matcher (base) and where its inliers lie (cells)."""
     out = {"base": 0, "good": 0, "cells": 0, "second": 0, "plausible": 0, "affine": 0}
+    found = pattern.match(a, b)  # the shipped matcher: its ratio-test inliers are "base"
+    out["guided"], out["evidence"] = found.guided, found.evidence
     src, dst = pattern.ratio_matches(a, b)
     out["good"] = len(src)
     for ratio in (0.8, 0.9):  # Lowe's ratio
@@ -191,7 +194,7 @@ def _pairs(q):
 
 
 def pair_table(name, recipe, samples, boxes, vectors):
-    path = WORK / f"pairs_{recipe}_{name}.json"
+    path = WORK / f"pairs_{recipe}_{name}.{TABLE_VERSION}.json"
     if path.exists():
         return {int(q): {int(j): r for j, r in d.items()} for q, d in json.loads(path.read_text()).items()}
     t0 = time.perf_counter()
@@ -258,6 +261,8 @@ SCORES = {
     "cells": lambda r: r["cells"],
     "base*cells": lambda r: np.sqrt(r["base"] * r["cells"]),
     "good": lambda r: r["good"],
+    "guided": lambda r: r["guided"],  # pattern.guided_matches alone
+    "evidence": lambda r: r["evidence"],  # what ships from 0.6.0 on: verified + guided (PatternMatch.evidence)
     "px7": lambda r: r.get("px7", 0),
     "px14": lambda r: r.get("px14", 0),
     "ratio0.80": lambda r: r.get("ratio0.80", 0),

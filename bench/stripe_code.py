@@ -94,7 +94,7 @@ def main() -> int:
     }
     print(f"{'signature':24s} {'AUC same vs look-alike':>24s}")
     print(f"{'stripe code':24s} {result['auc_stripe_code']:24.3f}")
-    print(f"{'pattern inliers (ships)':24s} {result['auc_pattern_inliers']:24.3f}")
+    print(f"{'pattern inliers (0.5.0)':24s} {result['auc_pattern_inliers']:24.3f}")
     print(f"{result['pairs_same']} same-individual pairs, {result['pairs_other']} look-alike pairs")
     out = ROOT / "bench" / "results" / "stripe_code.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

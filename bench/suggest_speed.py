@@ -5,7 +5,8 @@ bench/results/suggest_speed.json.
 The gallery is real: 300 nyala photos' embeddings and pattern features (bundled detector crop, bundled model),
 repeated over 1000 individuals x the card's photos per candidate (8 since 0.4.0; each copy's vector jittered so
 the index sees distinct rows). At most the search depth's 200 nearest gallery photos are verified per query, and
-this gallery makes every query verify all 200 (worst case). Also timed in the same run, per detection crop, what an
+this gallery makes every query verify all 200 (worst case); the same queries without guided matches (card
+0.5.0's matcher) are timed in turn with the shipped ones. Also timed in the same run, per detection crop, what an
 import pays once to store a crop's pattern: keypoints on the whole crop (card 0.4.0) against on the GrabCut
 foreground (0.5.0), beside the crop's embedding.
 Usage: python bench/suggest_speed.py [--individuals 1000] [--photos N] [--queries 50]
@@ -27,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine import pattern  # noqa: E402
 from engine.calibration import Fusion  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
 from engine.detect import load_detector  # noqa: E402
@@ -61,14 +63,22 @@ def main() -> None:
         gv, np.arange(n) // photos, np.arange(n), np.array(["left"] * n, object), np.array([None] * n, object)
     )
     store = {i: patterns[source[i]] for i in range(n)}
-    times = {}
-    for name, f in (("appearance only", None), (f"appearance + pattern (top-{fusion.candidates} verified)", fusion)):
-        t = []
-        for q in range(300, 300 + args.queries):
+    fused = f"appearance + pattern (top-{fusion.candidates} verified)"
+    runs = {"appearance only": (None, pattern.guided_matches), fused: (fusion, pattern.guided_matches)}
+    # The same pass without guided matches (card 0.5.0's matcher), query by query in turn with the shipped one,
+    # so that this VM's drifting speed falls on both alike.
+    runs["  without guided matches (0.5.0 matcher)"] = (fusion, lambda a, b, s, m: (np.zeros(0, int),) * 2)
+    t = {name: [] for name in runs}
+    for q in range(300, 300 + args.queries):
+        for name, (f, guided) in runs.items():
+            pattern.guided_matches = guided  # engine.pattern.match looks it up per call
             t0 = time.perf_counter()
             suggest(vectors[q], gallery, 0.5, "left", fusion=f, query_pattern=patterns[q], gallery_pattern=store.get)
-            t.append(time.perf_counter() - t0)
-        times[name] = {"median_ms": 1000 * float(np.median(t)), "p95_ms": 1000 * float(np.quantile(t, 0.95))}
+            t[name].append(time.perf_counter() - t0)
+    pattern.guided_matches = runs[fused][1]
+    times = {
+        n: {"median_ms": 1000 * float(np.median(v)), "p95_ms": 1000 * float(np.quantile(v, 0.95))} for n, v in t.items()
+    }
     stored, both = extraction_times(chosen[300:], load_detector("bundled"), embedder)
     print(
         f"{args.individuals} individuals, {n} gallery photos, {args.queries} queries, {platform.processor() or 'cpu'}"

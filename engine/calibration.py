@@ -1,11 +1,11 @@
 """Turn a candidate's scores into one calibrated probability that it is the same individual.
 
 A candidate individual has an appearance score (cosine similarity of global embeddings, aggregated per
-individual by engine.match) and a pattern score (RANSAC-verified coat-pattern matches, engine.pattern). Their
-scales mean nothing to each other, so they are fused as WildFusion does: a logistic regression fitted on
-training identities' (query, candidate) pairs,
+individual by engine.match) and a pattern score (coat-pattern evidence: RANSAC-verified plus guided matches,
+engine.pattern.PatternMatch.evidence). Their scales mean nothing to each other, so they are fused as WildFusion
+does: a logistic regression fitted on training identities' (query, candidate) pairs,
 
-    p = sigmoid(a * appearance + b * log(1 + inliers) + c * pattern_lead + d * appearance_lead + e)
+    p = sigmoid(a * appearance + b * log(1 + evidence) + c * pattern_lead + d * appearance_lead + e)
 
 where a candidate's lead is how far it stands above the best *other* verified candidate of the same query
 (negative for all but the best). The leads carry the open-set decision: a known animal's true match stands out
@@ -60,10 +60,10 @@ class Fusion:
         optional |= {k: float(data[k]) for k in ("pattern_lead_weight", "appearance_lead_weight") if k in data}
         return cls(*(float(data[k]) for k in keys), **optional, method=data["method"], matcher=data["matcher"])
 
-    def logits(self, appearance, inliers) -> np.ndarray:
-        """Logits of one query's verified candidates (arrays of their appearance scores and inlier counts)."""
+    def logits(self, appearance, evidence) -> np.ndarray:
+        """Logits of one query's verified candidates (arrays of their appearance scores and pattern evidence)."""
         appearance = np.asarray(appearance, np.float64)
-        pattern = np.log1p(np.maximum(np.asarray(inliers, np.float64), 0))
+        pattern = np.log1p(np.maximum(np.asarray(evidence, np.float64), 0))
         return (
             self.appearance_weight * appearance
             + self.pattern_weight * pattern
@@ -72,9 +72,9 @@ class Fusion:
             + self.intercept
         )
 
-    def probabilities(self, appearance, inliers) -> np.ndarray:
+    def probabilities(self, appearance, evidence) -> np.ndarray:
         """P(same individual) for each of one query's verified candidates, judged together (the leads)."""
-        return 1.0 / (1.0 + np.exp(-np.clip(self.logits(appearance, inliers), -700, 700)))
+        return 1.0 / (1.0 + np.exp(-np.clip(self.logits(appearance, evidence), -700, 700)))
 
     def as_card(self) -> dict:
         return {

@@ -125,7 +125,7 @@ def evaluate_folder(
 class SuggestionRun:
     """The candidates the product's suggestion path gave for every query photo of a held-out set.
 
-    Per query: (appearance, pattern inliers or -1 when not verified, is the true individual) for the global
+    Per query: (appearance, pattern evidence or -1 when not verified, is the true individual) for the global
     top-k individuals. Fused scores are computed from these, so one verified pass measures global-only
     ranking, any fusion, and the open set (the product verifies the same top-k before it re-ranks)."""
 
@@ -175,7 +175,7 @@ def run_suggestions(
         )
         queries.append(
             [
-                (c.appearance, -1 if c.pattern_inliers is None else c.pattern_inliers, c.individual_id == ids[q])
+                (c.appearance, -1 if c.pattern_evidence is None else c.pattern_evidence, c.individual_id == ids[q])
                 for c in cands
             ]
         )

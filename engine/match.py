@@ -55,7 +55,10 @@ class Candidate:
     best_detection_id: int  # the gallery photo that supports the suggestion best
     appearance: float = float("nan")  # mean of the individual's best top_n gallery similarities
     detection_ids: list[int] = field(default_factory=list)  # its best gallery detections by appearance
-    pattern_inliers: int | None = None  # verified coat-pattern matches with best_detection_id (None: not verified)
+    # coat-pattern evidence with best_detection_id (pattern.PatternMatch.evidence; None: not verified), and the
+    # matched points a person sees drawn
+    pattern_evidence: int | None = None
+    pattern_points: int | None = None
 
 
 @dataclass
@@ -218,11 +221,11 @@ def suggest(
     return cands, best < threshold, best
 
 
-def match_reason(score: float, appearance: float | None, pattern_inliers: int | None) -> str:
+def match_reason(score: float, appearance: float | None, pattern_points: int | None) -> str:
     """Why a candidate is suggested, in words a biologist can check against the photos."""
-    if pattern_inliers is None:
+    if pattern_points is None:
         return f"appearance score {score:.2f}"
-    points = f"{pattern_inliers} matching pattern point{'s' if pattern_inliers != 1 else ''} on the coat"
+    points = f"{pattern_points} matching pattern point{'s' if pattern_points != 1 else ''} on the coat"
     return f"{points}; appearance score {appearance:.2f}; match probability {score:.0%}"
 
 
@@ -232,16 +235,15 @@ def verify_candidates(
     """Match the query's coat pattern against each candidate's best photos; rank by fused probability (the
     candidates are judged together: each one's lead over the best of the others counts)."""
     for c in cands:
-        best_inliers, best_detection = 0, c.best_detection_id
+        c.pattern_evidence, c.pattern_points = 0, 0
         for detection_id in c.detection_ids[: fusion.photos_per_candidate]:
             features = gallery_pattern(detection_id)
             if features is None:
                 continue
-            inliers = match_pattern(query_pattern, features).inliers
-            if inliers > best_inliers:
-                best_inliers, best_detection = inliers, detection_id
-        c.pattern_inliers, c.best_detection_id = best_inliers, best_detection
-    probabilities = fusion.probabilities([c.appearance for c in cands], [c.pattern_inliers for c in cands])
+            found = match_pattern(query_pattern, features)
+            if found.evidence > c.pattern_evidence:
+                c.pattern_evidence, c.pattern_points, c.best_detection_id = found.evidence, found.points, detection_id
+    probabilities = fusion.probabilities([c.appearance for c in cands], [c.pattern_evidence for c in cands])
     for c, p in zip(cands, probabilities, strict=True):
         c.score = float(p)
     return sorted(cands, key=lambda c: -c.score)

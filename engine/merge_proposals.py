@@ -43,7 +43,7 @@ class MergeProposal:
     species: str
     probability: float
     appearance: float
-    pattern_inliers: int
+    pattern_points: int  # coat-pattern points matched between the pair's best photos (0: not verified)
     reason: str
 
 
@@ -112,7 +112,7 @@ def propose_merges(cat: Catalogue, model_id: int, fusion: Fusion | None, progres
         sims = [_same_side(ia, inds[b], ia["vectors"] @ inds[b]["vectors"].T) for b in others]
         appearance = np.array([s.max() for s in sims])
         top = np.argsort(-appearance, kind="stable")[:CANDIDATES]
-        inliers = np.zeros(len(top), int)
+        evidence, points = np.zeros(len(top), int), np.zeros(len(top), int)
         if fusion:
             for k, t in enumerate(top):
                 s, b = sims[t], inds[others[t]]
@@ -122,14 +122,16 @@ def propose_merges(cat: Catalogue, model_id: int, fusion: Fusion | None, progres
                     i, j = np.unravel_index(flat, s.shape)
                     pa, pb = patterns.get(ia["detections"][i]), patterns.get(b["detections"][j])
                     if pa is not None and pb is not None:
-                        inliers[k] = max(inliers[k], match_pattern(pa, pb).inliers)
-            probability = fusion.probabilities(appearance[top], inliers)
+                        found = match_pattern(pa, pb)
+                        if found.evidence > evidence[k]:
+                            evidence[k], points[k] = found.evidence, found.points
+            probability = fusion.probabilities(appearance[top], evidence)
         else:
             probability = appearance[top]
         scored[a] = sorted(
             (
                 (others[t], float(p), float(appearance[t]), int(q))
-                for t, p, q in zip(top, probability, inliers, strict=True)
+                for t, p, q in zip(top, probability, points, strict=True)
                 if np.isfinite(appearance[t])  # no photo of the same side: these two cannot be compared
             ),
             key=lambda x: -x[1],

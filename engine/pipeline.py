@@ -375,8 +375,8 @@ class Pipeline:
         for row, cands, is_new, best in results:
             for rank, c in enumerate(cands, 1):
                 note = {"gallery_detection": c.best_detection_id, "appearance": c.appearance}
-                if c.pattern_inliers is not None:
-                    note["pattern_inliers"] = c.pattern_inliers
+                if c.pattern_points is not None:
+                    note["pattern_points"] = c.pattern_points
                 rows.append(
                     {
                         "detection_id": row["id"],
@@ -525,10 +525,15 @@ def suggestions_for(catalogue: Catalogue, detection_ids: list[int], model_id: in
                     "score": round(r["score"], 4),
                     "rank": r["rank"],
                     "gallery_detection": note.get("gallery_detection"),
-                    "reason": match_reason(r["score"], note.get("appearance"), note.get("pattern_inliers")),
+                    "reason": match_reason(r["score"], note.get("appearance"), pattern_points(note)),
                 }
             )
     return [out[d] for d in detection_ids if d in out]
+
+
+def pattern_points(note: dict) -> int | None:
+    """The matched coat-pattern points a suggestion's note records (notes before 0.6.0 called them inliers)."""
+    return note.get("pattern_points", note.get("pattern_inliers"))
 
 
 def detection_crop(catalogue: Catalogue, detection_id: int) -> np.ndarray:

@@ -16,7 +16,9 @@ from engine.pattern import (
     draw_match,
     extract,
     foreground,
+    guided_matches,
     match,
+    pairs_within,
     sift_features,
     stripe_image,
 )
@@ -107,6 +109,38 @@ def test_an_animal_filling_the_whole_crop_keeps_the_whole_crop(nyala):
     assert foreground(np.full((120, 200, 3), 90, np.uint8), 173) is None  # nothing to separate: no error
 
 
+def test_pairs_within_finds_exactly_the_close_pairs():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(-20, 300, (400, 2)).astype(np.float32)  # projected points may fall outside the crop
+    q = rng.uniform(0, 288, (500, 2)).astype(np.float32)
+    q[:50] = p[:50] + 7.9 / np.sqrt(2)  # pairs just inside the radius, across band edges
+    i, j = pairs_within(p, q, 8.0)
+    found = set(zip(i.tolist(), j.tolist(), strict=True))
+    close = np.nonzero(np.sqrt(((p[:, None] - q[None]) ** 2).sum(-1)) < 8.0)
+    assert found == set(zip(close[0].tolist(), close[1].tolist(), strict=True))  # as a full distance matrix
+    assert {(k, k) for k in range(50)} <= found
+
+
+def test_guided_matches_follow_the_fitted_motion(nyala):
+    a = extract(nyala["a1"])
+    sims = a.root_sift @ a.root_sift.T
+    still = np.float32([[1, 0, 0], [0, 1, 0]])
+    i, j = guided_matches(a, a, sims, still)
+    assert len(i) >= 0.95 * len(a) and (i == j).all()  # every point finds itself
+    moved = np.float32([[1, 0, 40], [0, 1, 0]])  # a model 40 px off puts each point where its twin is not
+    assert len(guided_matches(a, a, sims, moved)[0]) < 0.1 * len(a)
+
+
+def test_guided_matches_add_stripes_the_ratio_test_rejected(nyala):
+    a = extract(nyala["a1"])
+    same = match(a, extract(rewalked(nyala["a1"])))
+    assert same.points > same.inliers  # pairs the ratio test had thrown away, on the same coat
+    assert max(same.inliers, same.guided) <= same.points <= same.inliers + same.guided
+    assert same.evidence == same.inliers + same.guided
+    others = [match(a, extract(nyala[k])) for k in ("b1", "c1")]
+    assert same.evidence > 4 * max(o.evidence for o in others), (same.evidence, [o.evidence for o in others])
+
+
 def test_empty_or_tiny_crops_give_no_match_not_an_error(nyala):
     tiny = extract(nyala["a1"][:5, :5])
     assert len(tiny) == 0
@@ -134,10 +168,10 @@ def test_pattern_evidence_reorders_candidates_and_explains_itself(nyala):
     ]
     ranked = verify_candidates(cands, query, store.get, fusion)
     assert [c.individual_id for c in ranked] == [20, 10]
-    assert ranked[0].pattern_inliers >= 40 and ranked[0].best_detection_id == 2
+    assert ranked[0].pattern_points >= 40 and ranked[0].best_detection_id == 2
     assert ranked[0].score > fusion.threshold > ranked[1].score
-    reason = match_reason(ranked[0].score, ranked[0].appearance, ranked[0].pattern_inliers)
-    assert f"{ranked[0].pattern_inliers} matching pattern points" in reason and "appearance score 0.74" in reason
+    reason = match_reason(ranked[0].score, ranked[0].appearance, ranked[0].pattern_points)
+    assert f"{ranked[0].pattern_points} matching pattern points" in reason and "appearance score 0.74" in reason
 
 
 def test_a_query_without_pattern_features_falls_back_to_the_appearance_threshold(nyala):
@@ -149,11 +183,11 @@ def test_a_query_without_pattern_features_falls_back_to_the_appearance_threshold
     store = {7: extract(nyala["a1"]), 8: extract(nyala["b1"]), 9: extract(nyala["c1"])}.get
     query = np.array([0.6, 0.8, 0.0], np.float32)  # appearance 0.8 with individual 2, 0.6 with 1
     cands, is_new, best = suggest(query, gallery, 0.9, fusion=fusion, query_pattern=None, gallery_pattern=store)
-    assert cands[0].individual_id == 2 and cands[0].pattern_inliers is None
+    assert cands[0].individual_id == 2 and cands[0].pattern_evidence is None
     assert best == pytest.approx(0.8) and is_new  # 0.8 < the appearance threshold 0.9; not compared with 0.5
     cands, is_new, best = suggest(query, gallery, 0.9, fusion=fusion, query_pattern=store(8), gallery_pattern=store)
-    assert cands[0].individual_id == 2 and cands[0].pattern_inliers > 100  # same photo's features
-    alone = fusion.probabilities([c.appearance for c in cands], [c.pattern_inliers for c in cands])
+    assert cands[0].individual_id == 2 and cands[0].pattern_evidence > 100  # same photo's features
+    alone = fusion.probabilities([c.appearance for c in cands], [c.pattern_evidence for c in cands])
     assert not is_new and best == pytest.approx(alone.max())
 
 

@@ -48,9 +48,9 @@ CANDIDATES = 40
 PHOTOS_PER_CANDIDATE = 8
 TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 25 % of known ones are
 # The card's version with this fusion (0.3.1: top-40 verified; 0.3.2: similarity RANSAC; 0.4.0: 8 photos per
-# candidate and the leads; 0.5.0: pattern keypoints on the GrabCut foreground only): same ONNX file as 0.2.0,
-# but suggestions change, so catalogues re-suggest.
-RELEASE_VERSION = "0.5.0"
+# candidate and the leads; 0.5.0: pattern keypoints on the GrabCut foreground only; 0.6.0: guided matches in
+# the pattern evidence): same ONNX file as 0.2.0, but suggestions change, so catalogues re-suggest.
+RELEASE_VERSION = "0.6.0"
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,8 +67,8 @@ def fit_fusion(run, features=FEATURES, threshold: float = 0.5) -> Fusion:
     unit = {name: dataclasses.replace(Fusion(0.0, 0.0, 0.0, 0.0), **{name: 1.0}) for name in features}  # one feature
     columns, same = [], []
     for q in run.queries:
-        appearance, inliers = [a for a, _, _ in q], [max(n, 0) for _, n, _ in q]
-        columns.append(np.stack([unit[name].logits(appearance, inliers) for name in features], 1))
+        appearance, evidence = [a for a, _, _ in q], [max(n, 0) for _, n, _ in q]
+        columns.append(np.stack([unit[name].logits(appearance, evidence) for name in features], 1))
         same += [s for _, _, s in q]
     x = np.concatenate(columns)
     mean, std = x.mean(0), x.std(0) + 1e-9
