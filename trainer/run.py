@@ -163,7 +163,9 @@ def train_and_export(
         "training_command": " ".join(shlex.quote(a) for a in sys.argv),
     }
     write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
-    if metrics["current_model_held_out"]:  # the new model's own suggestions, through its card, as the app will run it
+    # The new model's own suggestions, through its card as the app will run it: the card written above is what
+    # model_on_held_out loads, so the card is written again with the figures it gives.
+    if metrics["current_model_held_out"]:
         metrics["new_model_suggestions_held_out"] = model_on_held_out(onnx_path, val, appearance=False)["suggestions"]
         write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
     # Weights for later fine-tuning (half precision halves the file; fine-tuning restarts in float32).
