@@ -64,18 +64,23 @@ def main() -> None:
     )
     store = {i: patterns[source[i]] for i in range(n)}
     fused = f"appearance + pattern (top-{fusion.candidates} verified)"
-    runs = {"appearance only": (None, pattern.guided_matches), fused: (fusion, pattern.guided_matches)}
     # The same pass without guided matches (card 0.5.0's matcher), query by query in turn with the shipped one,
-    # so that this VM's drifting speed falls on both alike.
-    runs["  without guided matches (0.5.0 matcher)"] = (fusion, lambda a, b, s, m: (np.zeros(0, int),) * 2)
+    # so that this VM's drifting speed falls on both alike; engine.pattern.match looks guided_matches up per call.
+    shipped, no_guided = pattern.guided_matches, lambda a, b, s, m: (np.zeros(0, int),) * 2
+    runs = {"appearance only": (None, shipped), fused: (fusion, shipped)}
+    runs["  without guided matches (0.5.0 matcher)"] = (fusion, no_guided)
     t = {name: [] for name in runs}
-    for q in range(300, 300 + args.queries):
-        for name, (f, guided) in runs.items():
-            pattern.guided_matches = guided  # engine.pattern.match looks it up per call
-            t0 = time.perf_counter()
-            suggest(vectors[q], gallery, 0.5, "left", fusion=f, query_pattern=patterns[q], gallery_pattern=store.get)
-            t[name].append(time.perf_counter() - t0)
-    pattern.guided_matches = runs[fused][1]
+    try:
+        for q in range(300, 300 + args.queries):
+            for name, (f, guided) in runs.items():
+                pattern.guided_matches = guided
+                t0 = time.perf_counter()
+                suggest(
+                    vectors[q], gallery, 0.5, "left", fusion=f, query_pattern=patterns[q], gallery_pattern=store.get
+                )
+                t[name].append(time.perf_counter() - t0)
+    finally:
+        pattern.guided_matches = shipped
     times = {
         n: {"median_ms": 1000 * float(np.median(v)), "p95_ms": 1000 * float(np.quantile(v, 0.95))} for n, v in t.items()
     }

@@ -197,7 +197,8 @@ def guided_matches(
     kept when the two are at least GUIDED_SIMILARITY alike and the choice is mutual. The ratio test rejects a
     stripe whose neighbours look alike; once the body's motion is known, position tells them apart."""
     # Only points with a partner that alike anywhere can have one nearby; and a point that blocks another's
-    # mutual choice is at least as alike, so dropping the others changes nothing (3-5x faster).
+    # mutual choice is at least as alike, so dropping the others changes nothing (same pairs on 1590 nyala pairs,
+    # 1.2 -> 1.0 ms each).
     rows = np.flatnonzero(sims.max(1) >= GUIDED_SIMILARITY)
     cols = np.flatnonzero(sims.max(0) >= GUIDED_SIMILARITY)
     projected = a.points[rows] @ model[:, :2].T + model[:, 2]
@@ -217,7 +218,7 @@ def guided_matches(
 def pairs_within(p: np.ndarray, q: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Indices (in p, in q) of the point pairs closer than ``radius``. q is sorted into horizontal bands
     ``radius`` high, by x within a band, so only the pairs in three bands and a 2 x radius window of x are
-    measured (at 600 x 600 points, a full distance matrix costs about 10x more)."""
+    measured (at 600 x 600 points a full distance matrix cost 8.7 ms against 0.7-1.5 ms, in one run)."""
     span = 4.0 * (max(np.abs(p[:, 0]).max(initial=0), np.abs(q[:, 0]).max(initial=0)) + radius)
     key = np.floor(q[:, 1] / radius) * span + q[:, 0]  # bands never overlap: |x| + radius < span / 2
     order = np.argsort(key, kind="stable")

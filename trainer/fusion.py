@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     cal = runs["calibration"]
     fitted: dict[str, Fusion | None] = {
         BASELINE: None,
-        "pattern only (calibrated inliers and lead)": fit_fusion(cal, ("pattern_weight", "pattern_lead_weight")),
+        "pattern only (calibrated evidence and lead)": fit_fusion(cal, ("pattern_weight", "pattern_lead_weight")),
         "appearance + pattern, no leads (card 0.3.2's features)": fit_fusion(cal, FEATURES[:2]),
         FUSED: fit_fusion(cal),
     }
