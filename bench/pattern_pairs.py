@@ -42,7 +42,7 @@ from trainer.data import folder_samples, split_by_identity  # noqa: E402
 WORK = ROOT / "bench" / "work" / "pattern_pairs"
 K, PHOTOS = 40, 8  # the shipped card's; the threshold flags fusion_variants.NEW_FLAGGED of the fit's new
 STATE: dict = {}
-TABLE_VERSION = "v2"  # cached pair tables of another version lack some variants' counts (v2: guided, evidence)
+TABLE_VERSION = "v3"  # cached pair tables of another version lack some counts (v2: guided, evidence; v3: 41st)
 
 
 def photo_table(samples):
@@ -183,12 +183,13 @@ def pair_record(a, b, full=True):
 def _pairs(q):
     ids, enc, side, feats = STATE["ids"], STATE["enc"], STATE["side"], STATE["feats"]
     ok = np.flatnonzero((enc != enc[q]) & (side == side[q]))
-    if not STATE["full"]:  # only the pairs the product verifies: the K best individuals' PHOTOS best photos
+    if not STATE["full"]:  # only the pairs the product verifies: the K (+1, candidate_lists) best individuals'
+        # PHOTOS best photos
         sims = STATE["vectors"] @ STATE["vectors"][q]
         per: dict = {}
         for j in ok[np.argsort(-sims[ok], kind="stable")]:
             per.setdefault(ids[j], []).append(j)
-        ranked = sorted(per, key=lambda i: -np.mean(sims[per[i][:3]]))[:K]
+        ranked = sorted(per, key=lambda i: -np.mean(sims[per[i][:3]]))[: K + 1]
         ok = [j for i in ranked for j in per[i][:PHOTOS]]
     return q, {int(j): pair_record(feats[q], feats[j], STATE["full"]) for j in ok}
 
@@ -217,8 +218,9 @@ def pair_table(name, recipe, samples, boxes, vectors):
 
 
 def candidate_lists(samples, vectors, table, score):
-    """Per query with another encounter: the 40 best individuals by appearance, each with (same, appearance,
-    best verified score over its 8 best photos, that photo's record)."""
+    """Per query with another encounter: the 41 best individuals by appearance (one more than the app verifies,
+    for the query as a never-seen animal), each with (same, appearance, best verified score over its 8 best
+    photos)."""
     ids = np.array([s.individual for s in samples])
     enc = np.array([s.encounter for s in samples])
     side = np.array([str(s.viewpoint) for s in samples])
@@ -231,7 +233,7 @@ def candidate_lists(samples, vectors, table, score):
         per: dict = {}
         for j in ok[np.argsort(-sims[ok], kind="stable")]:
             per.setdefault(ids[j], []).append(j)
-        ranked = sorted(per, key=lambda i: -np.mean(sims[per[i][:3]]))[:K]
+        ranked = sorted(per, key=lambda i: -np.mean(sims[per[i][:3]]))[: K + 1]
         cands = []
         for i in ranked:
             recs = [table[q][int(j)] for j in per[i][:PHOTOS]]
@@ -241,8 +243,8 @@ def candidate_lists(samples, vectors, table, score):
     return out
 
 
-def design(cands):
-    same = np.array([c[0] for c in cands])
+def _columns(cands):
+    """The shipped fusion's inputs (engine.calibration): appearance, log(1 + score), both leads, above median."""
     app = np.array([c[1] for c in cands])
     pat = np.log1p(np.maximum(np.array([c[2] for c in cands], float), 0))
 
@@ -250,7 +252,13 @@ def design(cands):
         top = np.sort(v)[::-1]
         return v - np.where(v >= top[0], top[1] if len(top) > 1 else 0, top[0])
 
-    return np.stack([app, pat, lead(pat), lead(app)], 1), same
+    return np.stack([app, pat, lead(pat), lead(app), pat - np.median(pat)], 1)
+
+
+def design(cands):
+    """(features of the top-K, which is the true individual, features of the top-K others: the query as a
+    never-seen animal), as bench/fusion_variants.features."""
+    return _columns(cands[:K]), np.array([c[0] for c in cands[:K]]), _columns([c for c in cands if not c[0]][:K])
 
 
 SCORES = {

@@ -5,12 +5,15 @@ individual by engine.match) and a pattern score (coat-pattern evidence: RANSAC-v
 engine.pattern.PatternMatch.evidence). Their scales mean nothing to each other, so they are fused as WildFusion
 does: a logistic regression fitted on training identities' (query, candidate) pairs,
 
-    p = sigmoid(a * appearance + b * log(1 + evidence) + c * pattern_lead + d * appearance_lead + e)
+    p = sigmoid(a * appearance + b * log(1 + evidence) + c * pattern_lead + d * appearance_lead
+                + f * pattern_above_median + e)
 
 where a candidate's lead is how far it stands above the best *other* verified candidate of the same query
-(negative for all but the best). The leads carry the open-set decision: a known animal's true match stands out
-from the crowd of chance matches, a never-seen animal's best match is only the top of that crowd. On 118
-calibration nyala (two-fold by identity) they raised AUROC known/new from 0.586 to 0.677 (bench/fusion_variants.py).
+(negative for all but the best), and pattern_above_median how far its log(1 + evidence) stands above the median
+of the query's verified candidates (the level of chance matches for this photo: a blurred or small crop matches
+everything weakly). Both carry the open-set decision: a known animal's true match stands out from the crowd of
+chance matches, a never-seen animal's best match is only the top of that crowd. Chosen on 118 calibration nyala
+(two-fold by identity, a never-seen animal judged without its individual in the gallery; bench/fusion_variants.py).
 The fit lives in trainer/fusion.py (scikit-learn); the coefficients and the 'probably new' threshold are stored
 in the model card under "fusion", so the app needs only numpy to apply them.
 """
@@ -35,6 +38,9 @@ def _leads(values: np.ndarray) -> np.ndarray:
     return values - others_best
 
 
+OPTIONAL_WEIGHTS = ("pattern_lead_weight", "appearance_lead_weight", "pattern_median_weight")  # newer cards'
+
+
 @dataclass(frozen=True)
 class Fusion:
     appearance_weight: float
@@ -47,6 +53,7 @@ class Fusion:
     matcher: str = MATCH_METHOD
     pattern_lead_weight: float = 0.0  # 0 in cards before 0.4.0: the fusion of appearance and inliers alone
     appearance_lead_weight: float = 0.0
+    pattern_median_weight: float = 0.0  # 0 in cards before 0.7.0
 
     @classmethod
     def from_card(cls, card: dict) -> Fusion | None:
@@ -57,7 +64,7 @@ class Fusion:
             return None
         keys = ("appearance_weight", "pattern_weight", "intercept", "threshold")
         optional = {k: data[k] for k in ("candidates", "photos_per_candidate") if k in data}
-        optional |= {k: float(data[k]) for k in ("pattern_lead_weight", "appearance_lead_weight") if k in data}
+        optional |= {k: float(data[k]) for k in OPTIONAL_WEIGHTS if k in data}
         return cls(*(float(data[k]) for k in keys), **optional, method=data["method"], matcher=data["matcher"])
 
     def logits(self, appearance, evidence) -> np.ndarray:
@@ -69,6 +76,7 @@ class Fusion:
             + self.pattern_weight * pattern
             + self.pattern_lead_weight * _leads(pattern)
             + self.appearance_lead_weight * _leads(appearance)
+            + self.pattern_median_weight * (pattern - (np.median(pattern) if len(pattern) else 0.0))
             + self.intercept
         )
 
@@ -84,6 +92,7 @@ class Fusion:
             "pattern_weight": self.pattern_weight,
             "pattern_lead_weight": self.pattern_lead_weight,
             "appearance_lead_weight": self.appearance_lead_weight,
+            "pattern_median_weight": self.pattern_median_weight,
             "intercept": self.intercept,
             "threshold": self.threshold,
             "candidates": self.candidates,

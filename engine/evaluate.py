@@ -126,11 +126,24 @@ class SuggestionRun:
     """The candidates the product's suggestion path gave for every query photo of a held-out set.
 
     Per query: (appearance, pattern evidence or -1 when not verified, is the true individual) for the global
-    top-k individuals. Fused scores are computed from these, so one verified pass measures global-only
-    ranking, any fusion, and the open set (the product verifies the same top-k before it re-ranks)."""
+    top ``candidates + 1`` individuals, all verified. The first ``candidates`` are what the product verifies for
+    the query as a known animal; the first ``candidates`` other individuals are exactly what it verifies when the
+    query's individual is not in the catalogue (as_new). Fused scores are computed from these, so one verified
+    pass measures global-only ranking, any fusion, and the open set."""
 
     queries: list[list[tuple[float, int, bool]]]
     seconds_per_query: float
+    candidates: int
+
+    def as_known(self) -> list[list[tuple[float, int, bool]]]:
+        """Each query's candidates with its own individual in the gallery."""
+        return [q[: self.candidates] for q in self.queries]
+
+    def as_new(self) -> list[list[tuple[float, int, bool]]]:
+        """Each query's candidates had its individual never been catalogued: the others, judged among themselves.
+        (Scoring the others inside the known list instead would measure each one's lead against the true match,
+        which a never-seen animal does not have: card 0.6.0's AUROC 0.817 was that, 0.638 judged this way.)"""
+        return [[c for c in q if not c[2]][: self.candidates] for q in self.queries]
 
 
 def run_suggestions(
@@ -143,7 +156,8 @@ def run_suggestions(
     photos_per_candidate: int = 3,
 ) -> SuggestionRun:
     """Every photo as a query against all the others outside its own encounter, through engine.match.suggest
-    (same side only when sides are known; each candidate's best photos pattern-verified when ``patterns``)."""
+    (same side only when sides are known; each candidate's best photos pattern-verified when ``patterns``).
+    One candidate more than the product's ``candidates`` is kept (SuggestionRun.as_new)."""
     names = sorted(set(identities))
     code = {n: i for i, n in enumerate(names)}
     ids = np.array([code[i] for i in identities], np.int64)
@@ -155,8 +169,9 @@ def run_suggestions(
         np.asarray(viewpoints, dtype=object),
         np.array([None] * len(ids), dtype=object),
     )
+    kept = candidates + 1
     # Ranking by appearance (weight 1, pattern 0): the verified top-k are the product's, in appearance order.
-    probe = Fusion(1.0, 0.0, 0.0, float("-inf"), candidates, photos_per_candidate) if patterns is not None else None
+    probe = Fusion(1.0, 0.0, 0.0, float("-inf"), kept, photos_per_candidate) if patterns is not None else None
     queries = []
     t0 = time.perf_counter()
     for q in range(len(ids)):
@@ -167,37 +182,39 @@ def run_suggestions(
             gallery,
             float("-inf"),
             viewpoints[q],
-            k=candidates,
+            k=kept,
             exclude_detections=set(np.flatnonzero(enc == enc[q]).tolist()),
             fusion=probe,
             query_pattern=patterns[q] if patterns is not None else None,
             gallery_pattern=(lambda i: patterns[i]) if patterns is not None else None,
         )
+        # suggest re-sorts by the probe's probability, which is appearance order: restore it exactly (ties)
+        cands.sort(key=lambda c: -c.appearance)
         queries.append(
             [
                 (c.appearance, -1 if c.pattern_evidence is None else c.pattern_evidence, c.individual_id == ids[q])
                 for c in cands
             ]
         )
-    return SuggestionRun(queries, (time.perf_counter() - t0) / max(len(queries), 1))
+    return SuggestionRun(queries, (time.perf_counter() - t0) / max(len(queries), 1), candidates)
 
 
-def fused_scores(run: SuggestionRun, fusion: Fusion | None) -> list[np.ndarray]:
-    """Each query's candidate scores: appearance alone, or the fusion's probability."""
+def candidate_scores(queries, fusion: Fusion | None) -> list[np.ndarray]:
+    """Each query's candidate scores: appearance alone, or the fusion's probability (candidates judged together)."""
     if fusion is None:
-        return [np.array([a for a, _, _ in q]) for q in run.queries]
-    return [fusion.probabilities([a for a, _, _ in q], [max(n, 0) for _, n, _ in q]) for q in run.queries]
+        return [np.array([a for a, _, _ in q]) for q in queries]
+    return [fusion.probabilities([a for a, _, _ in q], [max(n, 0) for _, n, _ in q]) for q in queries]
 
 
 def query_outcomes(run: SuggestionRun, fusion: Fusion | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per query: the true individual's 1-based rank (0 when not listed), the best score (the query as a known
-    animal), and the best score among other individuals (the same photo as a never-seen animal)."""
-    ranks, known, new = [], [], []
-    for q, scores in zip(run.queries, fused_scores(run, fusion), strict=True):
+    animal), and the best score it would get as a never-seen animal (its individual left out of the gallery)."""
+    ranks, known = [], []
+    for q, scores in zip(run.as_known(), candidate_scores(run.as_known(), fusion), strict=True):
         order = np.argsort(-scores, kind="stable")
         ranks.append(next((r for r, i in enumerate(order, 1) if q[i][2]), 0))
         known.append(scores.max() if len(scores) else float("-inf"))
-        new.append(max((s for s, c in zip(scores, q, strict=True) if not c[2]), default=float("-inf")))
+    new = [s.max() if len(s) else float("-inf") for s in candidate_scores(run.as_new(), fusion)]
     return np.array(ranks), np.array(known), np.array(new)
 
 

@@ -1,10 +1,16 @@
-"""`herdbook evaluate --data DIR`: figures for any folder of identified photos, through the app's embedder."""
+"""`herdbook evaluate --data DIR`: figures for any folder of identified photos, through the app's embedder; and
+the suggestion protocol behind it (engine.evaluate)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 
+import numpy as np
+import pytest
+
+from engine.calibration import Fusion
+from engine.evaluate import SuggestionRun, query_outcomes, run_suggestions
 from tests.conftest import herdbook
 
 
@@ -31,3 +37,34 @@ def test_evaluate_a_folder_of_identified_photos(tmp_path, data_dir):
 def test_evaluate_names_a_missing_folder(tmp_path):
     res = herdbook("evaluate", "--data", tmp_path / "nope")
     assert res.returncode == 1 and "nope: no such folder" in res.stderr
+
+
+def test_a_never_seen_animal_is_judged_without_its_individual_in_the_gallery():
+    """The open set's 'new' score: the other candidates judged among themselves (their leads over each other),
+    not inside the list where the true match stands ahead of them all."""
+    fusion = Fusion(2.0, 0.5, -4.0, 0.5, pattern_lead_weight=1.5)
+    true, other, third, fourth = (0.8, 60, True), (0.7, 20, False), (0.6, 4, False), (0.5, 3, False)
+    run = SuggestionRun([[true, other, third, fourth]], 0.0, candidates=3)
+    assert run.as_known() == [[true, other, third]] and run.as_new() == [[other, third, fourth]]
+    ranks, known, new = query_outcomes(run, fusion)
+    assert ranks.tolist() == [1]
+    assert known[0] == pytest.approx(fusion.probabilities([0.8, 0.7, 0.6], [60, 20, 4]).max())
+    assert new[0] == pytest.approx(fusion.probabilities([0.7, 0.6, 0.5], [20, 4, 3]).max())
+    behind_the_true_match = fusion.probabilities([0.8, 0.7, 0.6], [60, 20, 4])[1]
+    assert new[0] > 0.5 > behind_the_true_match  # standing first among chance matches is what a new animal does
+
+
+def test_suggestion_runs_keep_one_candidate_more_for_the_never_seen_case():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 16))
+    vectors = np.repeat(centres, 4, 0) + 0.3 * rng.normal(size=(24, 16))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.repeat(np.arange(6), 4)
+    encounters = [f"{i}/{j // 2}" for i, j in zip(ids, np.tile(np.arange(4), 6), strict=True)]
+    run = run_suggestions(vectors, ids.tolist(), encounters, [None] * 24, candidates=3)
+    assert len(run.queries) == 24 and all(len(q) == 4 for q in run.queries)
+    assert all(len(q) == 3 for q in run.as_known()) and all(len(q) == 3 for q in run.as_new())
+    assert all(not any(c[2] for c in q) for q in run.as_new())
+    assert all(sum(c[2] for c in q) == 1 for q in run.queries)  # every individual listed once, its own too
+    appearance = [[a for a, _, _ in q] for q in run.queries]
+    assert all(a == sorted(a, reverse=True) for a in appearance)  # appearance order, as the app verifies them

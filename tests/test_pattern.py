@@ -202,6 +202,15 @@ def test_a_candidate_that_stands_out_is_more_probable_than_the_same_scores_in_a_
     assert fusion.probabilities([0.7], [40]).shape == (1,) and fusion.probabilities([], []).shape == (0,)
 
 
+def test_evidence_counts_for_how_far_it_stands_above_the_photos_chance_matches():
+    fusion = Fusion(2.0, 0.5, -4.0, 0.5, pattern_median_weight=1.2)
+    sharp = fusion.probabilities([0.7, 0.6, 0.6, 0.6], [30, 2, 2, 1])  # chance matches find little on this photo
+    smeared = fusion.probabilities([0.7, 0.6, 0.6, 0.6], [30, 20, 18, 18])  # a photo that matches everything
+    assert sharp[0] > 0.5 > smeared[0]
+    card = {"fusion": fusion.as_card()}
+    assert Fusion.from_card(card) == fusion and card["fusion"]["pattern_median_weight"] == 1.2
+
+
 def test_fusion_is_read_from_a_card_only_for_its_own_recipe():
     card = {"fusion": Fusion(8.0, 1.2, -9.0, 0.3, pattern_lead_weight=0.7).as_card()}
     assert Fusion.from_card(card) == Fusion(8.0, 1.2, -9.0, 0.3, pattern_lead_weight=0.7)

@@ -49,13 +49,21 @@ PHOTOS_PER_CANDIDATE = 8
 TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 25 % of known ones are
 # The card's version with this fusion (0.3.1: top-40 verified; 0.3.2: similarity RANSAC; 0.4.0: 8 photos per
 # candidate and the leads; 0.5.0: pattern keypoints on the GrabCut foreground only; 0.6.0: guided matches in
-# the pattern evidence): same ONNX file as 0.2.0, but suggestions change, so catalogues re-suggest.
-RELEASE_VERSION = "0.6.0"
+# the pattern evidence; 0.7.0: the open set measured with the query's individual left out, the threshold
+# chosen so, and each candidate's evidence above the query's median in the fusion): same ONNX file as 0.2.0, but
+# suggestions change, so catalogues re-suggest.
+RELEASE_VERSION = "0.7.0"
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-FEATURES = ("appearance_weight", "pattern_weight", "pattern_lead_weight", "appearance_lead_weight")
+FEATURES = (
+    "appearance_weight",
+    "pattern_weight",
+    "pattern_lead_weight",
+    "appearance_lead_weight",
+    "pattern_median_weight",
+)
 
 
 def fit_fusion(run, features=FEATURES, threshold: float = 0.5) -> Fusion:
@@ -66,7 +74,7 @@ def fit_fusion(run, features=FEATURES, threshold: float = 0.5) -> Fusion:
 
     unit = {name: dataclasses.replace(Fusion(0.0, 0.0, 0.0, 0.0), **{name: 1.0}) for name in features}  # one feature
     columns, same = [], []
-    for q in run.queries:
+    for q in run.as_known():
         appearance, evidence = [a for a, _, _ in q], [max(n, 0) for _, n, _ in q]
         columns.append(np.stack([unit[name].logits(appearance, evidence) for name in features], 1))
         same += [s for _, _, s in q]
@@ -131,6 +139,7 @@ def main(argv=None) -> int:
         BASELINE: None,
         "pattern only (calibrated evidence and lead)": fit_fusion(cal, ("pattern_weight", "pattern_lead_weight")),
         "appearance + pattern, no leads (card 0.3.2's features)": fit_fusion(cal, FEATURES[:2]),
+        "appearance + pattern + leads (card 0.6.0's features)": fit_fusion(cal, FEATURES[:4]),
         FUSED: fit_fusion(cal),
     }
     table, variants = {}, {}
@@ -169,7 +178,8 @@ def main(argv=None) -> int:
             "candidates_verified": fused.candidates,
             "photos_per_candidate": fused.photos_per_candidate,
             "open_set": f"threshold flags {TARGET_NEW_FLAGGED:.0%} of calibration 'new' scores; a query's 'new' "
-            "score is its best among other individuals",
+            "score is its best with its own individual left out of the gallery (the top-k other individuals "
+            "verified and judged among themselves, as the app judges a never-seen animal)",
             "crop": "bundled detector's best animal box + pipeline margin",
             "pattern_method": PATTERN_METHOD,
             "matcher": MATCH_METHOD,
