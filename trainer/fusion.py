@@ -38,10 +38,12 @@ SEED, TEST_FRACTION = 0, 0.34
 CANDIDATES = 40
 # Photos verified per candidate individual (its best by appearance), and the leads in the fusion
 # (engine.calibration), chosen by two-fold cross-validation over the calibration individuals (fit on one half's
-# queries, measure on the other's; python bench/fusion_variants.py), top-40 verified, appearance + inliers:
-#   photos 3 / 5 / 8: top-1 28.8 / 31.4 / 32.6 %, top-5 46.2 / 50.2 / 51.4 %, AUROC 0.573 / 0.582 / 0.586;
-#   8 photos + pattern lead: AUROC 0.675; + appearance lead too: 0.677 (top-5 53.1 %); leads relative to the
-#   query's median instead: 0.673. A StripeSpotter-like stripe profile (light vertical stripes sampled in three
+# queries, measure on the other's; python bench/fusion_variants.py), top-40 verified, a never-seen animal judged
+# with its individual left out of the gallery:
+#   photos 3 / 5 / 8, all features: top-1 34.8 / 38.3 / 38.4 %, top-5 51.3 / 55.3 / 55.4 %, AUROC 0.617 / 0.632 / 0.638;
+#   8 photos, inliers only: AUROC 0.571; + pattern lead 0.614; + appearance lead 0.616; + evidence above the
+#   query's median 0.638 (known flagged at 60 % new flagged: 50.9 / 44.4 / 44.2 / 39.8 %). k = 20 was worse
+#   throughout (top-1 30.7 %). A StripeSpotter-like stripe profile (light vertical stripes sampled in three
 #   bands along the flank, compared by normalised correlation over scale and shift) separated a test photo's own
 #   individual from its 5 most similar others no better than chance (AUC 0.50 against 0.62 for the inliers on the
 #   same pairs, bench/stripe_code.py): not used.
