@@ -11,6 +11,9 @@ nothing).
 
     python bench/pattern_pairs.py [--recipe base|mask|retry|core] [--variants base,guided,evidence]
     # writes bench/results/pattern_pairs.json
+
+Rows of the results without a "table" field were measured before v3, with a never-seen animal judged inside the
+list that still held its individual (their AUROCs and open-set shares flatter; top-1 and top-5 stand).
 """
 
 from __future__ import annotations
@@ -299,7 +302,9 @@ def main(argv=None) -> int:
         test_q = [design(c) for c in candidate_lists(*parts["test"][:2], parts["test"][2], score)]
         cv = cross_validated(cal_q, two_folds(_query_individuals(cal), [s.individual for s in cal]))
         t = held_out(cal_q, test_q)
-        results.append({"recipe": args.recipe, "variant": variant, "cv_calibration": cv, "test": t})
+        results.append(
+            {"recipe": args.recipe, "variant": variant, "table": TABLE_VERSION, "cv_calibration": cv, "test": t}
+        )
         row = " ".join(f"{v:.3f}" for v in cv.values()) + " | " + " ".join(f"{v:.3f}" for v in t.values())
         print(f"{args.recipe + '/' + variant:28s} | {row}", flush=True)
     out = ROOT / "bench" / "results" / "pattern_pairs.json"
