@@ -224,10 +224,20 @@ def candidate_lists(samples, vectors, table, score):
     """Per query with another encounter: the 41 best individuals by appearance (one more than the app verifies,
     for the query as a never-seen animal), each with (same, appearance, best verified score over its 8 best
     photos)."""
+    out = []
+    for q, ranked in ranked_individuals(samples, vectors):
+        out.append(
+            [(same, appearance, max(score(table[q][int(j)]) for j in photos)) for same, appearance, photos in ranked]
+        )
+    return out
+
+
+def ranked_individuals(samples, vectors):
+    """Per query with another encounter: (query index, its 41 best individuals by appearance as (is the true one,
+    appearance score, indices of its 8 best photos)), same side, other encounters only."""
     ids = np.array([s.individual for s in samples])
     enc = np.array([s.encounter for s in samples])
     side = np.array([str(s.viewpoint) for s in samples])
-    out = []
     for q in range(len(samples)):
         if not ((ids == ids[q]) & (enc != enc[q])).any():
             continue
@@ -237,13 +247,7 @@ def candidate_lists(samples, vectors, table, score):
         for j in ok[np.argsort(-sims[ok], kind="stable")]:
             per.setdefault(ids[j], []).append(j)
         ranked = sorted(per, key=lambda i: -np.mean(sims[per[i][:3]]))[: K + 1]
-        cands = []
-        for i in ranked:
-            recs = [table[q][int(j)] for j in per[i][:PHOTOS]]
-            values = [score(r) for r in recs]
-            cands.append((i == ids[q], float(np.mean(sims[per[i][:3]])), max(values)))
-        out.append(cands)
-    return out
+        yield q, [(i == ids[q], float(np.mean(sims[per[i][:3]])), per[i][:PHOTOS]) for i in ranked]
 
 
 def _columns(cands):
