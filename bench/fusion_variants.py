@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine.calibration import feature_columns  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
 from engine.detect import load_detector  # noqa: E402
 from engine.evaluate import photo_features  # noqa: E402
@@ -51,17 +52,13 @@ def _query(args):
     ]
 
 
+KIND_COLUMNS = {"lead": 2, "applead": 3, "median": 4}  # kind's parts -> engine.calibration.feature_columns
+
+
 def _columns(cands, photos, kind):
-    app = np.array([c[1] for c in cands])
-    pat = np.log1p(np.array([max(c[2][:photos]) for c in cands], float))
-    cols = [app, pat]
-    for name, v in (("lead", pat), ("applead", app)):
-        if name in kind.split("+"):
-            top = np.sort(v)[::-1]
-            cols.append(v - np.where(v >= top[0], top[1] if len(top) > 1 else 0, top[0]))
-    if "median" in kind.split("+"):
-        cols.append(pat - np.median(pat))
-    return np.stack(cols, 1)
+    """The fusion inputs a kind names (appearance and inliers always) over each candidate's best ``photos``."""
+    chosen = [0, 1] + sorted(KIND_COLUMNS[part] for part in kind.split("+") if part in KIND_COLUMNS)
+    return feature_columns([c[1] for c in cands], [max(c[2][:photos]) for c in cands])[:, chosen]
 
 
 def features(queries, k, photos, kind):

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import pattern_pairs as pp  # noqa: E402  (its cached boxes, embeddings and pair tables)
 from fusion_variants import cross_validated, held_out, two_folds  # noqa: E402
 
+from engine.calibration import feature_columns  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
 from trainer.data import folder_samples, split_by_identity  # noqa: E402
 
@@ -74,21 +75,16 @@ def queries(part, name, samples_index, boxes, vectors, roots, k):
     return out
 
 
-def _lead(v):
-    top = np.sort(v)[::-1]
-    return v - np.where(v >= top[0], top[1] if len(top) > 1 else 0, top[0])
-
-
 def _columns(cands, ln, kind):
-    app = np.array([c[1] for c in cands])
-    pat = np.log1p(np.array([c[2] for c in cands], float))
-    lnb = np.log1p(np.maximum(ln, 0))
+    """The shipped fusion's five inputs, with LNBNN's log, lead and median-relative form added or in place of the
+    pattern evidence's."""
+    appearance = [c[1] for c in cands]
     if kind == "lnbnn instead of evidence":
-        return np.stack([app, _lead(app), lnb, _lead(lnb), lnb - np.median(lnb)], 1)
-    cols = [app, pat, _lead(pat), _lead(app), pat - np.median(pat)]
+        return feature_columns(appearance, ln)
+    shipped = feature_columns(appearance, [c[2] for c in cands])
     if kind == "shipped + lnbnn":
-        cols += [lnb, _lead(lnb), lnb - np.median(lnb)]
-    return np.stack(cols, 1)
+        return np.hstack([shipped, feature_columns(appearance, ln)[:, [1, 2, 4]]])
+    return shipped
 
 
 def design(query, kind):

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from fusion_variants import cross_validated, held_out, two_folds  # noqa: E402  (as the photos/leads choice)
 
 from engine import pattern  # noqa: E402
+from engine.calibration import feature_columns  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
 from engine.detect import load_detector  # noqa: E402
 from engine.evaluate import best_animal_box  # noqa: E402
@@ -251,15 +252,8 @@ def ranked_individuals(samples, vectors):
 
 
 def _columns(cands):
-    """The shipped fusion's inputs (engine.calibration): appearance, log(1 + score), both leads, above median."""
-    app = np.array([c[1] for c in cands])
-    pat = np.log1p(np.maximum(np.array([c[2] for c in cands], float), 0))
-
-    def lead(v):
-        top = np.sort(v)[::-1]
-        return v - np.where(v >= top[0], top[1] if len(top) > 1 else 0, top[0])
-
-    return np.stack([app, pat, lead(pat), lead(app), pat - np.median(pat)], 1)
+    """The shipped fusion's inputs (engine.calibration.feature_columns) of these candidates."""
+    return feature_columns([c[1] for c in cands], [c[2] for c in cands])
 
 
 def design(cands):

@@ -38,7 +38,24 @@ def _leads(values: np.ndarray) -> np.ndarray:
     return values - others_best
 
 
-OPTIONAL_WEIGHTS = ("pattern_lead_weight", "appearance_lead_weight", "pattern_median_weight")  # newer cards'
+# The fusion's inputs, in the order of feature_columns; all but the first two are optional in a card (newer cards').
+FEATURES = (
+    "appearance_weight",
+    "pattern_weight",
+    "pattern_lead_weight",
+    "appearance_lead_weight",
+    "pattern_median_weight",
+)
+OPTIONAL_WEIGHTS = FEATURES[2:]
+
+
+def feature_columns(appearance, evidence) -> np.ndarray:
+    """One query's verified candidates as the fusion sees them, one column per FEATURES entry: appearance,
+    log(1 + evidence), both leads, and log(1 + evidence) above the candidates' median."""
+    appearance = np.asarray(appearance, np.float64)
+    pattern = np.log1p(np.maximum(np.asarray(evidence, np.float64), 0))
+    median = np.median(pattern) if len(pattern) else 0.0
+    return np.stack([appearance, pattern, _leads(pattern), _leads(appearance), pattern - median], 1)
 
 
 @dataclass(frozen=True)
@@ -69,16 +86,7 @@ class Fusion:
 
     def logits(self, appearance, evidence) -> np.ndarray:
         """Logits of one query's verified candidates (arrays of their appearance scores and pattern evidence)."""
-        appearance = np.asarray(appearance, np.float64)
-        pattern = np.log1p(np.maximum(np.asarray(evidence, np.float64), 0))
-        return (
-            self.appearance_weight * appearance
-            + self.pattern_weight * pattern
-            + self.pattern_lead_weight * _leads(pattern)
-            + self.appearance_lead_weight * _leads(appearance)
-            + self.pattern_median_weight * (pattern - (np.median(pattern) if len(pattern) else 0.0))
-            + self.intercept
-        )
+        return feature_columns(appearance, evidence) @ np.array([getattr(self, f) for f in FEATURES]) + self.intercept
 
     def probabilities(self, appearance, evidence) -> np.ndarray:
         """P(same individual) for each of one query's verified candidates, judged together (the leads)."""

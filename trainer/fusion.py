@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.calibration import Fusion
+from engine.calibration import FEATURES, Fusion, feature_columns
 from engine.demo import find_data_dir
 from engine.detect import load_detector
 from engine.evaluate import photo_features, query_outcomes, run_suggestions, suggestion_figures
@@ -59,26 +59,16 @@ BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearan
 ROOT = Path(__file__).resolve().parent.parent
 
 
-FEATURES = (
-    "appearance_weight",
-    "pattern_weight",
-    "pattern_lead_weight",
-    "appearance_lead_weight",
-    "pattern_median_weight",
-)
-
-
 def fit_fusion(run, features=FEATURES, threshold: float = 0.5) -> Fusion:
     """Logistic regression on the (query, candidate) pairs of a verified run -> P(same individual), on the
     features of engine.calibration that ``features`` names (the others get weight 0). The inputs are standardised
     for the fit (one regularisation strength for all) and the weights folded back onto raw inputs for the card."""
     from sklearn.linear_model import LogisticRegression
 
-    unit = {name: dataclasses.replace(Fusion(0.0, 0.0, 0.0, 0.0), **{name: 1.0}) for name in features}  # one feature
+    chosen = [FEATURES.index(name) for name in features]
     columns, same = [], []
     for q in run.as_known():
-        appearance, evidence = [a for a, _, _ in q], [max(n, 0) for _, n, _ in q]
-        columns.append(np.stack([unit[name].logits(appearance, evidence) for name in features], 1))
+        columns.append(feature_columns([a for a, _, _ in q], [n for _, n, _ in q])[:, chosen])
         same += [s for _, _, s in q]
     x = np.concatenate(columns)
     mean, std = x.mean(0), x.std(0) + 1e-9
