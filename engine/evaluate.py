@@ -3,9 +3,10 @@
 Layouts: DIR/<individual>/<photo> (nyala's '<n>_leftphoto.jpg' names give encounter and flank), or
 DIR/<individual>/<encounter>/<photo> (one folder per encounter). Every photo goes the app's way (detector crop,
 embedding, coat pattern) and is matched across encounters through engine.match.suggest: a photo never counts as
-found through another photo of its own encounter (same place, light and background). Open set: each photo's best
-score is its 'known' score, and its best score among other individuals is its score as a never-seen animal, at
-the model card's threshold.
+found through another photo of its own encounter (same place, light and background), nor judged against the other
+animals of its own sighting session (numbered photos: SESSION_WINDOW). Open set: each photo's best score is its
+'known' score, and its best score among other individuals is its score as a never-seen animal, at the model
+card's threshold.
 """
 
 from __future__ import annotations
@@ -27,6 +28,26 @@ from .metrics import auroc, reid_protocol
 from .pattern import PatternFeatures, extract
 from .pipeline import CROP_MARGIN
 from .reid import Embedder
+
+# Nyala photos are numbered in the order they were taken, one number per animal seen: a herd at a waterhole gets
+# consecutive numbers, all at one place and minute, often with each other in frame. In nyala/train an individual's
+# own encounters lie at least 9 numbers apart (33 or more for 95 % of them), while another individual's photo 1-5
+# numbers away shares the scene: whole-photo appearance 0.84-0.87 against 0.81-0.82 beyond 20, and coat-pattern
+# evidence >= 30 for 6.0 % / 3.8 % of the pairs 1 / 2 numbers apart against about 1 % beyond 10 (the other animal in
+# frame, or the same one under the neighbour's label; python bench/sighting_sessions.py).
+# Those photos would be herd-mates in the same import in the app, not catalogued sightings, so a query is never
+# judged against them: within this many numbers, photos count as one sighting session.
+SESSION_WINDOW = 5
+
+
+def sighting_numbers(paths) -> list[int | None]:
+    """Per photo, its number in the order photos were taken where its name gives one (nyala's
+    '<n>_leftphoto.jpg'), else None: the sighting sessions of run_suggestions."""
+    out = []
+    for path in paths:
+        nyala = nyala_photo(Path(path).name)
+        out.append(int(nyala[0]) if nyala and nyala[0].isdigit() else None)
+    return out
 
 
 @dataclass(frozen=True)
@@ -112,7 +133,15 @@ def evaluate_folder(
     fusion = Fusion.from_card(embedder.card.data)
     threshold = fusion.threshold if fusion else float(embedder.card.data.get("open_set_threshold") or 0.5)
     verified = (fusion.candidates, fusion.photos_per_candidate) if fusion else ()
-    run = run_suggestions(emb, ids, enc, sides, patterns if fusion else None, *verified)
+    run = run_suggestions(
+        emb,
+        ids,
+        enc,
+        sides,
+        patterns if fusion else None,
+        *verified,
+        sightings=sighting_numbers(p.path for p in photos),
+    )
     out["suggestions"] = suggestion_figures(run, fusion, threshold)
     out["fused"] = fusion is not None
     out["photos"], out["individuals"] = len(photos), len(set(ids))
@@ -154,10 +183,14 @@ def run_suggestions(
     patterns: list[PatternFeatures] | None = None,
     candidates: int = 20,
     photos_per_candidate: int = 3,
+    sightings=None,
+    session_window: int = SESSION_WINDOW,
 ) -> SuggestionRun:
     """Every photo as a query against all the others outside its own encounter, through engine.match.suggest
     (same side only when sides are known; each candidate's best photos pattern-verified when ``patterns``).
-    One candidate more than the product's ``candidates`` is kept (SuggestionRun.as_new)."""
+    ``sightings`` (sighting_numbers: int or None per photo) also leaves out, for a numbered photo, the photos
+    numbered within ``session_window`` of it: its sighting session (SESSION_WINDOW; 0 leaves out only its own
+    number's encounter). One candidate more than the product's ``candidates`` is kept (SuggestionRun.as_new)."""
     names = sorted(set(identities))
     code = {n: i for i, n in enumerate(names)}
     ids = np.array([code[i] for i in identities], np.int64)
@@ -169,13 +202,17 @@ def run_suggestions(
         np.asarray(viewpoints, dtype=object),
         np.array([None] * len(ids), dtype=object),
     )
+    numbers = np.array([np.nan if n is None else n for n in sightings], float) if sightings is not None else None
     kept = candidates + 1
     # Ranking by appearance (weight 1, pattern 0): the verified top-k are the product's, in appearance order.
     probe = Fusion(1.0, 0.0, 0.0, float("-inf"), kept, photos_per_candidate) if patterns is not None else None
     queries = []
     t0 = time.perf_counter()
     for q in range(len(ids)):
-        if not ((ids == ids[q]) & (enc != enc[q])).any():
+        excluded = enc == enc[q]
+        if numbers is not None and not np.isnan(numbers[q]):
+            excluded |= np.abs(numbers - numbers[q]) <= session_window
+        if not ((ids == ids[q]) & ~excluded).any():
             continue  # no other encounter of this individual: cannot be re-identified
         cands, _, _ = suggest(
             vectors[q],
@@ -183,7 +220,7 @@ def run_suggestions(
             float("-inf"),
             viewpoints[q],
             k=kept,
-            exclude_detections=set(np.flatnonzero(enc == enc[q]).tolist()),
+            exclude_detections=set(np.flatnonzero(excluded).tolist()),
             fusion=probe,
             query_pattern=patterns[q] if patterns is not None else None,
             gallery_pattern=(lambda i: patterns[i]) if patterns is not None else None,

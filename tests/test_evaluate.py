@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.calibration import Fusion
-from engine.evaluate import SuggestionRun, query_outcomes, run_suggestions
+from engine.evaluate import SESSION_WINDOW, SuggestionRun, query_outcomes, run_suggestions, sighting_numbers
 from tests.conftest import herdbook
 
 
@@ -68,3 +68,32 @@ def test_suggestion_runs_keep_one_candidate_more_for_the_never_seen_case():
     assert all(sum(c[2] for c in q) == 1 for q in run.queries)  # every individual listed once, its own too
     appearance = [[a for a, _, _ in q] for q in run.queries]
     assert all(a == sorted(a, reverse=True) for a in appearance)  # appearance order, as the app verifies them
+
+
+def test_photo_numbers_give_sighting_sessions_only_where_names_carry_them():
+    names = ["/d/100/124_leftphoto.jpg", "/d/100/124_RightPhoto.JPG", "/d/lion/Face1.jpg", "/d/x/a_leftphoto.jpg"]
+    assert sighting_numbers(names) == [124, 124, None, None]
+
+
+def test_a_query_is_never_judged_against_the_herd_mates_of_its_own_sighting_session():
+    """Nyala photos numbered one apart are two animals seen at one place and minute (often both in frame): a
+    herd-mate's photo that looks just like the query must not stand in its gallery, while the query's own
+    individual, seen in another session, still must."""
+    rng = np.random.default_rng(1)
+    query = rng.normal(size=16)
+    herd_mate = query + 0.01 * rng.normal(size=16)  # same scene: nearly the query's own vector
+    own_later = query + 0.5 * rng.normal(size=16)  # its individual, 40 numbers later
+    strangers = rng.normal(size=(4, 16))
+    vectors = np.vstack([query, herd_mate, own_later, strangers])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = ["a", "b", "a", "c", "c", "d", "d"]
+    numbers = [100, 101, 140, 300, 340, 500, 540]
+    encounters = [f"{i}/{n}" for i, n in zip(ids, numbers, strict=True)]
+    by_number = run_suggestions(vectors, ids, encounters, [None] * 7, candidates=2, sightings=[None] * 7)
+    by_session = run_suggestions(vectors, ids, encounters, [None] * 7, candidates=2, sightings=numbers)
+    assert SESSION_WINDOW >= 1
+    first = {"by_number": by_number.queries[0][0], "by_session": by_session.queries[0][0]}
+    assert not first["by_number"][2]  # the herd-mate came first: a chance 'match' on the shared scene
+    assert first["by_session"][2]  # with the session left out, the query's own individual does
+    assert all(c[0] < 0.99 for c in by_session.queries[0])  # the herd-mate is in no candidate's score
+    assert len(by_session.queries) == len(by_number.queries)  # nobody lost a true match to the window

@@ -4,10 +4,12 @@ Protocol (the bundled model card's): nyala/train split by identity, seed 0 (spli
 calibration individuals fit the logistic regression and choose the 'probably new' threshold; the test
 individuals, never used to fit or choose anything, give the figures. Every photo goes the product's way: the
 bundled detector's best animal box, cropped with the pipeline's margin, embedded by the bundled model, its
-pattern extracted by engine.pattern; every photo is a query against the others outside its own encounter, through
-engine.match.suggest with the global top-20 individuals verified.
+pattern extracted by engine.pattern; every photo is a query against the others outside its own encounter and
+its sighting session (photos numbered within engine.evaluate.SESSION_WINDOW of it: the herd-mates photographed at
+the same place and minute), through engine.match.suggest with the global top-40 individuals verified.
 
-    python -m trainer.fusion [--data DIR] [--write-card]   # prints the table, writes bench/results/reid_fusion.json
+    python -m trainer.fusion [--data DIR] [--write-card] [--session-window N]
+    # prints the table, writes bench/results/reid_fusion.json (--session-window 0: the protocol of cards <= 0.7.0)
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ import numpy as np
 from engine.calibration import FEATURES, Fusion, feature_columns
 from engine.demo import find_data_dir
 from engine.detect import load_detector
-from engine.evaluate import photo_features, query_outcomes, run_suggestions, suggestion_figures
+from engine.evaluate import (
+    SESSION_WINDOW,
+    photo_features,
+    query_outcomes,
+    run_suggestions,
+    sighting_numbers,
+    suggestion_figures,
+)
 from engine.metrics import threshold_for_new_share
 from engine.pattern import MATCH_METHOD, PATTERN_METHOD
 from engine.reid import Embedder, default_model_path
@@ -52,9 +61,10 @@ TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 2
 # The card's version with this fusion (0.3.1: top-40 verified; 0.3.2: similarity RANSAC; 0.4.0: 8 photos per
 # candidate and the leads; 0.5.0: pattern keypoints on the GrabCut foreground only; 0.6.0: guided matches in
 # the pattern evidence; 0.7.0: the open set measured with the query's individual left out, the threshold
-# chosen so, and each candidate's evidence above the query's median in the fusion): same ONNX file as 0.2.0, but
+# chosen so, and each candidate's evidence above the query's median in the fusion; 0.8.0: fitted and measured
+# with each query's sighting session left out, engine.evaluate.SESSION_WINDOW): same ONNX file as 0.2.0, but
 # suggestions change, so catalogues re-suggest.
-RELEASE_VERSION = "0.7.0"
+RELEASE_VERSION = "0.8.0"
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,6 +118,13 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="nyala/train (default: ../shared/data)")
     parser.add_argument("--write-card", action="store_true", help="store the fusion in the bundled model card")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "reid_fusion.json")
+    parser.add_argument(
+        "--session-window",
+        type=int,
+        default=SESSION_WINDOW,
+        help="photos numbered within this of a query are its sighting session, never judged against it (0: only "
+        "its own number, the protocol of cards up to 0.7.0)",
+    )
     args = parser.parse_args(argv)
     data = args.data or find_data_dir() / "nyala" / "train"
     samples = folder_samples(data)
@@ -119,7 +136,12 @@ def main(argv=None) -> int:
         vectors, patterns = photo_features([s.path for s in part], detector, embedder)
         args_ = (vectors, [s.individual for s in part], [s.encounter for s in part], [s.viewpoint for s in part])
         runs[name] = run_suggestions(
-            *args_, patterns=patterns, candidates=CANDIDATES, photos_per_candidate=PHOTOS_PER_CANDIDATE
+            *args_,
+            patterns=patterns,
+            candidates=CANDIDATES,
+            photos_per_candidate=PHOTOS_PER_CANDIDATE,
+            sightings=sighting_numbers(s.path for s in part),
+            session_window=args.session_window,
         )
         print(
             f"{name}: {len(part)} photos, {len({s.individual for s in part})} individuals, "
@@ -166,7 +188,10 @@ def main(argv=None) -> int:
             "unseen": "the test individuals were never used to fit the fusion or to choose its threshold, k or "
             "matcher; the embedding (ImageNet MobileNetV2 off the shelf) never trained on any nyala",
             "queries": "every test photo with another encounter of its individual, against all other test photos "
-            "outside its own encounter (a nyala number's left and right photos are one encounter), same side only",
+            "outside its own encounter (a nyala number's left and right photos are one encounter) and its sighting "
+            f"session (photos numbered within {args.session_window} of it: the herd-mates photographed at the same "
+            "place and minute; engine.evaluate.SESSION_WINDOW), same side only",
+            "session_window": args.session_window,
             "candidates_verified": fused.candidates,
             "photos_per_candidate": fused.photos_per_candidate,
             "open_set": f"threshold flags {TARGET_NEW_FLAGGED:.0%} of calibration 'new' scores; a query's 'new' "

@@ -75,7 +75,7 @@ def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bo
     if not val or model_path is None or not Path(model_path).is_file():
         return None
     from engine.calibration import Fusion
-    from engine.evaluate import run_suggestions, suggestion_figures
+    from engine.evaluate import run_suggestions, sighting_numbers, suggestion_figures
     from engine.imageio import crop, load_rgb
     from engine.metrics import reid_protocol
     from engine.pattern import extract
@@ -94,7 +94,15 @@ def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bo
         patterns += [extract(c) for c in crops] if fusion else []
     ids, enc, sides = [s.individual for s in val], [s.encounter for s in val], [s.viewpoint for s in val]
     verified = (fusion.candidates, fusion.photos_per_candidate) if fusion else ()
-    run = run_suggestions(np.concatenate(product), ids, enc, sides, patterns if fusion else None, *verified)
+    run = run_suggestions(
+        np.concatenate(product),
+        ids,
+        enc,
+        sides,
+        patterns if fusion else None,
+        *verified,
+        sightings=sighting_numbers(s.path for s in val),
+    )
     threshold = fusion.threshold if fusion else float(embedder.card.data.get("open_set_threshold") or 0.5)
     return {
         "model": f"{embedder.card['name']} {embedder.card['version']}",
