@@ -5,10 +5,10 @@ bench/results/suggest_speed.json.
 The gallery is real: 300 nyala photos' embeddings and pattern features (bundled detector crop, bundled model),
 repeated over 1000 individuals x the card's photos per candidate (8 since 0.4.0; each copy's vector jittered so
 the index sees distinct rows). At most the search depth's 200 nearest gallery photos are verified per query, and
-this gallery makes every query verify all 200 (worst case); the same queries without guided matches (card
-0.5.0's matcher) are timed in turn with the shipped ones. Also timed in the same run, per detection crop, what an
-import pays once to store a crop's pattern: keypoints on the whole crop (card 0.4.0) against on the GrabCut
-foreground (0.5.0), beside the crop's embedding.
+this gallery makes every query verify all 200 (worst case); the same queries with card 0.8.0's recipe (600
+keypoints a crop instead of 1500) are timed in turn with the shipped ones. Also timed in the same run, per detection
+crop, what an import pays once to store a crop's pattern: keypoints on the whole crop (card 0.4.0) against on the
+GrabCut foreground (0.5.0 on; 600 and 1500 keypoints), beside the crop's embedding.
 Usage: python bench/suggest_speed.py [--individuals 1000] [--photos N] [--queries 50]
 """
 
@@ -21,6 +21,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,8 @@ def main() -> None:
     chosen = [samples[i] for i in rng.choice(len(samples), 300 + args.queries, replace=False)]
     embedder = Embedder()
     vectors, patterns = photo_features([s.path for s in chosen], load_detector("bundled"), embedder)
+    with keypoints(OLD_KEYPOINTS):
+        _, patterns_old = photo_features([s.path for s in chosen], load_detector("bundled"), embedder)
     fusion = Fusion.from_card(embedder.card.data)
     photos = args.photos or fusion.photos_per_candidate
     n = args.individuals * photos
@@ -62,25 +65,19 @@ def main() -> None:
     gallery = Gallery(
         gv, np.arange(n) // photos, np.arange(n), np.array(["left"] * n, object), np.array([None] * n, object)
     )
-    store = {i: patterns[source[i]] for i in range(n)}
     fused = f"appearance + pattern (top-{fusion.candidates} verified)"
-    # The same pass without guided matches (card 0.5.0's matcher), query by query in turn with the shipped one,
-    # so that this VM's drifting speed falls on both alike; engine.pattern.match looks guided_matches up per call.
-    shipped, no_guided = pattern.guided_matches, lambda a, b, s, m: (np.zeros(0, int),) * 2
-    runs = {"appearance only": (None, shipped), fused: (fusion, shipped)}
-    runs["  without guided matches (0.5.0 matcher)"] = (fusion, no_guided)
+    # The same pass with 0.8.0's 600 keypoints a crop, query by query in turn with the shipped recipe, so that this
+    # VM's drifting speed falls on both alike.
+    runs = {"appearance only": (None, patterns), fused: (fusion, patterns)}
+    runs[f"  {OLD_KEYPOINTS} keypoints a crop (0.8.0 recipe)"] = (fusion, patterns_old)
+    stores = {name: {i: features[source[i]] for i in range(n)} for name, (_, features) in runs.items()}
     t = {name: [] for name in runs}
-    try:
-        for q in range(300, 300 + args.queries):
-            for name, (f, guided) in runs.items():
-                pattern.guided_matches = guided
-                t0 = time.perf_counter()
-                suggest(
-                    vectors[q], gallery, 0.5, "left", fusion=f, query_pattern=patterns[q], gallery_pattern=store.get
-                )
-                t[name].append(time.perf_counter() - t0)
-    finally:
-        pattern.guided_matches = shipped
+    for q in range(300, 300 + args.queries):
+        for name, (f, features) in runs.items():
+            store = stores[name]
+            t0 = time.perf_counter()
+            suggest(vectors[q], gallery, 0.5, "left", fusion=f, query_pattern=features[q], gallery_pattern=store.get)
+            t[name].append(time.perf_counter() - t0)
     times = {
         n: {"median_ms": 1000 * float(np.median(v)), "p95_ms": 1000 * float(np.quantile(v, 0.95))} for n, v in t.items()
     }
@@ -119,12 +116,32 @@ def main() -> None:
     )
 
 
+OLD_KEYPOINTS = 600  # card 0.8.0's engine.pattern.MAX_KEYPOINTS
+
+
+@contextmanager
+def keypoints(n: int):
+    """engine.pattern keeps ``n`` keypoints a crop within the block (sift_features reads it per call)."""
+    shipped = pattern.MAX_KEYPOINTS
+    pattern.MAX_KEYPOINTS = n
+    try:
+        yield
+    finally:
+        pattern.MAX_KEYPOINTS = shipped
+
+
+def extract_600(crop):
+    with keypoints(OLD_KEYPOINTS):
+        return extract(crop)
+
+
 def extraction_times(samples, detector, embedder) -> tuple[dict, dict]:
     """Per crop, one at a time: the pattern on the whole crop, on the animal's foreground, and the embedding."""
     crops = [animal_crop(s.path, detector) for s in samples]
     steps = {
         "pattern, whole crop (0.4.0)": lambda c: sift_features(stripe_image(c)),
-        "pattern, foreground only (0.5.0)": extract,
+        f"pattern, foreground, {pattern.MAX_KEYPOINTS} keypoints (0.9.0)": extract,
+        f"pattern, foreground, {OLD_KEYPOINTS} keypoints (0.5.0-0.8.0)": extract_600,
         "embedding": lambda c: embedder.embed([c]),
     }
     out = {}

@@ -11,6 +11,7 @@ from engine.catalogue import Catalogue
 from engine.imageio import crop, load_rgb
 from engine.match import Candidate, Gallery, match_reason, suggest, verify_candidates
 from engine.pattern import (
+    MAX_KEYPOINTS,
     PATTERN_METHOD,
     PatternFeatures,
     draw_match,
@@ -44,7 +45,7 @@ def rewalked(image: np.ndarray) -> np.ndarray:
 
 def test_features_survive_the_catalogue_blob(nyala):
     f = extract(nyala["a1"])
-    assert 100 < len(f) <= 600
+    assert 100 < len(f) <= MAX_KEYPOINTS
     back = PatternFeatures.from_bytes(f.to_bytes())
     assert back.size == f.size
     np.testing.assert_array_equal(back.descriptors, f.descriptors)

@@ -62,9 +62,10 @@ TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 2
 # candidate and the leads; 0.5.0: pattern keypoints on the GrabCut foreground only; 0.6.0: guided matches in
 # the pattern evidence; 0.7.0: the open set measured with the query's individual left out, the threshold
 # chosen so, and each candidate's evidence above the query's median in the fusion; 0.8.0: fitted and measured
-# with each query's sighting session left out, engine.evaluate.SESSION_WINDOW): same ONNX file as 0.2.0, but
-# suggestions change, so catalogues re-suggest.
-RELEASE_VERSION = "0.8.0"
+# with each query's sighting session left out, engine.evaluate.SESSION_WINDOW; 0.9.0: 1500 pattern keypoints a crop
+# instead of 600, engine.pattern.MAX_KEYPOINTS): same ONNX file as 0.2.0, but suggestions change, so catalogues
+# re-suggest.
+RELEASE_VERSION = "0.9.0"
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
 ROOT = Path(__file__).resolve().parent.parent
 
