@@ -9,7 +9,7 @@ import pytest
 from engine.calibration import Fusion
 from engine.catalogue import Catalogue
 from engine.imageio import crop, load_rgb
-from engine.match import Candidate, Gallery, match_reason, suggest, verify_candidates
+from engine.match import Candidate, Gallery, match_reason, probability_words, suggest, verify_candidates
 from engine.pattern import (
     MAX_KEYPOINTS,
     PATTERN_METHOD,
@@ -240,3 +240,12 @@ def test_schema_4_adds_the_pattern_table_to_an_existing_catalogue(tmp_path):
     with Catalogue(path) as cat:
         assert cat.version == SCHEMA_VERSION
         assert {c.name for c in cat.db["patterns"].columns} == {"detection_id", "method", "features"}
+
+
+def test_a_match_probability_is_never_shown_as_certain():
+    assert (
+        match_reason(0.9962, 0.91, 108)
+        == "108 matching pattern points on the coat; appearance score 0.91; match probability >99%"
+    )
+    assert [probability_words(p) for p in (0.004, 0.5, 0.994)] == ["<1%", "50%", "99%"]
+    assert match_reason(0.42, None, None) == "appearance score 0.42"
