@@ -42,12 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fusion_variants import cross_validated, held_out, two_folds  # noqa: E402
-from pattern_pairs import WORK, _query_individuals, animal_crop, photo_table, ranked_individuals  # noqa: E402
+from pattern_pairs import WORK, _query_individuals, animal_crop, ranked_individuals, split_photos  # noqa: E402
 
 from engine import pattern  # noqa: E402
 from engine.calibration import _leads, feature_columns  # noqa: E402
-from engine.demo import find_data_dir  # noqa: E402
-from trainer.data import folder_samples, split_by_identity  # noqa: E402
 
 STATE: dict = {}
 CACHE_VERSION = "a1"
@@ -220,15 +218,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="calibration,test", help="calibration alone: CV only, no test column")
     parts = parser.parse_args(argv).parts.split(",")
-    samples = folder_samples(find_data_dir() / "nyala" / "train")
-    boxes, vectors = photo_table(samples)
-    index = {s.path: i for i, s in enumerate(samples)}
-    cal, test = split_by_identity(samples, 0.34, 0)
-    runs = {}
-    for name, part in (("calibration", cal), ("test", test)):
-        if name in parts:
-            rows = [index[s.path] for s in part]
-            runs[name] = part_runs(name, part, boxes[rows], vectors[rows])
+    split = split_photos()
+    cal = split["calibration"][0]
+    runs = {name: part_runs(name, *split[name]) for name in parts}
     fold = two_folds(_query_individuals(cal), [s.individual for s in cal])
     results = []
     print(f"\n{'variant':36s} | CV on calibration: top1 top5 AUROC known-flagged new-flagged own60 | test")

@@ -70,6 +70,19 @@ def photo_table(samples):
     return np.array(boxes), np.array(vectors)
 
 
+def split_photos() -> dict:
+    """trainer.fusion's split of nyala/train (seed 0): {"calibration" | "test": (samples, their boxes, their
+    vectors)}, from the cached photo table."""
+    samples = folder_samples(find_data_dir() / "nyala" / "train")
+    boxes, vectors = photo_table(samples)
+    index = {s.path: i for i, s in enumerate(samples)}
+    out = {}
+    for name, part in zip(("calibration", "test"), split_by_identity(samples, 0.34, 0), strict=True):
+        rows = [index[s.path] for s in part]
+        out[name] = (part, boxes[rows], vectors[rows])
+    return out
+
+
 def animal_crop(path, box):
     image = load_rgb(path)
     return crop(image, None if np.isnan(box).any() else tuple(box), path, CROP_MARGIN)
@@ -284,14 +297,12 @@ def main(argv=None) -> int:
     parser.add_argument("--recipe", default="base", choices=sorted(RECIPES))
     parser.add_argument("--variants", default=",".join(SCORES))
     args = parser.parse_args(argv)
-    samples = folder_samples(find_data_dir() / "nyala" / "train")
-    boxes, vectors = photo_table(samples)
-    index = {s.path: i for i, s in enumerate(samples)}
-    cal, test = split_by_identity(samples, 0.34, 0)
-    parts = {}
-    for name, part in (("calibration", cal), ("test", test)):
-        rows = [index[s.path] for s in part]
-        parts[name] = (part, vectors[rows], pair_table(name, args.recipe, part, boxes[rows], vectors[rows]))
+    split = split_photos()
+    cal = split["calibration"][0]
+    parts = {
+        name: (part, vectors, pair_table(name, args.recipe, part, boxes, vectors))
+        for name, (part, boxes, vectors) in split.items()
+    }
     results = []
     print(f"\n{'recipe/variant':28s} | CV on calibration: top1 top5 AUROC known-flagged new-flagged | test")
     for variant in args.variants.split(","):
