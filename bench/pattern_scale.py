@@ -99,7 +99,11 @@ def main(argv=None) -> int:
     parts = {name: part for name, part in parts.items() if name in args.parts.split(",")}
     detector, embedder = load_detector("bundled"), Embedder()
     cal = parts["calibration"]
-    query_ids = []
+    ids = np.array([s.individual for s in cal])
+    enc = np.array([s.encounter for s in cal])
+    # the calibration queries in run_suggestions' order (no individual recurs within its sighting session)
+    query_ids = [ids[q] for q in range(len(cal)) if ((ids == ids[q]) & (enc != enc[q])).any()]
+    fold = two_folds(query_ids, [s.individual for s in cal])
     out_path = ROOT / "bench" / "results" / "pattern_scale.json"
     # rows of other variants measured before stay (a run of some variants replaces only theirs)
     rows = [r for r in (json.loads(out_path.read_text())["rows"] if out_path.exists() else [])
@@ -116,11 +120,6 @@ def main(argv=None) -> int:
                 patterns, CANDIDATES, PHOTOS_PER_CANDIDATE, sightings=sighting_numbers(s.path for s in part),
             )  # fmt: skip
             queries[part_name] = as_queries(run)
-            if part_name == "calibration" and not query_ids:
-                ids = np.array([s.individual for s in cal])
-                enc = np.array([s.encounter for s in cal])
-                query_ids = [ids[q] for q in range(len(cal)) if ((ids == ids[q]) & (enc != enc[q])).any()]
-        fold = two_folds(query_ids, [s.individual for s in cal])
         cv = cross_validated(queries["calibration"], fold)
         test = held_out(queries["calibration"], queries["test"]) if "test" in queries else {}
         seconds = time.perf_counter() - t0

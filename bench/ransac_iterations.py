@@ -29,8 +29,8 @@ from pattern_pairs import animal_crop, photo_table  # noqa: E402
 
 from engine import pattern  # noqa: E402
 from engine.demo import find_data_dir  # noqa: E402
-from engine.evaluate import SESSION_WINDOW, sighting_numbers  # noqa: E402
-from engine.metrics import auroc  # noqa: E402
+from engine.evaluate import sighting_numbers  # noqa: E402
+from engine.metrics import SESSION_WINDOW, auroc  # noqa: E402
 from trainer.data import folder_samples, split_by_identity  # noqa: E402
 
 PAIRS = 300

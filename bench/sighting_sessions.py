@@ -1,13 +1,13 @@
-"""Which nyala photos share a sighting session? The evidence behind engine.evaluate.SESSION_WINDOW.
+"""Which nyala photos share a sighting session? The evidence behind engine.metrics.SESSION_WINDOW.
 
 Nyala photos are numbered one per animal seen, in the order they were taken. This bench measures, over every
 photo of nyala/train (the product's crops: bundled detector's best box + margin, bundled embedding, coat pattern):
 
 - how far apart in number an individual's own encounters lie (an individual that recurred within a few numbers
   would lose true matches to a session window);
-- for pairs of *different* individuals, same side, by distance in number: whole-photo appearance (cosine of the
-  bundled embedding: same place and light) and coat-pattern evidence (engine.pattern.match: the other animal in
-  frame, the same background). 400 seeded pairs per band (seed 0);
+- for pairs of *different* individuals, same side, by distance in number: appearance (cosine of the bundled
+  embeddings of the two crops: same place and light) and coat-pattern evidence (engine.pattern.match: the other
+  animal in frame, the same background). 400 seeded pairs per band (seed 0);
 - the same for pairs of one individual's photos from different encounters (what a true match looks like).
 
     python bench/sighting_sessions.py    # ~4 min on 2 cores; writes bench/results/sighting_sessions.json

@@ -24,25 +24,15 @@ from .detect import load_detector
 from .imageio import crop, load_rgb
 from .ingest import IMAGE_SUFFIXES, sha256_of
 from .match import Gallery, suggest
-from .metrics import auroc, reid_protocol
+from .metrics import SESSION_WINDOW, auroc, encounter_exclusion, reid_protocol
 from .pattern import PatternFeatures, extract
 from .pipeline import CROP_MARGIN
 from .reid import Embedder
 
-# Nyala photos are numbered in the order they were taken, one number per animal seen: a herd at a waterhole gets
-# consecutive numbers, all at one place and minute, often with each other in frame. In nyala/train an individual's
-# own encounters lie at least 9 numbers apart (33 or more for 95 % of them), while another individual's photo 1-5
-# numbers away shares the scene: whole-photo appearance 0.84-0.87 against 0.81-0.82 beyond 20, and coat-pattern
-# evidence >= 30 for 6.0 % / 3.8 % of the pairs 1 / 2 numbers apart against about 1 % beyond 10 (the other animal in
-# frame, or the same one under the neighbour's label; python bench/sighting_sessions.py).
-# Those photos would be herd-mates in the same import in the app, not catalogued sightings, so a query is never
-# judged against them: within this many numbers, photos count as one sighting session.
-SESSION_WINDOW = 5
-
 
 def sighting_numbers(paths) -> list[int | None]:
     """Per photo, its number in the order photos were taken where its name gives one (nyala's
-    '<n>_leftphoto.jpg'), else None: the sighting sessions of run_suggestions."""
+    '<n>_leftphoto.jpg'), else None: the sighting sessions of engine.metrics.encounter_exclusion."""
     out = []
     for path in paths:
         nyala = nyala_photo(Path(path).name)
@@ -129,7 +119,8 @@ def evaluate_folder(
     embedder = Embedder(model)
     emb, patterns = photo_features([str(p.path) for p in photos], load_detector(detector), embedder, progress=progress)
     ids, enc, sides = [p.individual for p in photos], [p.encounter for p in photos], [p.viewpoint for p in photos]
-    out = reid_protocol(emb, ids, enc, sides)  # appearance alone, photo against photo
+    numbers = sighting_numbers(p.path for p in photos)
+    out = reid_protocol(emb, ids, enc, sides, numbers)  # appearance alone, photo against photo
     fusion = Fusion.from_card(embedder.card.data)
     threshold = fusion.threshold if fusion else float(embedder.card.data.get("open_set_threshold") or 0.5)
     verified = (fusion.candidates, fusion.photos_per_candidate) if fusion else ()
@@ -140,7 +131,7 @@ def evaluate_folder(
         sides,
         patterns if fusion else None,
         *verified,
-        sightings=sighting_numbers(p.path for p in photos),
+        sightings=numbers,
     )
     out["suggestions"] = suggestion_figures(run, fusion, threshold)
     out["fused"] = fusion is not None
@@ -188,13 +179,12 @@ def run_suggestions(
 ) -> SuggestionRun:
     """Every photo as a query against all the others outside its own encounter, through engine.match.suggest
     (same side only when sides are known; each candidate's best photos pattern-verified when ``patterns``).
-    ``sightings`` (sighting_numbers: int or None per photo) also leaves out, for a numbered photo, the photos
-    numbered within ``session_window`` of it: its sighting session (SESSION_WINDOW; 0 leaves out only its own
-    number's encounter). One candidate more than the product's ``candidates`` is kept (SuggestionRun.as_new)."""
+    ``sightings`` (sighting_numbers) also leaves out each photo's sighting session (engine.metrics.
+    encounter_exclusion, ``session_window``). One candidate more than the product's ``candidates`` is kept
+    (SuggestionRun.as_new)."""
     names = sorted(set(identities))
     code = {n: i for i, n in enumerate(names)}
     ids = np.array([code[i] for i in identities], np.int64)
-    enc = np.asarray(encounters, dtype=object)
     gallery = Gallery(
         np.ascontiguousarray(vectors, np.float32),
         ids,
@@ -202,16 +192,14 @@ def run_suggestions(
         np.asarray(viewpoints, dtype=object),
         np.array([None] * len(ids), dtype=object),
     )
-    numbers = np.array([np.nan if n is None else n for n in sightings], float) if sightings is not None else None
+    exclude = encounter_exclusion(encounters, sightings=sightings, session_window=session_window)
     kept = candidates + 1
     # Ranking by appearance (weight 1, pattern 0): the verified top-k are the product's, in appearance order.
     probe = Fusion(1.0, 0.0, 0.0, float("-inf"), kept, photos_per_candidate) if patterns is not None else None
     queries = []
     t0 = time.perf_counter()
     for q in range(len(ids)):
-        excluded = enc == enc[q]
-        if numbers is not None and not np.isnan(numbers[q]):
-            excluded |= np.abs(numbers - numbers[q]) <= session_window
+        excluded = exclude[q]
         if not ((ids == ids[q]) & ~excluded).any():
             continue  # no other encounter of this individual: cannot be re-identified
         cands, _, _ = suggest(

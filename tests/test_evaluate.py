@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from engine.calibration import Fusion
-from engine.evaluate import SESSION_WINDOW, SuggestionRun, query_outcomes, run_suggestions, sighting_numbers
+from engine.evaluate import SuggestionRun, query_outcomes, run_suggestions, sighting_numbers
+from engine.metrics import SESSION_WINDOW, reid_protocol
 from tests.conftest import herdbook
 
 
@@ -97,3 +98,9 @@ def test_a_query_is_never_judged_against_the_herd_mates_of_its_own_sighting_sess
     assert first["by_session"][2]  # with the session left out, the query's own individual does
     assert all(c[0] < 0.99 for c in by_session.queries[0])  # the herd-mate is in no candidate's score
     assert len(by_session.queries) == len(by_number.queries)  # nobody lost a true match to the window
+    # the appearance figures (engine.metrics.reid_protocol) follow the same rule as the suggestions
+    sides = [None] * 7
+    appearance = {
+        k: reid_protocol(vectors, ids, encounters, sides, n) for k, n in (("number", None), ("session", numbers))
+    }
+    assert appearance["session"]["across_encounters"]["rank1"] > appearance["number"]["across_encounters"]["rank1"]

@@ -5,7 +5,7 @@ calibration individuals fit the logistic regression and choose the 'probably new
 individuals, never used to fit or choose anything, give the figures. Every photo goes the product's way: the
 bundled detector's best animal box, cropped with the pipeline's margin, embedded by the bundled model, its
 pattern extracted by engine.pattern; every photo is a query against the others outside its own encounter and
-its sighting session (photos numbered within engine.evaluate.SESSION_WINDOW of it: the herd-mates photographed at
+its sighting session (photos numbered within engine.metrics.SESSION_WINDOW of it: the herd-mates photographed at
 the same place and minute), through engine.match.suggest with the global top-40 individuals verified.
 
     python -m trainer.fusion [--data DIR] [--write-card] [--session-window N]
@@ -25,15 +25,8 @@ import numpy as np
 from engine.calibration import FEATURES, Fusion, feature_columns
 from engine.demo import find_data_dir
 from engine.detect import load_detector
-from engine.evaluate import (
-    SESSION_WINDOW,
-    photo_features,
-    query_outcomes,
-    run_suggestions,
-    sighting_numbers,
-    suggestion_figures,
-)
-from engine.metrics import threshold_for_new_share
+from engine.evaluate import photo_features, query_outcomes, run_suggestions, sighting_numbers, suggestion_figures
+from engine.metrics import SESSION_WINDOW, threshold_for_new_share
 from engine.pattern import MATCH_METHOD, PATTERN_METHOD
 from engine.reid import Embedder, default_model_path
 
@@ -62,7 +55,7 @@ TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 2
 # candidate and the leads; 0.5.0: pattern keypoints on the GrabCut foreground only; 0.6.0: guided matches in
 # the pattern evidence; 0.7.0: the open set measured with the query's individual left out, the threshold
 # chosen so, and each candidate's evidence above the query's median in the fusion; 0.8.0: fitted and measured
-# with each query's sighting session left out, engine.evaluate.SESSION_WINDOW; 0.9.0: 1500 pattern keypoints a crop
+# with each query's sighting session left out, engine.metrics.SESSION_WINDOW; 0.9.0: 1500 pattern keypoints a crop
 # instead of 600, engine.pattern.MAX_KEYPOINTS): same ONNX file as 0.2.0, but suggestions change, so catalogues
 # re-suggest.
 RELEASE_VERSION = "0.9.0"
@@ -191,7 +184,7 @@ def main(argv=None) -> int:
             "queries": "every test photo with another encounter of its individual, against all other test photos "
             "outside its own encounter (a nyala number's left and right photos are one encounter) and its sighting "
             f"session (photos numbered within {args.session_window} of it: the herd-mates photographed at the same "
-            "place and minute; engine.evaluate.SESSION_WINDOW), same side only",
+            "place and minute; engine.metrics.SESSION_WINDOW), same side only",
             "session_window": args.session_window,
             "candidates_verified": fused.candidates,
             "photos_per_candidate": fused.photos_per_candidate,

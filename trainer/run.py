@@ -93,6 +93,7 @@ def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bo
         product.append(embedder.embed(crops))
         patterns += [extract(c) for c in crops] if fusion else []
     ids, enc, sides = [s.individual for s in val], [s.encounter for s in val], [s.viewpoint for s in val]
+    numbers = sighting_numbers(s.path for s in val)
     verified = (fusion.candidates, fusion.photos_per_candidate) if fusion else ()
     run = run_suggestions(
         np.concatenate(product),
@@ -101,12 +102,12 @@ def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bo
         sides,
         patterns if fusion else None,
         *verified,
-        sightings=sighting_numbers(s.path for s in val),
+        sightings=numbers,
     )
     threshold = fusion.threshold if fusion else float(embedder.card.data.get("open_set_threshold") or 0.5)
     return {
         "model": f"{embedder.card['name']} {embedder.card['version']}",
-        **(reid_protocol(np.concatenate(ranking), ids, enc, sides) if appearance else {}),
+        **(reid_protocol(np.concatenate(ranking), ids, enc, sides, numbers) if appearance else {}),
         "suggestions": suggestion_figures(run, fusion, threshold),
         "fused": fusion is not None,
     }
