@@ -1,13 +1,14 @@
 """The coat-pattern recipe's scale, chosen again on calibration individuals: work width, top-hat width, keypoints.
 
 engine.pattern's WORK_WIDTH (288), TOPHAT_WIDTH (9) and MAX_KEYPOINTS (600) were chosen in session 4 by looking at
-the test third, with keypoints on the whole crop and the matcher of then. Here each setting goes the product's way
+the test third, with keypoints on the whole crop and the matcher of then; this bench chose 1500 keypoints instead
+(card 0.9.0). Here each setting goes the product's way
 (trainer.fusion's split, seed 0: the bundled detector's crops and embedding, engine.evaluate.run_suggestions with
 sighting sessions, top-40 x 8 photos verified), the pixel tolerances (RANSAC, guided radius) scaled with the width,
 and is scored by two-fold cross-validation over the 118 calibration individuals (bench/fusion_variants.py's CV,
 the shipped five fusion features). The test third is printed beside it and chooses nothing.
 
-    python bench/pattern_scale.py [--variants shipped,w384,...] [--parts calibration,test]
+    python bench/pattern_scale.py [--variants keypoints600,w384,...] [--parts calibration,test]
     # ~4 min a variant on 2 cores; writes bench/results/pattern_scale.json
 """
 
@@ -56,7 +57,7 @@ def multi_scale_stripes(crop_rgb):
 
 # name -> (work width, top-hat width, keypoints, stripe image); pixel tolerances scale with the width
 VARIANTS = {
-    "shipped": (288, 9, 600, None),
+    "keypoints600": (288, 9, 600, None),  # card 0.8.0's recipe (0.9.0 ships keypoints1500)
     "keypoints1000": (288, 9, 1000, None),
     "w224": (224, 7, 600, None),
     "w384": (384, 12, 900, None),
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
         line = " ".join(f"{v:.3f}" for v in cv.values()) + " | " + " ".join(f"{v:.3f}" for v in test.values())
         print(f"{name:18s} | {line} | {seconds:.0f}", flush=True)
         out_path.write_text(json.dumps({"seed": 0, "protocol": "sighting sessions", "rows": rows}, indent=2) + "\n")
-    configure(*VARIANTS["shipped"])
+    configure(SHIPPED["WORK_WIDTH"], SHIPPED["TOPHAT_WIDTH"], SHIPPED["MAX_KEYPOINTS"], None)
     return 0
 
 
