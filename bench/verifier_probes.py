@@ -27,7 +27,7 @@ Probes (each against the shipped evidence, engine.pattern.match: verified + guid
   descriptors       learned descriptors at the same keypoints (opencv-contrib's VGG, BoostDesc, TEBLID, DAISY),
                     only with --descriptors and opencv-contrib-python-headless in place of opencv-python-headless.
 
-    python bench/verifier_probes.py [--descriptors]   # ~5 min (+12 min with --descriptors) on 2 cores
+    python bench/verifier_probes.py [--descriptors]   # ~3 min (+15 min with --descriptors) on 2 cores
     # writes bench/results/verifier_probes.json
 """
 
