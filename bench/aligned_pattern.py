@@ -71,14 +71,10 @@ def fitted_model(a, b):
     rows, cols = pattern.ratio_test(sims)
     if len(rows) < pattern.MIN_MATCHES:
         return None
-    model, mask = cv2.estimateAffinePartial2D(
-        a.points[rows], b.points[cols], method=cv2.RANSAC, ransacReprojThreshold=pattern.RANSAC_PIXELS,
-        maxIters=500, refineIters=0,
-    )  # fmt: skip
-    if mask is None:
+    model, inlier = pattern.fit_similarity(a.points[rows], b.points[cols])
+    if model is None:
         return None
-    inlier = mask.ravel().astype(bool)
-    gi, gj = pattern.guided_matches(a, b, sims, model)
+    gi, gj = pattern.guided_matches(a.points, b.points, sims, model)
     pairs = np.union1d(rows[inlier] * len(b) + cols[inlier], gi * len(b) + gj)
     i, j = np.divmod(pairs, len(b))
     return sims, model, int(inlier.sum()), len(gi), i, j
@@ -136,7 +132,7 @@ def pair_scores(q, j):
     if len(i) >= 6:
         affine, _ = cv2.estimateAffine2D(a.points[i], b.points[j_], method=cv2.LMEDS)
         if affine is not None:
-            gi, _ = pattern.guided_matches(a, b, sims, affine)
+            gi, _ = pattern.guided_matches(a.points, b.points, sims, affine)
             out["refined"] = inliers + len(gi)
             refined = affine
     return out, (model, refined)

@@ -51,13 +51,10 @@ def evidence(a, b, iterations: int, seed: int = 0) -> int:
     if len(rows) < pattern.MIN_MATCHES:
         return 0
     cv2.setRNGSeed(seed)
-    model, mask = cv2.estimateAffinePartial2D(
-        a.points[rows], b.points[cols], method=cv2.RANSAC, ransacReprojThreshold=pattern.RANSAC_PIXELS,
-        maxIters=iterations, refineIters=0,
-    )  # fmt: skip
-    if mask is None:
+    model, inlier = pattern.fit_similarity(a.points[rows], b.points[cols], iterations)
+    if model is None:
         return 0
-    return int(mask.sum()) + len(pattern.guided_matches(a, b, sims, model)[0])
+    return int(inlier.sum()) + len(pattern.guided_matches(a.points, b.points, sims, model)[0])
 
 
 def main() -> int:

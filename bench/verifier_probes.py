@@ -141,24 +141,17 @@ def pair_detail(args):
         return empty
     if prior is None:
         cv2.setRNGSeed(0)
-        model, mask = cv2.estimateAffinePartial2D(
-            a[0][rows], b[0][cols], method=cv2.RANSAC, ransacReprojThreshold=pattern.RANSAC_PIXELS, maxIters=500,
-            refineIters=0,
-        )  # fmt: skip
-        mask = None if mask is None else mask.ravel().astype(bool)
+        model, mask = pattern.fit_similarity(a[0][rows], b[0][cols])
     else:
         model, mask = similarity_from_pairs(a[0][rows], b[0][cols], PRIORS[prior])
     if mask is None:
         return empty
-    # guided_matches reads positions and the cosine matrix only
-    fa = pattern.PatternFeatures(a[0], np.zeros((len(a[0]), 128), np.uint8), (pattern.WORK_WIDTH, 0))
-    fb = pattern.PatternFeatures(b[0], np.zeros((len(b[0]), 128), np.uint8), (pattern.WORK_WIDTH, 0))
-    gi, _ = pattern.guided_matches(fa, fb, sims, model)
+    gi, _ = pattern.guided_matches(a[0], b[0], sims, model)
     shifted = []
     if kind == "shipped" and prior is None:
         for dx, dy in SHIFTS:
             moved = model + np.array([[0, 0, dx], [0, 0, dy]])
-            shifted.append(len(pattern.guided_matches(fa, fb, sims, moved)[0]))
+            shifted.append(len(pattern.guided_matches(a[0], b[0], sims, moved)[0]))
     points = np.concatenate([rows[mask], gi]).tolist()
     return {"verified": int(mask.sum()), "guided": len(gi), "points": points, "shifted": shifted}
 

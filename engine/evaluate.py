@@ -121,24 +121,24 @@ def evaluate_folder(
     ids, enc, sides = [p.individual for p in photos], [p.encounter for p in photos], [p.viewpoint for p in photos]
     numbers = sighting_numbers(p.path for p in photos)
     out = reid_protocol(emb, ids, enc, sides, numbers)  # appearance alone, photo against photo
-    fusion = Fusion.from_card(embedder.card.data)
-    threshold = fusion.threshold if fusion else float(embedder.card.data.get("open_set_threshold") or 0.5)
-    verified = (fusion.candidates, fusion.photos_per_candidate) if fusion else ()
-    run = run_suggestions(
-        emb,
-        ids,
-        enc,
-        sides,
-        patterns if fusion else None,
-        *verified,
-        sightings=numbers,
-    )
-    out["suggestions"] = suggestion_figures(run, fusion, threshold)
-    out["fused"] = fusion is not None
+    out |= card_suggestions(embedder.card.data, emb, ids, enc, sides, patterns, numbers)
     out["photos"], out["individuals"] = len(photos), len(set(ids))
     out["encounters"] = len(set(enc))
     out["model"] = f"{embedder.card['name']} {embedder.card['version']}"
     return out
+
+
+def card_suggestions(card: dict, vectors, identities, encounters, viewpoints, patterns, sightings) -> dict:
+    """{"suggestions": suggestion_figures, "fused": whether the card's fusion was used}: the photos' suggestions
+    as the app makes them with this model card (its fusion, k and photos per candidate, and 'probably new'
+    threshold; appearance alone and the card's open_set_threshold when it has no fusion for this pattern recipe)."""
+    fusion = Fusion.from_card(card)
+    threshold = fusion.threshold if fusion else float(card.get("open_set_threshold") or 0.5)
+    verified = (fusion.candidates, fusion.photos_per_candidate) if fusion else ()
+    run = run_suggestions(
+        vectors, identities, encounters, viewpoints, patterns if fusion else None, *verified, sightings=sightings
+    )
+    return {"suggestions": suggestion_figures(run, fusion, threshold), "fused": fusion is not None}
 
 
 @dataclass

@@ -178,18 +178,10 @@ def match(a: PatternFeatures, b: PatternFeatures) -> PatternMatch:
     rows, cols = ratio_test(sims)
     if len(rows) < MIN_MATCHES:
         return empty
-    model, mask = cv2.estimateAffinePartial2D(
-        a.points[rows],
-        b.points[cols],
-        method=cv2.RANSAC,
-        ransacReprojThreshold=RANSAC_PIXELS,
-        maxIters=500,
-        refineIters=0,
-    )
-    if mask is None:
+    model, inlier = fit_similarity(a.points[rows], b.points[cols])
+    if model is None:
         return empty
-    inlier = mask.ravel().astype(bool)
-    gi, gj = guided_matches(a, b, sims, model)
+    gi, gj = guided_matches(a.points, b.points, sims, model)
     # every matched pair once, whether the ratio test or the model found it
     pairs = np.union1d(rows[inlier] * len(b) + cols[inlier], gi * len(b) + gj)
     i, j = np.divmod(pairs, len(b))
@@ -197,20 +189,37 @@ def match(a: PatternFeatures, b: PatternFeatures) -> PatternMatch:
     return PatternMatch(int(inlier.sum()), lines, len(gi))
 
 
+def fit_similarity(points_a: np.ndarray, points_b: np.ndarray, iterations: int = 500):
+    """The body's motion between matched positions (row k of each is one match): a similarity model (rotation,
+    uniform scale, shift; 2 x 3, a -> b) fitted with RANSAC at RANSAC_PIXELS, and which matches agree with it (a
+    boolean mask); (None, None) when none can be fitted. OpenCV's generator draws the samples (cv2.setRNGSeed)."""
+    model, mask = cv2.estimateAffinePartial2D(
+        points_a,
+        points_b,
+        method=cv2.RANSAC,
+        ransacReprojThreshold=RANSAC_PIXELS,
+        maxIters=iterations,
+        refineIters=0,
+    )
+    if mask is None:
+        return None, None
+    return model, mask.ravel().astype(bool)
+
+
 def guided_matches(
-    a: PatternFeatures, b: PatternFeatures, sims: np.ndarray, model: np.ndarray
+    points_a: np.ndarray, points_b: np.ndarray, sims: np.ndarray, model: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (in a, in b) of the pairs that agree with the fitted similarity ``model`` (2 x 3, a -> b): each
-    point of a projected into b, its most similar point of b (``sims``: RootSIFT cosines) within GUIDED_PIXELS,
-    kept when the two are at least GUIDED_SIMILARITY alike and the choice is mutual. The ratio test rejects a
-    stripe whose neighbours look alike; once the body's motion is known, position tells them apart."""
+    """Indices (in points_a, in points_b) of the pairs that agree with the fitted similarity ``model`` (2 x 3,
+    a -> b): each point of a projected into b, its most similar point of b (``sims``: RootSIFT cosines) within
+    GUIDED_PIXELS, kept when the two are at least GUIDED_SIMILARITY alike and the choice is mutual. The ratio test
+    rejects a stripe whose neighbours look alike; once the body's motion is known, position tells them apart."""
     # Only points with a partner that alike anywhere can have one nearby; and a point that blocks another's
     # mutual choice is at least as alike, so dropping the others changes nothing (same pairs on 1590 nyala pairs,
     # 1.2 -> 1.0 ms each).
     rows = np.flatnonzero(sims.max(1) >= GUIDED_SIMILARITY)
     cols = np.flatnonzero(sims.max(0) >= GUIDED_SIMILARITY)
-    projected = a.points[rows] @ model[:, :2].T + model[:, 2]
-    i, j = pairs_within(projected, b.points[cols], GUIDED_PIXELS)
+    projected = points_a[rows] @ model[:, :2].T + model[:, 2]
+    i, j = pairs_within(projected, points_b[cols], GUIDED_PIXELS)
     i, j = rows[i], cols[j]
     similarity = sims[i, j]
     # each point's most similar nearby partner, both ways (ties to the lower index, as argmax does)

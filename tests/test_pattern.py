@@ -126,10 +126,10 @@ def test_guided_matches_follow_the_fitted_motion(nyala):
     a = extract(nyala["a1"])
     sims = a.root_sift @ a.root_sift.T
     still = np.float32([[1, 0, 0], [0, 1, 0]])
-    i, j = guided_matches(a, a, sims, still)
+    i, j = guided_matches(a.points, a.points, sims, still)
     assert len(i) >= 0.95 * len(a) and (i == j).all()  # every point finds itself
     moved = np.float32([[1, 0, 40], [0, 1, 0]])  # a model 40 px off puts each point where its twin is not
-    assert len(guided_matches(a, a, sims, moved)[0]) < 0.1 * len(a)
+    assert len(guided_matches(a.points, a.points, sims, moved)[0]) < 0.1 * len(a)
 
 
 def test_guided_matches_add_stripes_the_ratio_test_rejected(nyala):

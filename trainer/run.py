@@ -75,7 +75,7 @@ def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bo
     if not val or model_path is None or not Path(model_path).is_file():
         return None
     from engine.calibration import Fusion
-    from engine.evaluate import run_suggestions, sighting_numbers, suggestion_figures
+    from engine.evaluate import card_suggestions, sighting_numbers
     from engine.imageio import crop, load_rgb
     from engine.metrics import reid_protocol
     from engine.pattern import extract
@@ -94,22 +94,10 @@ def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bo
         patterns += [extract(c) for c in crops] if fusion else []
     ids, enc, sides = [s.individual for s in val], [s.encounter for s in val], [s.viewpoint for s in val]
     numbers = sighting_numbers(s.path for s in val)
-    verified = (fusion.candidates, fusion.photos_per_candidate) if fusion else ()
-    run = run_suggestions(
-        np.concatenate(product),
-        ids,
-        enc,
-        sides,
-        patterns if fusion else None,
-        *verified,
-        sightings=numbers,
-    )
-    threshold = fusion.threshold if fusion else float(embedder.card.data.get("open_set_threshold") or 0.5)
     return {
         "model": f"{embedder.card['name']} {embedder.card['version']}",
         **(reid_protocol(np.concatenate(ranking), ids, enc, sides, numbers) if appearance else {}),
-        "suggestions": suggestion_figures(run, fusion, threshold),
-        "fused": fusion is not None,
+        **card_suggestions(embedder.card.data, np.concatenate(product), ids, enc, sides, patterns, numbers),
     }
 
 
