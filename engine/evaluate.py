@@ -12,8 +12,9 @@ card's threshold.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from .demo import nyala_photo, viewpoint_from_name
 from .detect import load_detector
 from .imageio import crop, load_rgb
 from .ingest import IMAGE_SUFFIXES, sha256_of
-from .match import Gallery, suggest
+from .match import Gallery, encounter_probabilities, suggest
 from .metrics import SESSION_WINDOW, auroc, encounter_exclusion, reid_protocol
 from .pattern import PatternFeatures, extract
 from .pipeline import CROP_MARGIN
@@ -131,14 +132,19 @@ def evaluate_folder(
 def card_suggestions(card: dict, vectors, identities, encounters, viewpoints, patterns, sightings) -> dict:
     """{"suggestions": suggestion_figures, "fused": whether the card's fusion was used}: the photos' suggestions
     as the app makes them with this model card (its fusion, k and photos per candidate, and 'probably new'
-    threshold; appearance alone and the card's open_set_threshold when it has no fusion for this pattern recipe)."""
+    threshold; appearance alone and the card's open_set_threshold when it has no fusion for this pattern recipe).
+    With a card whose fusion has an encounter threshold, also "suggestions_with_encounter": each photo judged with
+    the other photos of its encounter, as the app judges a burst."""
     fusion = Fusion.from_card(card)
     threshold = fusion.threshold if fusion else float(card.get("open_set_threshold") or 0.5)
     verified = (fusion.candidates, fusion.photos_per_candidate) if fusion else ()
     run = run_suggestions(
         vectors, identities, encounters, viewpoints, patterns if fusion else None, *verified, sightings=sightings
     )
-    return {"suggestions": suggestion_figures(run, fusion, threshold), "fused": fusion is not None}
+    out = {"suggestions": suggestion_figures(run, fusion, threshold), "fused": fusion is not None}
+    if fusion is not None and fusion.encounter_threshold is not None:
+        out["suggestions_with_encounter"] = suggestion_figures(run, fusion, threshold, fusion.encounter_threshold)
+    return out
 
 
 @dataclass
@@ -154,6 +160,8 @@ class SuggestionRun:
     queries: list[list[tuple[float, int, bool]]]
     seconds_per_query: float
     candidates: int
+    individuals: list[list[int]] = field(default_factory=list)  # each query's candidates' individuals, in order
+    encounters: list = field(default_factory=list)  # each query's encounter (its photos show one animal)
 
     def as_known(self) -> list[list[tuple[float, int, bool]]]:
         """Each query's candidates with its own individual in the gallery."""
@@ -164,6 +172,13 @@ class SuggestionRun:
         (Scoring the others inside the known list instead would measure each one's lead against the true match,
         which a never-seen animal does not have: card 0.6.0's AUROC 0.817 was that, 0.638 judged this way.)"""
         return [[c for c in q if not c[2]][: self.candidates] for q in self.queries]
+
+    def encounter_partners(self) -> list[list[int]]:
+        """Per query, the other queries of its encounter (the other flank's photo, a burst's other photos)."""
+        members = defaultdict(list)
+        for q, e in enumerate(self.encounters):
+            members[e].append(q)
+        return [[o for o in members[e] if o != q] for q, e in enumerate(self.encounters)]
 
 
 def run_suggestions(
@@ -196,7 +211,7 @@ def run_suggestions(
     kept = candidates + 1
     # Ranking by appearance (weight 1, pattern 0): the verified top-k are the product's, in appearance order.
     probe = Fusion(1.0, 0.0, 0.0, float("-inf"), kept, photos_per_candidate) if patterns is not None else None
-    queries = []
+    queries, individuals, query_encounters = [], [], []
     t0 = time.perf_counter()
     for q in range(len(ids)):
         excluded = exclude[q]
@@ -215,13 +230,16 @@ def run_suggestions(
         )
         # suggest re-sorts by the probe's probability, which is appearance order: restore it exactly (ties)
         cands.sort(key=lambda c: -c.appearance)
+        individuals.append([c.individual_id for c in cands])
+        query_encounters.append(encounters[q])
         queries.append(
             [
                 (c.appearance, -1 if c.pattern_evidence is None else c.pattern_evidence, c.individual_id == ids[q])
                 for c in cands
             ]
         )
-    return SuggestionRun(queries, (time.perf_counter() - t0) / max(len(queries), 1), candidates)
+    seconds = (time.perf_counter() - t0) / max(len(queries), 1)
+    return SuggestionRun(queries, seconds, candidates, individuals, query_encounters)
 
 
 def candidate_scores(queries, fusion: Fusion | None) -> list[np.ndarray]:
@@ -231,22 +249,53 @@ def candidate_scores(queries, fusion: Fusion | None) -> list[np.ndarray]:
     return [fusion.probabilities([a for a, _, _ in q], [max(n, 0) for _, n, _ in q]) for q in queries]
 
 
-def query_outcomes(run: SuggestionRun, fusion: Fusion | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def query_outcomes(
+    run: SuggestionRun, fusion: Fusion | None, with_encounter: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per query: the true individual's 1-based rank (0 when not listed), the best score (the query as a known
-    animal), and the best score it would get as a never-seen animal (its individual left out of the gallery)."""
+    animal), and the best score it would get as a never-seen animal (its individual left out of the gallery).
+    ``with_encounter`` (needs a fusion): each photo judged with the other photos of its encounter, as the app
+    judges a burst (engine.match.encounter_probabilities)."""
+    known_lists, new_lists = run.as_known(), run.as_new()
+    known_scores, new_scores = candidate_scores(known_lists, fusion), candidate_scores(new_lists, fusion)
+    if with_encounter and fusion is not None:
+        known_ids = [i[: run.candidates] for i in run.individuals]
+        new_ids = [
+            [i for i, c in zip(ids, q, strict=True) if not c[2]][: run.candidates]
+            for ids, q in zip(run.individuals, run.queries, strict=True)
+        ]
+        known_scores = _with_encounter(known_scores, known_ids, run.encounter_partners())
+        new_scores = _with_encounter(new_scores, new_ids, run.encounter_partners())
     ranks, known = [], []
-    for q, scores in zip(run.as_known(), candidate_scores(run.as_known(), fusion), strict=True):
+    for q, scores in zip(known_lists, known_scores, strict=True):
         order = np.argsort(-scores, kind="stable")
         ranks.append(next((r for r, i in enumerate(order, 1) if q[i][2]), 0))
         known.append(scores.max() if len(scores) else float("-inf"))
-    new = [s.max() if len(s) else float("-inf") for s in candidate_scores(run.as_new(), fusion)]
+    new = [s.max() if len(s) else float("-inf") for s in new_scores]
     return np.array(ranks), np.array(known), np.array(new)
 
 
-def suggestion_figures(run: SuggestionRun, fusion: Fusion | None, threshold: float) -> dict:
+def _with_encounter(scores: list[np.ndarray], ids: list[list[int]], partners: list[list[int]]) -> list[np.ndarray]:
+    """Each query's candidate probabilities judged with its encounter partners' (encounter_probabilities)."""
+    photos = [dict(zip(i, s.tolist(), strict=True)) for i, s in zip(ids, scores, strict=True)]
+    out = []
+    for q, others in enumerate(partners):
+        judged = encounter_probabilities(photos[q], [photos[o] for o in others])
+        out.append(np.array([judged[i] for i in ids[q]]))
+    return out
+
+
+def suggestion_figures(
+    run: SuggestionRun, fusion: Fusion | None, threshold: float, encounter_threshold: float | None = None
+) -> dict:
     """Top-1, top-5 and mean reciprocal rank of the true individual, and the open set at ``threshold``; every
-    held-out photo serves as a known and as a new animal (query_outcomes)."""
-    r, known, new = query_outcomes(run, fusion)
+    held-out photo serves as a known and as a new animal (query_outcomes). With ``encounter_threshold`` (and a
+    fusion), each photo is judged with the other photos of its encounter, and those with any are 'probably new'
+    below ``encounter_threshold``."""
+    with_encounter = encounter_threshold is not None and fusion is not None
+    r, known, new = query_outcomes(run, fusion, with_encounter)
+    paired = np.array([bool(p) for p in run.encounter_partners()], bool) if with_encounter else np.zeros(len(r), bool)
+    cut = np.where(paired, encounter_threshold if with_encounter else threshold, threshold)
     return {
         "top1": float(np.mean(r == 1)),
         "top5": float(np.mean((r >= 1) & (r <= 5))),
@@ -254,8 +303,13 @@ def suggestion_figures(run: SuggestionRun, fusion: Fusion | None, threshold: flo
         "queries": int(len(r)),
         "auroc_known_vs_new": auroc(known, new),
         "threshold": threshold,
-        "known_wrongly_flagged": float(np.mean(known < threshold)),
-        "new_flagged": float(np.mean(new < threshold)),
+        **(
+            {"encounter_threshold": encounter_threshold, "queries_with_encounter": int(paired.sum())}
+            if with_encounter
+            else {}
+        ),
+        "known_wrongly_flagged": float(np.mean(known < cut)),
+        "new_flagged": float(np.mean(new < cut)),
         "ms_per_query": 1000 * run.seconds_per_query,
     }
 
@@ -270,6 +324,15 @@ def report_lines(result: dict) -> list[str]:
         f"MRR {g['mrr']:.3f} ({g['queries']} queries, {g['ms_per_query']:.0f} ms each)",
         f"new individual:    AUROC {g['auroc_known_vs_new']:.2f}; at threshold {g['threshold']:.3f}, "
         f"{g['known_wrongly_flagged']:.0%} of known animals flagged new, {g['new_flagged']:.0%} of new ones flagged",
+        *(
+            [
+                f"with the other photos of its encounter ({e['queries_with_encounter']} of {e['queries']} photos have "
+                f"any): top-1 {e['top1']:.1%}, top-5 {e['top5']:.1%}, AUROC {e['auroc_known_vs_new']:.2f}, "
+                f"{e['known_wrongly_flagged']:.0%} of known flagged new, {e['new_flagged']:.0%} of new"
+            ]
+            if (e := result.get("suggestions_with_encounter"))
+            else []
+        ),
         f"appearance alone, photo against photo: top-1 {a['rank1']:.1%}, top-5 {a['rank5']:.1%}, mAP {a['mAP']:.1%}; "
         f"same side only top-1 {s['rank1']:.1%}, top-5 {s['rank5']:.1%}",
     ]

@@ -12,6 +12,9 @@ Policy (Herdbook's own):
   (engine.pattern) of each candidate's best photos; otherwise by appearance alone.
 * Below the open-set threshold stored in the model card (a probability when fused) the detection is
   'probably new'.
+* A burst (consecutive photos of one camera, each within BURST_SECONDS of the last and holding a single animal)
+  is one animal: with a fusion, each detection's candidates are judged with the other photos of its burst too
+  (encounter_probabilities), and its 'probably new' decision uses the card's encounter threshold.
 * Within one batch (an import), probably-new detections are linked when they look alike or were taken in one
   burst by one camera, so ten photos of one new animal become one proposal, not ten.
 The catalogue's gallery is searched through engine.gallery_index (kept beside the catalogue; IVF from 50k rows);
@@ -221,12 +224,14 @@ def suggest(
     return cands, best < threshold, best
 
 
-def match_reason(score: float, appearance: float | None, pattern_points: int | None) -> str:
-    """Why a candidate is suggested, in words a biologist can check against the photos."""
+def match_reason(score: float, appearance: float | None, pattern_points: int | None, photos: int = 1) -> str:
+    """Why a candidate is suggested, in words a biologist can check against the photos (``photos``: how many
+    photos of the detection's burst the probability rests on)."""
     if pattern_points is None:
         return f"appearance score {score:.2f}"
     points = f"{pattern_points} matching pattern point{'s' if pattern_points != 1 else ''} on the coat"
-    return f"{points}; appearance score {appearance:.2f}; match probability {probability_words(score)}"
+    judged = f" over {photos} photos of this burst" if photos > 1 else ""
+    return f"{points}; appearance score {appearance:.2f}; match probability {probability_words(score)}{judged}"
 
 
 def probability_words(p: float) -> str:
@@ -259,6 +264,53 @@ def verify_candidates(
     return sorted(cands, key=lambda c: -c.score)
 
 
+def _log_odds(p: float) -> float:
+    p = min(max(float(p), 1e-12), 1 - 1e-12)
+    return float(np.log(p / (1 - p)))
+
+
+def encounter_probabilities(own: dict[int, float], others: list[dict[int, float]]) -> dict[int, float]:
+    """One photo's verified candidates (individual id -> fused probability) judged with the other photos of its
+    encounter, the same animal photographed together (the other flank, a burst), each given as its own verified
+    candidates: the mean of the photos' log-odds, a candidate that a photo did not list counted at that photo's
+    least probable candidate. Only ``own``'s candidates are scored, so what the review draws stays this photo's.
+
+    Why: a never-seen animal's best chance match on one flank is rarely its best on the other, while a known
+    animal's true individual tops both; the mean, not the sum, keeps a burst of near-identical photos (the same
+    chance matches) at what one of them says. On the 61 unseen nyala, the other flank's photo taken in the same
+    encounter raised top-1 57.4 -> 62.5 %, top-5 69.4 -> 76.3 %, AUROC 0.710 -> 0.733 (python -m trainer.fusion).
+    """
+    photos = [own, *(o for o in others if o)]
+    if len(photos) == 1:
+        return dict(own)
+    odds = [{i: _log_odds(p) for i, p in photo.items()} for photo in photos]
+    floors = [min(photo.values()) for photo in odds]
+    return {
+        i: float(1.0 / (1.0 + np.exp(-np.mean([o.get(i, f) for o, f in zip(odds, floors, strict=True)])))) for i in own
+    }
+
+
+def judge_bursts(lists: list[list[Candidate]], groups: list[list[int]]) -> list[int]:
+    """Each list of one detection's verified candidates rescored in place with the other lists of its group (the
+    detections of one burst: engine.match.bursts) by encounter_probabilities on the scores they had before, best
+    first. Empty lists and lists never verified (no pattern evidence) neither change nor count. Returns how many
+    photos judged each list (1: itself alone)."""
+    verified = [bool(c) and c[0].pattern_evidence is not None for c in lists]
+    before = [{c.individual_id: c.score for c in cands} for cands in lists]
+    photos = [1] * len(lists)
+    for group in groups:
+        judged = [i for i in group if verified[i]]
+        if len(judged) < 2:
+            continue
+        for i in judged:
+            scores = encounter_probabilities(before[i], [before[j] for j in judged if j != i])
+            for c in lists[i]:
+                c.score = scores[c.individual_id]
+            lists[i].sort(key=lambda c: -c.score)
+            photos[i] = len(judged)
+    return photos
+
+
 def _parse(ts: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(ts).replace(tzinfo=None) if ts else None
@@ -266,8 +318,44 @@ def _parse(ts: str | None) -> datetime | None:
         return None
 
 
+# Photos of one camera this close in time, each holding one animal, show the same animal (a trigger's burst).
+BURST_SECONDS = 60.0
+
+
+def burst_links(items: list[dict], burst_seconds: float = BURST_SECONDS) -> list[tuple[int, int]]:
+    """Pairs of items (indices) in one burst: consecutive photos of one camera (deployment_id) in time order
+    (taken_at), each within ``burst_seconds`` of the previous one, each holding a single animal (n_in_photo == 1:
+    two animals in one burst may be two individuals). Linking these gives the same groups as every close pair."""
+    times = [_parse(it.get("taken_at")) for it in items]
+    singles = sorted(
+        (i for i in range(len(items)) if times[i] and items[i]["n_in_photo"] == 1),
+        key=lambda i: (str(items[i]["deployment_id"]), times[i]),
+    )
+    return [
+        (a, b)
+        for a, b in itertools.pairwise(singles)
+        if items[a]["deployment_id"] == items[b]["deployment_id"]
+        and (times[b] - times[a]).total_seconds() <= burst_seconds
+    ]
+
+
+def bursts(items: list[dict], burst_seconds: float = BURST_SECONDS) -> list[list[int]]:
+    """The items (indices) grouped by burst (burst_links); an item in no burst is a group of its own."""
+    group = list(range(len(items)))
+    for a, b in burst_links(items, burst_seconds):
+        group[b] = group[a]  # links run along each camera's time order: the run's first item names it
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(group):
+        members.setdefault(g, []).append(i)
+    return list(members.values())
+
+
 def group_new(
-    items: list[dict], vectors: np.ndarray, threshold: float, burst_seconds: float = 60.0, neighbours: int = 16
+    items: list[dict],
+    vectors: np.ndarray,
+    threshold: float,
+    burst_seconds: float = BURST_SECONDS,
+    neighbours: int = 16,
 ) -> list[int]:
     """Connected components over probably-new detections: linked when similar (>= threshold) or in one burst.
 
@@ -298,15 +386,6 @@ def group_new(
             j = int(rows[i, rank])
             if j != i and items[i]["media_id"] != items[j]["media_id"]:  # two animals in one photo are two
                 union(i, j)
-    times = [_parse(it.get("taken_at")) for it in items]
-    singles = sorted(
-        (i for i in range(n) if times[i] and items[i]["n_in_photo"] == 1),
-        key=lambda i: (str(items[i]["deployment_id"]), times[i]),
-    )
-    for a, b in itertools.pairwise(singles):
-        if (
-            items[a]["deployment_id"] == items[b]["deployment_id"]
-            and (times[b] - times[a]).total_seconds() <= burst_seconds
-        ):
-            union(a, b)
+    for a, b in burst_links(items, burst_seconds):
+        union(a, b)
     return [find(i) for i in range(n)]

@@ -26,7 +26,7 @@ from .detect import load_detector
 from .gallery_index import gallery_folder, open_gallery
 from .imageio import ImageError, crop, load_rgb, load_rgb_reduced
 from .ingest import ImportSummary, import_folder
-from .match import group_new, match_reason, suggest
+from .match import bursts, group_new, judge_bursts, match_reason, suggest
 from .pattern import PATTERN_METHOD, PatternFeatures, PatternMatch, draw_match
 from .pattern import extract as extract_pattern
 from .pattern import match as match_pattern
@@ -339,7 +339,9 @@ class Pipeline:
         todo = self.pending_suggestion()
         gallery = open_gallery(self.cat, self.reid_model_id)
         patterns = PatternStore(self.cat)
-        results, new_items, new_vecs = [], [], []
+        results = []
+        # With a fusion every verified candidate is kept until the detection's burst has been judged together.
+        listed = max(k, self.fusion.candidates) if self.fusion else k
         queries = np.stack([np.frombuffer(r["vector"], np.float32) for r in todo]) if todo else None
         depth = min(SEARCH_DEPTH, len(gallery.vectors))
         for i, row in enumerate(todo):
@@ -355,28 +357,35 @@ class Pipeline:
                 self.appearance_threshold,
                 row["viewpoint"],
                 species,
-                k=k,
+                k=listed,
                 search_depth=SEARCH_DEPTH,
                 fusion=self.fusion,
                 query_pattern=patterns(row["id"]),
                 gallery_pattern=patterns,
                 neighbours=(block_scores[i % SEARCH_BLOCK], block_rows[i % SEARCH_BLOCK]) if depth else None,
             )
-            results.append((row, cands, is_new, best))
-            if is_new:
-                new_items.append(row)
-                new_vecs.append(vec)
+            results.append([row, cands, is_new, best, vec, 1])
             if progress and i % 50 == 0:
                 progress("suggest", i, len(todo))
+        if self.fusion is not None:  # a burst's photos show one animal: judge its detections together
+            photos = judge_bursts([r[1] for r in results], bursts([r[0] for r in results]))
+            for r, n in zip(results, photos, strict=True):
+                if n > 1:
+                    r[3] = r[1][0].score
+                    r[2], r[5] = r[3] < self.fusion.threshold_for(n), n
+        new_items = [r[0] for r in results if r[2]]
+        new_vecs = [r[4] for r in results if r[2]]
         groups = group_new(new_items, np.stack(new_vecs), self.appearance_threshold) if new_items else []
         batch_key = f"m{self.reid_model_id}-{int(time.time())}"
         proposal_of = {row["id"]: f"new-{batch_key}-{g}" for row, g in zip(new_items, groups, strict=True)}
         rows = []
-        for row, cands, is_new, best in results:
-            for rank, c in enumerate(cands, 1):
+        for row, cands, is_new, best, _, photos in results:
+            for rank, c in enumerate(cands[:k], 1):
                 note = {"gallery_detection": c.best_detection_id, "appearance": c.appearance}
                 if c.pattern_points is not None:
                     note["pattern_points"] = c.pattern_points
+                if photos > 1:
+                    note["burst_photos"] = photos
                 rows.append(
                     {
                         "detection_id": row["id"],
@@ -525,7 +534,9 @@ def suggestions_for(catalogue: Catalogue, detection_ids: list[int], model_id: in
                     "score": round(r["score"], 4),
                     "rank": r["rank"],
                     "gallery_detection": note.get("gallery_detection"),
-                    "reason": match_reason(r["score"], note.get("appearance"), pattern_points(note)),
+                    "reason": match_reason(
+                        r["score"], note.get("appearance"), pattern_points(note), note.get("burst_photos", 1)
+                    ),
                 }
             )
     return [out[d] for d in detection_ids if d in out]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.calibration import Fusion
-from engine.evaluate import SuggestionRun, query_outcomes, run_suggestions, sighting_numbers
+from engine.evaluate import SuggestionRun, query_outcomes, run_suggestions, sighting_numbers, suggestion_figures
 from engine.metrics import SESSION_WINDOW, reid_protocol
 from tests.conftest import herdbook
 
@@ -30,7 +30,10 @@ def test_evaluate_a_folder_of_identified_photos(tmp_path, data_dir):
     g = out["suggestions"]  # the product's path: detector crop, embedding, coat pattern, calibrated fusion
     assert out["fused"] and 0.0 <= g["top1"] <= g["top5"] <= 1.0 and g["queries"] == a["queries"]
     assert 0.0 <= g["auroc_known_vs_new"] <= 1.0 and 0.0 <= g["new_flagged"] <= 1.0
+    e = out["suggestions_with_encounter"]  # each photo judged with its encounter's other flank, as the app a burst
+    assert 0 < e["queries_with_encounter"] <= e["queries"] == g["queries"]
     text = herdbook("evaluate", "--data", root)
+    assert "with the other photos of its encounter" in text.stdout
     assert "suggestions (appearance + coat pattern), across encounters: top-1" in text.stdout
     assert "new individual" in text.stdout
 
@@ -53,6 +56,26 @@ def test_a_never_seen_animal_is_judged_without_its_individual_in_the_gallery():
     assert new[0] == pytest.approx(fusion.probabilities([0.7, 0.6, 0.5], [20, 4, 3]).max())
     behind_the_true_match = fusion.probabilities([0.8, 0.7, 0.6], [60, 20, 4])[1]
     assert new[0] > 0.5 > behind_the_true_match  # standing first among chance matches is what a new animal does
+
+
+def test_a_photo_is_judged_with_the_other_photos_of_its_encounter():
+    """Individual 7's left and right flank, photographed in one encounter: on the left a look-alike (8) edges out
+    the truth; the right flank, where 8 is not even listed, settles it, and the left photo's best chance match
+    (its score as a never-seen animal) sinks, because it stands on one flank only."""
+    fusion = Fusion(2.0, 0.5, -4.0, 0.5, pattern_lead_weight=1.5)
+    left = [(0.75, 25, False), (0.70, 20, True), (0.50, 3, False)]  # individuals 8, 7, 9
+    right = [(0.75, 40, True), (0.60, 5, False), (0.50, 2, False)]  # individuals 7, 9, 10
+    run = SuggestionRun([left, right], 0.0, 2, individuals=[[8, 7, 9], [7, 9, 10]], encounters=["7/a", "7/a"])
+    assert run.encounter_partners() == [[1], [0]]
+    ranks, known, new = query_outcomes(run, fusion)
+    ranks_e, known_e, new_e = query_outcomes(run, fusion, with_encounter=True)
+    assert ranks.tolist() == [2, 1] and ranks_e.tolist() == [1, 1]
+    assert new_e[0] < new[0]
+    figures = suggestion_figures(run, fusion, 0.5, encounter_threshold=0.3)
+    assert figures["queries_with_encounter"] == 2 and figures["top1"] == 1.0
+    assert figures["known_wrongly_flagged"] == float(np.mean(known_e < 0.3))  # the encounter threshold applies
+    alone = SuggestionRun([left], 0.0, 2, individuals=[[8, 7, 9]], encounters=["7/a"])  # no partner: unchanged
+    assert query_outcomes(alone, fusion, with_encounter=True)[2][0] == new[0]
 
 
 def test_suggestion_runs_keep_one_candidate_more_for_the_never_seen_case():

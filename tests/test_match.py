@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.match import Gallery, VectorIndex, group_new, rank_individuals, suggest
+from engine.match import (
+    Candidate,
+    Gallery,
+    VectorIndex,
+    bursts,
+    encounter_probabilities,
+    group_new,
+    judge_bursts,
+    rank_individuals,
+    suggest,
+)
 
 
 def unit(rows):
@@ -166,3 +176,54 @@ def test_individual_ranking_matches_the_plain_definition_on_random_ties():
             want = plain(sims, rows, k, top_n, keep)
             assert [(i, d) for i, _, d in got] == [(i, d) for i, _, d in want]
             assert np.allclose([s for _, s, _ in got], [s for _, s, _ in want])
+
+
+def logit(p):
+    return np.log(p / (1 - p))
+
+
+def test_an_encounter_judges_a_candidate_by_the_mean_log_odds_of_its_photos():
+    left = {1: 0.9, 2: 0.5}  # candidate 2 is a chance match of the left flank only
+    right = {1: 0.8, 3: 0.6}
+    judged = encounter_probabilities(left, [right])
+    assert set(judged) == {1, 2}  # only this photo's candidates: what the review draws stays this photo's
+    assert logit(judged[1]) == pytest.approx((logit(0.9) + logit(0.8)) / 2)
+    # missing on the right flank: counted at the right photo's least probable candidate
+    assert logit(judged[2]) == pytest.approx((logit(0.5) + logit(0.6)) / 2)
+    assert encounter_probabilities(left, []) == left == encounter_probabilities(left, [{}])
+    same = encounter_probabilities(left, [dict(left), dict(left)])  # near-identical burst photos: no inflation
+    assert same == pytest.approx(left)
+
+
+def test_bursts_group_consecutive_single_animal_photos_of_one_camera():
+    items = [
+        {"deployment_id": 1, "taken_at": "2024-03-01T10:00:00", "n_in_photo": 1},
+        {"deployment_id": 1, "taken_at": "2024-03-01T10:00:40", "n_in_photo": 1},
+        {"deployment_id": 1, "taken_at": "2024-03-01T10:01:30", "n_in_photo": 1},  # 50 s after the last
+        {"deployment_id": 2, "taken_at": "2024-03-01T10:00:10", "n_in_photo": 1},  # another camera
+        {"deployment_id": 1, "taken_at": "2024-03-01T10:00:20", "n_in_photo": 2},  # two animals
+        {"deployment_id": 1, "taken_at": None, "n_in_photo": 1},  # no time: no burst
+        {"deployment_id": 1, "taken_at": "2024-03-01T11:00:00", "n_in_photo": 1},
+    ]
+    assert sorted(bursts(items)) == [[0, 1, 2], [3], [4], [5], [6]]
+    assert sorted(bursts(items, burst_seconds=45)) == [[0, 1], [2], [3], [4], [5], [6]]
+
+
+def verified(scores: dict[int, float]) -> list[Candidate]:
+    out = [Candidate(i, p, 0, pattern_evidence=10) for i, p in scores.items()]
+    return sorted(out, key=lambda c: -c.score)
+
+
+def test_a_burst_is_judged_together_from_each_photos_own_scores():
+    left, right = verified({1: 0.6, 2: 0.7}), verified({1: 0.8, 3: 0.3})  # 2: the left flank's chance best
+    alone = verified({2: 0.9})
+    unverified = [Candidate(1, 0.95, 0)]  # appearance only: neither changes nor counts
+    lists = [left, right, alone, unverified]
+    photos = judge_bursts(lists, [[0, 1, 3], [2]])
+    assert photos == [2, 2, 1, 1]
+    assert [c.individual_id for c in left] == [1, 2]  # the individual that tops both flanks comes first
+    assert left[0].score == pytest.approx(1 / (1 + np.exp(-(logit(0.6) + logit(0.8)) / 2)))
+    # judged from the scores before: the left list was rescored first, yet the right one sees its 1 at 0.6
+    assert right[0].score == pytest.approx(left[0].score)
+    assert right[1].score == pytest.approx(1 / (1 + np.exp(-(logit(0.3) + logit(0.6)) / 2)))  # 3: the left's floor
+    assert alone[0].score == 0.9 and unverified[0].score == 0.95

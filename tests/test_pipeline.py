@@ -11,6 +11,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +219,94 @@ def test_after_a_completed_suggest_stage_only_what_changed_is_looked_at_and_noth
         restored = grow_detections(cat, pipe.reid_model_id, unit(6))  # rowids below the old marks' end
         assert pipe._valid_marks() is None
         assert [r["id"] for r in pipe.pending_suggestion()] == restored and pipe.suggest().items == 6
+
+
+def logit(p):
+    return np.log(p / (1 - p))
+
+
+def copy_card(card, target, start=None):
+    """The card's photos re-saved under ``target``/<individual>/ (the same pixels whichever way), with EXIF times
+    when ``start`` is given: each encounter's photos 3 s apart, encounters 10 minutes apart, as one camera takes
+    a burst of each animal that passes."""
+    from datetime import timedelta
+
+    from PIL import ExifTags, Image
+
+    encounters = sorted({(f.parent.name, f.name.split("_")[0]) for f in card.rglob("*.jpg")})
+    for k, (individual, number) in enumerate(encounters):
+        for j, f in enumerate(sorted((card / individual).glob(f"{number}_*.jpg"))):
+            exif = Image.Exif()
+            if start is not None:
+                taken = start + timedelta(minutes=10 * k, seconds=3 * j)
+                exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = taken.strftime("%Y:%m:%d %H:%M:%S")
+            (target / individual).mkdir(parents=True, exist_ok=True)
+            with Image.open(f) as image:
+                image.save(target / individual / f.name, exif=exif, quality="keep")
+
+
+def test_both_flanks_of_one_burst_are_judged_together(tmp_path, card_folders):
+    """A burst (one camera, seconds apart, one animal a photo) is one animal: each detection's candidates are
+    judged with the burst's other photo too (engine.match.encounter_probabilities on each photo's own
+    probabilities, which the same pixels imported without times give), the reason says so, and on these unseen
+    nyala the true individual comes first for at least as many photos as when each is judged alone."""
+    from datetime import datetime
+
+    gallery, card = card_folders
+    alone, burst = tmp_path / "alone", tmp_path / "burst"
+    copy_card(card, alone)
+    copy_card(card, burst, start=datetime(2024, 5, 1, 6, 0))
+    target = tmp_path / "c.db"
+    build(target, gallery)
+    for folder in (alone, burst):
+        res = herdbook(
+            "--catalogue",
+            target,
+            "import",
+            folder,
+            "--site",
+            folder.name,
+            "--species",
+            "nyala",
+            "--detector",
+            "whole-frame",
+        )
+        assert res.returncode == 0, res.stderr
+    with Catalogue(target) as cat:
+        items = open_suggestions(cat)
+    by_site = {"alone": [], "burst": []}
+    for it in items:
+        by_site[it["station"]].append(it)
+    assert len(by_site["alone"]) == len(by_site["burst"]) == len(list(card.rglob("*.jpg")))
+    assert all(it["taken_at"] is None for it in by_site["alone"])
+
+    def encounter(item):
+        return Path(item["path"]).parent.name, Path(item["path"]).name.split("_")[0]
+
+    photos_of = Counter(encounter(it) for it in by_site["burst"])
+    pairs = [it for it in by_site["burst"] if photos_of[encounter(it)] == 2]
+    assert pairs
+    reasons = [c["reason"] for it in pairs for c in it["candidates"]]
+    assert reasons and all(r.endswith("over 2 photos of this burst") for r in reasons)
+    assert not any("burst" in c["reason"] for it in by_site["alone"] for c in it["candidates"])
+
+    # The same pixels judged alone give each photo's own probabilities: a burst photo's candidate that both photos
+    # list stands at the mean of their log-odds (scores are stored to 4 decimals)
+    alone_scores = {Path(it["path"]).name: {c["code"]: c["score"] for c in it["candidates"]} for it in by_site["alone"]}
+    checked = 0
+    for it in pairs:
+        own = alone_scores[Path(it["path"]).name]
+        (other,) = [alone_scores[Path(o["path"]).name] for o in pairs if encounter(o) == encounter(it) and o is not it]
+        for c in it["candidates"]:
+            if c["code"] in own and c["code"] in other:
+                mean = (logit(own[c["code"]]) + logit(other[c["code"]])) / 2
+                assert c["score"] == pytest.approx(1 / (1 + np.exp(-mean)), abs=2e-3), (it["path"], c)
+                checked += 1
+    assert checked >= len(pairs)
+
+    def right_first(it):
+        return bool(it["candidates"]) and it["candidates"][0]["code"] == Path(it["path"]).parent.name
+
+    found = {site: sum(map(right_first, by_site[site])) for site in by_site}
+    assert found["burst"] >= found["alone"] > 0, found  # on 12 individuals no better, no worse: the gain is measured
+    # over 376 queries by python -m trainer.fusion
