@@ -71,10 +71,10 @@ class Fusion:
     pattern_lead_weight: float = 0.0  # 0 in cards before 0.4.0: the fusion of appearance and inliers alone
     appearance_lead_weight: float = 0.0
     pattern_median_weight: float = 0.0  # 0 in cards before 0.7.0
-    # 'probably new' below this for a detection judged with the other photos of its encounter (both flanks, a
-    # burst: engine.match.encounter_probabilities), whose scores spread differently; None (cards before 0.10.0):
-    # ``threshold``
-    encounter_threshold: float | None = None
+    # A detection judged with the other photos of its encounter (both flanks, a burst: engine.match.
+    # encounter_probabilities) is 'probably new' when its best candidate stands less than this above the second
+    # (log-odds; engine.match.log_odds_lead). None (cards before 0.10.0): ``threshold`` on the best alone.
+    encounter_lead_threshold: float | None = None
 
     @classmethod
     def from_card(cls, card: dict) -> Fusion | None:
@@ -85,7 +85,7 @@ class Fusion:
             return None
         keys = ("appearance_weight", "pattern_weight", "intercept", "threshold")
         optional = {k: data[k] for k in ("candidates", "photos_per_candidate") if k in data}
-        optional |= {k: float(data[k]) for k in (*OPTIONAL_WEIGHTS, "encounter_threshold") if k in data}
+        optional |= {k: float(data[k]) for k in (*OPTIONAL_WEIGHTS, "encounter_lead_threshold") if k in data}
         return cls(*(float(data[k]) for k in keys), **optional, method=data["method"], matcher=data["matcher"])
 
     def logits(self, appearance, evidence) -> np.ndarray:
@@ -95,10 +95,6 @@ class Fusion:
     def probabilities(self, appearance, evidence) -> np.ndarray:
         """P(same individual) for each of one query's verified candidates, judged together (the leads)."""
         return 1.0 / (1.0 + np.exp(-np.clip(self.logits(appearance, evidence), -700, 700)))
-
-    def threshold_for(self, photos: int) -> float:
-        """The 'probably new' probability for a detection judged with ``photos`` photos of its encounter."""
-        return self.encounter_threshold if photos > 1 and self.encounter_threshold is not None else self.threshold
 
     def as_card(self) -> dict:
         return {
@@ -111,7 +107,11 @@ class Fusion:
             "pattern_median_weight": self.pattern_median_weight,
             "intercept": self.intercept,
             "threshold": self.threshold,
-            **({} if self.encounter_threshold is None else {"encounter_threshold": self.encounter_threshold}),
+            **(
+                {}
+                if self.encounter_lead_threshold is None
+                else {"encounter_lead_threshold": self.encounter_lead_threshold}
+            ),
             "candidates": self.candidates,
             "photos_per_candidate": self.photos_per_candidate,
         }

@@ -24,7 +24,7 @@ from .demo import nyala_photo, viewpoint_from_name
 from .detect import load_detector
 from .imageio import crop, load_rgb
 from .ingest import IMAGE_SUFFIXES, sha256_of
-from .match import Gallery, encounter_probabilities, suggest
+from .match import Gallery, encounter_probabilities, log_odds_lead, suggest
 from .metrics import SESSION_WINDOW, auroc, encounter_exclusion, reid_protocol
 from .pattern import PatternFeatures, extract
 from .pipeline import CROP_MARGIN
@@ -133,8 +133,7 @@ def card_suggestions(card: dict, vectors, identities, encounters, viewpoints, pa
     """{"suggestions": suggestion_figures, "fused": whether the card's fusion was used}: the photos' suggestions
     as the app makes them with this model card (its fusion, k and photos per candidate, and 'probably new'
     threshold; appearance alone and the card's open_set_threshold when it has no fusion for this pattern recipe).
-    With a card whose fusion has an encounter threshold, also "suggestions_with_encounter": each photo judged with
-    the other photos of its encounter, as the app judges a burst."""
+    With a card whose fusion has an encounter lead threshold, also "photos_with_encounter" (encounter_figures)."""
     fusion = Fusion.from_card(card)
     threshold = fusion.threshold if fusion else float(card.get("open_set_threshold") or 0.5)
     verified = (fusion.candidates, fusion.photos_per_candidate) if fusion else ()
@@ -142,8 +141,8 @@ def card_suggestions(card: dict, vectors, identities, encounters, viewpoints, pa
         vectors, identities, encounters, viewpoints, patterns if fusion else None, *verified, sightings=sightings
     )
     out = {"suggestions": suggestion_figures(run, fusion, threshold), "fused": fusion is not None}
-    if fusion is not None and fusion.encounter_threshold is not None:
-        out["suggestions_with_encounter"] = suggestion_figures(run, fusion, threshold, fusion.encounter_threshold)
+    if fusion is not None and fusion.encounter_lead_threshold is not None:
+        out["photos_with_encounter"] = encounter_figures(run, fusion)
     return out
 
 
@@ -179,6 +178,17 @@ class SuggestionRun:
         for q, e in enumerate(self.encounters):
             members[e].append(q)
         return [[o for o in members[e] if o != q] for q, e in enumerate(self.encounters)]
+
+    def paired(self) -> SuggestionRun:
+        """The queries that have another query of their encounter (their partners are among them too)."""
+        keep = [q for q, others in enumerate(self.encounter_partners()) if others]
+        return SuggestionRun(
+            [self.queries[q] for q in keep],
+            self.seconds_per_query,
+            self.candidates,
+            [self.individuals[q] for q in keep],
+            [self.encounters[q] for q in keep],
+        )
 
 
 def run_suggestions(
@@ -255,7 +265,8 @@ def query_outcomes(
     """Per query: the true individual's 1-based rank (0 when not listed), the best score (the query as a known
     animal), and the best score it would get as a never-seen animal (its individual left out of the gallery).
     ``with_encounter`` (needs a fusion): each photo judged with the other photos of its encounter, as the app
-    judges a burst (engine.match.encounter_probabilities)."""
+    judges a burst (engine.match.encounter_probabilities), and its open-set scores are what the app then decides
+    on, the best candidate's lead over the second (engine.match.log_odds_lead)."""
     known_lists, new_lists = run.as_known(), run.as_new()
     known_scores, new_scores = candidate_scores(known_lists, fusion), candidate_scores(new_lists, fusion)
     if with_encounter and fusion is not None:
@@ -266,13 +277,15 @@ def query_outcomes(
         ]
         known_scores = _with_encounter(known_scores, known_ids, run.encounter_partners())
         new_scores = _with_encounter(new_scores, new_ids, run.encounter_partners())
-    ranks, known = [], []
+        open_set = log_odds_lead
+    else:
+        open_set = max
+    ranks = []
     for q, scores in zip(known_lists, known_scores, strict=True):
         order = np.argsort(-scores, kind="stable")
         ranks.append(next((r for r, i in enumerate(order, 1) if q[i][2]), 0))
-        known.append(scores.max() if len(scores) else float("-inf"))
-    new = [s.max() if len(s) else float("-inf") for s in new_scores]
-    return np.array(ranks), np.array(known), np.array(new)
+    known, new = ([open_set(s) if len(s) else float("-inf") for s in scores] for scores in (known_scores, new_scores))
+    return np.array(ranks), np.array(known, float), np.array(new, float)
 
 
 def _with_encounter(scores: list[np.ndarray], ids: list[list[int]], partners: list[list[int]]) -> list[np.ndarray]:
@@ -286,16 +299,13 @@ def _with_encounter(scores: list[np.ndarray], ids: list[list[int]], partners: li
 
 
 def suggestion_figures(
-    run: SuggestionRun, fusion: Fusion | None, threshold: float, encounter_threshold: float | None = None
+    run: SuggestionRun, fusion: Fusion | None, threshold: float, with_encounter: bool = False
 ) -> dict:
     """Top-1, top-5 and mean reciprocal rank of the true individual, and the open set at ``threshold``; every
-    held-out photo serves as a known and as a new animal (query_outcomes). With ``encounter_threshold`` (and a
-    fusion), each photo is judged with the other photos of its encounter, and those with any are 'probably new'
-    below ``encounter_threshold``."""
-    with_encounter = encounter_threshold is not None and fusion is not None
+    held-out photo serves as a known and as a new animal (query_outcomes). ``with_encounter``: each photo judged
+    with the other photos of its encounter, 'probably new' when its best candidate leads the second by less than
+    ``threshold`` (meant for run.paired())."""
     r, known, new = query_outcomes(run, fusion, with_encounter)
-    paired = np.array([bool(p) for p in run.encounter_partners()], bool) if with_encounter else np.zeros(len(r), bool)
-    cut = np.where(paired, encounter_threshold if with_encounter else threshold, threshold)
     return {
         "top1": float(np.mean(r == 1)),
         "top5": float(np.mean((r >= 1) & (r <= 5))),
@@ -303,14 +313,20 @@ def suggestion_figures(
         "queries": int(len(r)),
         "auroc_known_vs_new": auroc(known, new),
         "threshold": threshold,
-        **(
-            {"encounter_threshold": encounter_threshold, "queries_with_encounter": int(paired.sum())}
-            if with_encounter
-            else {}
-        ),
-        "known_wrongly_flagged": float(np.mean(known < cut)),
-        "new_flagged": float(np.mean(new < cut)),
+        "open_set_score": "best candidate's lead over the second (log-odds)" if with_encounter else "best score",
+        "known_wrongly_flagged": float(np.mean(known < threshold)),
+        "new_flagged": float(np.mean(new < threshold)),
         "ms_per_query": 1000 * run.seconds_per_query,
+    }
+
+
+def encounter_figures(run: SuggestionRun, fusion: Fusion) -> dict:
+    """On the photos that have another photo of their encounter: suggestion_figures judging each photo alone
+    (the card's threshold) and judged together (its encounter lead threshold), as the app judges a burst."""
+    paired = run.paired()
+    return {
+        "alone": suggestion_figures(paired, fusion, fusion.threshold),
+        "together": suggestion_figures(paired, fusion, fusion.encounter_lead_threshold, with_encounter=True),
     }
 
 
@@ -324,15 +340,17 @@ def report_lines(result: dict) -> list[str]:
         f"MRR {g['mrr']:.3f} ({g['queries']} queries, {g['ms_per_query']:.0f} ms each)",
         f"new individual:    AUROC {g['auroc_known_vs_new']:.2f}; at threshold {g['threshold']:.3f}, "
         f"{g['known_wrongly_flagged']:.0%} of known animals flagged new, {g['new_flagged']:.0%} of new ones flagged",
-        *(
-            [
-                f"with the other photos of its encounter ({e['queries_with_encounter']} of {e['queries']} photos have "
-                f"any): top-1 {e['top1']:.1%}, top-5 {e['top5']:.1%}, AUROC {e['auroc_known_vs_new']:.2f}, "
-                f"{e['known_wrongly_flagged']:.0%} of known flagged new, {e['new_flagged']:.0%} of new"
-            ]
-            if (e := result.get("suggestions_with_encounter"))
-            else []
-        ),
+        *([_encounter_line(result["photos_with_encounter"])] if "photos_with_encounter" in result else []),
         f"appearance alone, photo against photo: top-1 {a['rank1']:.1%}, top-5 {a['rank5']:.1%}, mAP {a['mAP']:.1%}; "
         f"same side only top-1 {s['rank1']:.1%}, top-5 {s['rank5']:.1%}",
     ]
+
+
+def _encounter_line(figures: dict) -> str:
+    alone, together = figures["alone"], figures["together"]
+    return (
+        f"photos with another photo of their encounter ({together['queries']}): alone top-1 {alone['top1']:.1%}, "
+        f"top-5 {alone['top5']:.1%}, AUROC {alone['auroc_known_vs_new']:.2f}; judged together as a burst top-1 "
+        f"{together['top1']:.1%}, top-5 {together['top5']:.1%}, AUROC {together['auroc_known_vs_new']:.2f}, "
+        f"{together['known_wrongly_flagged']:.0%} of known flagged new, {together['new_flagged']:.0%} of new"
+    )

@@ -26,7 +26,7 @@ from .detect import load_detector
 from .gallery_index import gallery_folder, open_gallery
 from .imageio import ImageError, crop, load_rgb, load_rgb_reduced
 from .ingest import ImportSummary, import_folder
-from .match import bursts, group_new, judge_bursts, match_reason, suggest
+from .match import bursts, group_new, judge_bursts, log_odds_lead, match_reason, suggest
 from .pattern import PATTERN_METHOD, PatternFeatures, PatternMatch, draw_match
 from .pattern import extract as extract_pattern
 from .pattern import match as match_pattern
@@ -371,8 +371,9 @@ class Pipeline:
             photos = judge_bursts([r[1] for r in results], bursts([r[0] for r in results]))
             for r, n in zip(results, photos, strict=True):
                 if n > 1:
-                    r[3] = r[1][0].score
-                    r[2], r[5] = r[3] < self.fusion.threshold_for(n), n
+                    r[3], r[5] = r[1][0].score, n
+                    if self.fusion.encounter_lead_threshold is not None:
+                        r[2] = log_odds_lead([c.score for c in r[1]]) < self.fusion.encounter_lead_threshold
         new_items = [r[0] for r in results if r[2]]
         new_vecs = [r[4] for r in results if r[2]]
         groups = group_new(new_items, np.stack(new_vecs), self.appearance_threshold) if new_items else []

@@ -30,10 +30,10 @@ def test_evaluate_a_folder_of_identified_photos(tmp_path, data_dir):
     g = out["suggestions"]  # the product's path: detector crop, embedding, coat pattern, calibrated fusion
     assert out["fused"] and 0.0 <= g["top1"] <= g["top5"] <= 1.0 and g["queries"] == a["queries"]
     assert 0.0 <= g["auroc_known_vs_new"] <= 1.0 and 0.0 <= g["new_flagged"] <= 1.0
-    e = out["suggestions_with_encounter"]  # each photo judged with its encounter's other flank, as the app a burst
-    assert 0 < e["queries_with_encounter"] <= e["queries"] == g["queries"]
+    e = out["photos_with_encounter"]  # the photos with their other flank: alone, and together as the app a burst
+    assert 0 < e["together"]["queries"] == e["alone"]["queries"] <= g["queries"]
     text = herdbook("evaluate", "--data", root)
-    assert "with the other photos of its encounter" in text.stdout
+    assert "photos with another photo of their encounter" in text.stdout
     assert "suggestions (appearance + coat pattern), across encounters: top-1" in text.stdout
     assert "new individual" in text.stdout
 
@@ -60,22 +60,25 @@ def test_a_never_seen_animal_is_judged_without_its_individual_in_the_gallery():
 
 def test_a_photo_is_judged_with_the_other_photos_of_its_encounter():
     """Individual 7's left and right flank, photographed in one encounter: on the left a look-alike (8) edges out
-    the truth; the right flank, where 8 is not even listed, settles it, and the left photo's best chance match
-    (its score as a never-seen animal) sinks, because it stands on one flank only."""
+    the truth; the right flank, where 8 is not even listed, settles it. Left out of the gallery, 7 leaves a chance
+    best on each flank (8 on the left, 9 on the right): together they bunch up, so the left photo, which alone
+    looked more like a new animal's than a known one's, now leads clearly only as the known animal it is."""
     fusion = Fusion(2.0, 0.5, -4.0, 0.5, pattern_lead_weight=1.5)
-    left = [(0.75, 25, False), (0.70, 20, True), (0.50, 3, False)]  # individuals 8, 7, 9
-    right = [(0.75, 40, True), (0.60, 5, False), (0.50, 2, False)]  # individuals 7, 9, 10
+    left = [(0.75, 25, False), (0.70, 20, True), (0.60, 3, False)]  # individuals 8, 7, 9
+    right = [(0.75, 40, True), (0.70, 22, False), (0.50, 2, False)]  # individuals 7, 9, 10
     run = SuggestionRun([left, right], 0.0, 2, individuals=[[8, 7, 9], [7, 9, 10]], encounters=["7/a", "7/a"])
     assert run.encounter_partners() == [[1], [0]]
     ranks, known, new = query_outcomes(run, fusion)
     ranks_e, known_e, new_e = query_outcomes(run, fusion, with_encounter=True)
     assert ranks.tolist() == [2, 1] and ranks_e.tolist() == [1, 1]
-    assert new_e[0] < new[0]
-    figures = suggestion_figures(run, fusion, 0.5, encounter_threshold=0.3)
-    assert figures["queries_with_encounter"] == 2 and figures["top1"] == 1.0
-    assert figures["known_wrongly_flagged"] == float(np.mean(known_e < 0.3))  # the encounter threshold applies
-    alone = SuggestionRun([left], 0.0, 2, individuals=[[8, 7, 9]], encounters=["7/a"])  # no partner: unchanged
-    assert query_outcomes(alone, fusion, with_encounter=True)[2][0] == new[0]
+    assert known[0] < new[0]  # alone, the left photo's best scores lower as the known animal than as a new one
+    assert known_e[0] > new_e[0]  # together, the open set's score (the best's lead over the second) says known
+    assert known[0] == max(fusion.probabilities([0.75, 0.70], [25, 20]))
+    figures = suggestion_figures(run, fusion, 0.5, with_encounter=True)
+    assert figures["queries"] == 2 and figures["top1"] == 1.0
+    assert figures["known_wrongly_flagged"] == float(np.mean(known_e < 0.5))  # the threshold is on the lead
+    alone = SuggestionRun([left, left], 0.0, 2, individuals=[[8, 7, 9]] * 2, encounters=["7/a", "7/b"])
+    assert alone.paired().queries == [] and run.paired().queries == run.queries  # no partner, not in the pairs
 
 
 def test_suggestion_runs_keep_one_candidate_more_for_the_never_seen_case():

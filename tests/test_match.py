@@ -13,6 +13,7 @@ from engine.match import (
     encounter_probabilities,
     group_new,
     judge_bursts,
+    log_odds_lead,
     rank_individuals,
     suggest,
 )
@@ -227,3 +228,11 @@ def test_a_burst_is_judged_together_from_each_photos_own_scores():
     assert right[0].score == pytest.approx(left[0].score)
     assert right[1].score == pytest.approx(1 / (1 + np.exp(-(logit(0.3) + logit(0.6)) / 2)))  # 3: the left's floor
     assert alone[0].score == 0.9 and unverified[0].score == 0.95
+
+
+def test_the_open_set_of_a_burst_rests_on_the_best_candidates_lead_in_log_odds():
+    assert log_odds_lead([0.5, 0.9, 0.2]) == pytest.approx(logit(0.9) - logit(0.5))
+    assert log_odds_lead([0.8]) == pytest.approx(logit(0.8))  # alone: against even odds
+    assert log_odds_lead([]) == float("-inf")
+    # two near-equal chance bests (a never-seen animal) lead less than one clear match, whatever their level
+    assert log_odds_lead([0.30, 0.28]) < log_odds_lead([0.30, 0.05])

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.calibration import Fusion
 from engine.catalogue import Catalogue
 from engine.demo import label_folder_individuals
 from engine.ingest import import_folder
+from engine.match import log_odds_lead
 from engine.metrics import cosine_similarity, encounter_exclusion, evaluate_ranking
 from engine.pipeline import Pipeline, open_suggestions
 from engine.reid import Embedder, default_model_path
@@ -303,6 +305,15 @@ def test_both_flanks_of_one_burst_are_judged_together(tmp_path, card_folders):
                 assert c["score"] == pytest.approx(1 / (1 + np.exp(-mean)), abs=2e-3), (it["path"], c)
                 checked += 1
     assert checked >= len(pairs)
+    # and it is 'probably new' when its best candidate leads the second by less than the card's encounter threshold
+    fusion = Fusion.from_card(Embedder().card.data)
+    decided = 0
+    for it in pairs:
+        lead = log_odds_lead([c["score"] for c in it["candidates"]])
+        if abs(lead - fusion.encounter_lead_threshold) > 0.05:  # away from the cut: the stored 4 decimals suffice
+            assert it["probably_new"] == (lead < fusion.encounter_lead_threshold), (it["path"], lead)
+            decided += 1
+    assert decided >= len(pairs) // 2
 
     def right_first(it):
         return bool(it["candidates"]) and it["candidates"][0]["code"] == Path(it["path"]).parent.name

@@ -25,7 +25,14 @@ import numpy as np
 from engine.calibration import FEATURES, Fusion, feature_columns
 from engine.demo import find_data_dir
 from engine.detect import load_detector
-from engine.evaluate import photo_features, query_outcomes, run_suggestions, sighting_numbers, suggestion_figures
+from engine.evaluate import (
+    encounter_figures,
+    photo_features,
+    query_outcomes,
+    run_suggestions,
+    sighting_numbers,
+    suggestion_figures,
+)
 from engine.metrics import SESSION_WINDOW, threshold_for_new_share
 from engine.pattern import MATCH_METHOD, PATTERN_METHOD
 from engine.reid import Embedder, default_model_path
@@ -62,7 +69,8 @@ TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 2
 # (engine.match.encounter_probabilities) against an encounter threshold of its own.
 RELEASE_VERSION = "0.10.0"
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
-WITH_ENCOUNTER = "appearance + pattern (fused), each photo with its encounter's other photos"
+# The photos that have their other flank in their encounter (a burst in the app), judged alone and together.
+ALONE, TOGETHER = "fused, photos with their other flank: each alone", "fused, photos with their other flank: together"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -161,28 +169,28 @@ def main(argv=None) -> int:
         figures = suggestion_figures(runs["test"], variants[name], threshold)
         figures.pop("ms_per_query")  # one verified pass serves every row: its time is in the protocol, not a row's
         table[name] = figures
-    # The app judges a burst's photos together (one animal): here a nyala number's other flank. Its threshold
-    # flags the same share of calibration 'new' scores, among the photos that have an encounter partner.
-    _, _, new = query_outcomes(cal, variants[FUSED], with_encounter=True)
-    paired = np.array([bool(p) for p in cal.encounter_partners()], bool)
-    encounter_threshold = threshold_for_new_share(new[paired], TARGET_NEW_FLAGGED)
-    variants[FUSED] = dataclasses.replace(variants[FUSED], encounter_threshold=encounter_threshold)
-    table[WITH_ENCOUNTER] = suggestion_figures(
-        runs["test"], variants[FUSED], variants[FUSED].threshold, encounter_threshold
-    )
-    table[WITH_ENCOUNTER].pop("ms_per_query")
+    # The app judges a burst's photos together (one animal): here a nyala number's other flank. 'Probably new' then
+    # rests on the best candidate's lead over the second, its threshold flagging the same share of the calibration
+    # photos that have their other flank.
+    _, _, new_leads = query_outcomes(cal.paired(), variants[FUSED], with_encounter=True)
+    lead_threshold = threshold_for_new_share(new_leads, TARGET_NEW_FLAGGED)
+    variants[FUSED] = dataclasses.replace(variants[FUSED], encounter_lead_threshold=lead_threshold)
+    paired = encounter_figures(runs["test"], variants[FUSED])
+    for name, key in ((ALONE, "alone"), (TOGETHER, "together")):
+        table[name] = paired[key]
+        table[name].pop("ms_per_query")
     print(
         f"\ntest individuals never fitted on: {len({s.individual for s in test})}, {len(test)} photos, "
         f"{table[FUSED]['queries']} queries across encounters (seed {SEED})"
     )
     print(
-        f"{'variant':50s} {'top-1':>6s} {'top-5':>6s} {'MRR':>6s} {'AUROC':>6s} {'known->new':>10s}"
+        f"{'variant':50s} {'photos':>6s} {'top-1':>6s} {'top-5':>6s} {'MRR':>6s} {'AUROC':>6s} {'known->new':>10s}"
         f" {'new flagged':>11s}"
     )
     for name, f in table.items():
         print(
-            f"{name[:50]:50s} {f['top1']:6.1%} {f['top5']:6.1%} {f['mrr']:6.3f} {f['auroc_known_vs_new']:6.3f} "
-            f"{f['known_wrongly_flagged']:10.1%} {f['new_flagged']:11.1%}"
+            f"{name[:50]:50s} {f['queries']:6d} {f['top1']:6.1%} {f['top5']:6.1%} {f['mrr']:6.3f} "
+            f"{f['auroc_known_vs_new']:6.3f} {f['known_wrongly_flagged']:10.1%} {f['new_flagged']:11.1%}"
         )
     fused = variants[FUSED]
     result = {
@@ -203,10 +211,11 @@ def main(argv=None) -> int:
             "photos_per_candidate": fused.photos_per_candidate,
             "open_set": f"threshold flags {TARGET_NEW_FLAGGED:.0%} of calibration 'new' scores; a query's 'new' "
             "score is its best with its own individual left out of the gallery (the top-k other individuals "
-            "verified and judged among themselves, as the app judges a never-seen animal); with the encounter's "
-            "other photos (the other flank's), a photo's scores are the mean log-odds of both photos' "
-            "(engine.match.encounter_probabilities) and its encounter threshold flags the same share of the "
-            "calibration photos that have an encounter partner",
+            "verified and judged among themselves, as the app judges a never-seen animal). The photos that have their "
+            "other flank in their encounter (as the app judges a burst): each alone, and judged together (each "
+            "candidate at the mean log-odds of both photos', engine.match.encounter_probabilities; 'probably new' "
+            "when the best leads the second by less than the encounter lead threshold, engine.match.log_odds_lead, "
+            "which flags the same share of the calibration photos that have their other flank)",
             "crop": "bundled detector's best animal box + pipeline margin",
             "pattern_method": PATTERN_METHOD,
             "matcher": MATCH_METHOD,
