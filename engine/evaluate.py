@@ -24,7 +24,7 @@ from .demo import nyala_photo, viewpoint_from_name
 from .detect import load_detector
 from .imageio import crop, load_rgb
 from .ingest import IMAGE_SUFFIXES, sha256_of
-from .match import Gallery, encounter_probabilities, log_odds_lead, suggest
+from .match import Gallery, both_flanks, encounter_probabilities, log_odds_lead, suggest
 from .metrics import SESSION_WINDOW, auroc, encounter_exclusion, reid_protocol
 from .pattern import PatternFeatures, extract
 from .pipeline import CROP_MARGIN
@@ -161,6 +161,7 @@ class SuggestionRun:
     candidates: int
     individuals: list[list[int]] = field(default_factory=list)  # each query's candidates' individuals, in order
     encounters: list = field(default_factory=list)  # each query's encounter (its photos show one animal)
+    sides: list = field(default_factory=list)  # each query's side (None: not known)
 
     def as_known(self) -> list[list[tuple[float, int, bool]]]:
         """Each query's candidates with its own individual in the gallery."""
@@ -173,21 +174,26 @@ class SuggestionRun:
         return [[c for c in q if not c[2]][: self.candidates] for q in self.queries]
 
     def encounter_partners(self) -> list[list[int]]:
-        """Per query, the other queries of its encounter (the other flank's photo, a burst's other photos)."""
+        """Per query, the other queries of its encounter when they show both flanks (engine.match.both_flanks:
+        the app judges a burst's photos together only then)."""
         members = defaultdict(list)
         for q, e in enumerate(self.encounters):
             members[e].append(q)
-        return [[o for o in members[e] if o != q] for q, e in enumerate(self.encounters)]
+        sides = self.sides or [None] * len(self.encounters)
+        together = {e: both_flanks(sides[q] for q in m) for e, m in members.items()}
+        return [[o for o in members[e] if o != q] if together[e] else [] for q, e in enumerate(self.encounters)]
 
     def paired(self) -> SuggestionRun:
-        """The queries that have another query of their encounter (their partners are among them too)."""
+        """The queries judged with others of their encounter (encounter_partners; their partners are among them)."""
         keep = [q for q, others in enumerate(self.encounter_partners()) if others]
+        sides = self.sides or [None] * len(self.queries)
         return SuggestionRun(
             [self.queries[q] for q in keep],
             self.seconds_per_query,
             self.candidates,
             [self.individuals[q] for q in keep],
             [self.encounters[q] for q in keep],
+            [sides[q] for q in keep],
         )
 
 
@@ -221,7 +227,7 @@ def run_suggestions(
     kept = candidates + 1
     # Ranking by appearance (weight 1, pattern 0): the verified top-k are the product's, in appearance order.
     probe = Fusion(1.0, 0.0, 0.0, float("-inf"), kept, photos_per_candidate) if patterns is not None else None
-    queries, individuals, query_encounters = [], [], []
+    queries, individuals, query_encounters, sides = [], [], [], []
     t0 = time.perf_counter()
     for q in range(len(ids)):
         excluded = exclude[q]
@@ -242,6 +248,7 @@ def run_suggestions(
         cands.sort(key=lambda c: -c.appearance)
         individuals.append([c.individual_id for c in cands])
         query_encounters.append(encounters[q])
+        sides.append(viewpoints[q])
         queries.append(
             [
                 (c.appearance, -1 if c.pattern_evidence is None else c.pattern_evidence, c.individual_id == ids[q])
@@ -249,7 +256,7 @@ def run_suggestions(
             ]
         )
     seconds = (time.perf_counter() - t0) / max(len(queries), 1)
-    return SuggestionRun(queries, seconds, candidates, individuals, query_encounters)
+    return SuggestionRun(queries, seconds, candidates, individuals, query_encounters, sides)
 
 
 def candidate_scores(queries, fusion: Fusion | None) -> list[np.ndarray]:

@@ -96,6 +96,19 @@ class PatternStore:
         return self.cache[detection_id]
 
 
+@dataclass
+class Suggested:
+    """One detection's suggestions while a suggest stage runs: its verified candidates (best first), whether it is
+    probably new, its best score, its embedding, and how many photos of its burst judged it."""
+
+    row: dict
+    cands: list
+    is_new: bool
+    best: float
+    vector: np.ndarray
+    photos: int = 1
+
+
 class Pipeline:
     def __init__(
         self,
@@ -364,47 +377,50 @@ class Pipeline:
                 gallery_pattern=patterns,
                 neighbours=(block_scores[i % SEARCH_BLOCK], block_rows[i % SEARCH_BLOCK]) if depth else None,
             )
-            results.append([row, cands, is_new, best, vec, 1])
+            results.append(Suggested(row, cands, is_new, best, vec))
             if progress and i % 50 == 0:
                 progress("suggest", i, len(todo))
-        if self.fusion is not None:  # a burst's photos show one animal: judge its detections together
-            photos = judge_bursts([r[1] for r in results], bursts([r[0] for r in results]))
+        if self.fusion is not None:  # a burst's photos show one animal: both flanks are judged together
+            rows_seen = [r.row for r in results]
+            photos = judge_bursts(
+                [r.cands for r in results], bursts(rows_seen), [row["viewpoint"] for row in rows_seen]
+            )
             for r, n in zip(results, photos, strict=True):
                 if n > 1:
-                    r[3], r[5] = r[1][0].score, n
+                    r.best, r.photos = r.cands[0].score, n
                     if self.fusion.encounter_lead_threshold is not None:
-                        r[2] = log_odds_lead([c.score for c in r[1]]) < self.fusion.encounter_lead_threshold
-        new_items = [r[0] for r in results if r[2]]
-        new_vecs = [r[4] for r in results if r[2]]
+                        r.is_new = log_odds_lead([c.score for c in r.cands]) < self.fusion.encounter_lead_threshold
+        new_items = [r.row for r in results if r.is_new]
+        new_vecs = [r.vector for r in results if r.is_new]
         groups = group_new(new_items, np.stack(new_vecs), self.appearance_threshold) if new_items else []
         batch_key = f"m{self.reid_model_id}-{int(time.time())}"
         proposal_of = {row["id"]: f"new-{batch_key}-{g}" for row, g in zip(new_items, groups, strict=True)}
         rows = []
-        for row, cands, is_new, best, _, photos in results:
-            for rank, c in enumerate(cands[:k], 1):
+        for r in results:
+            for rank, c in enumerate(r.cands[:k], 1):
                 note = {"gallery_detection": c.best_detection_id, "appearance": c.appearance}
                 if c.pattern_points is not None:
                     note["pattern_points"] = c.pattern_points
-                if photos > 1:
-                    note["burst_photos"] = photos
+                if r.photos > 1:
+                    note["burst_photos"] = r.photos
                 rows.append(
                     {
-                        "detection_id": row["id"],
+                        "detection_id": r.row["id"],
                         "individual_id": c.individual_id,
                         "score": c.score,
                         "rank": rank,
                         "note": json.dumps(note),
                     }
                 )
-            if is_new or not cands:
+            if r.is_new or not r.cands:
                 rows.append(
                     {
-                        "detection_id": row["id"],
+                        "detection_id": r.row["id"],
                         "individual_id": None,
-                        "score": best if cands else None,
+                        "score": r.best if r.cands else None,
                         "rank": 0,
                         "note": "probably a new individual",
-                        "proposal": proposal_of.get(row["id"]),
+                        "proposal": proposal_of.get(r.row["id"]),
                     }
                 )
         with self.cat.transaction():

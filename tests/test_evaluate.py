@@ -66,8 +66,12 @@ def test_a_photo_is_judged_with_the_other_photos_of_its_encounter():
     fusion = Fusion(2.0, 0.5, -4.0, 0.5, pattern_lead_weight=1.5)
     left = [(0.75, 25, False), (0.70, 20, True), (0.60, 3, False)]  # individuals 8, 7, 9
     right = [(0.75, 40, True), (0.70, 22, False), (0.50, 2, False)]  # individuals 7, 9, 10
-    run = SuggestionRun([left, right], 0.0, 2, individuals=[[8, 7, 9], [7, 9, 10]], encounters=["7/a", "7/a"])
+    run = SuggestionRun([left, right], 0.0, 2, [[8, 7, 9], [7, 9, 10]], ["7/a", "7/a"], ["left", "right"])
     assert run.encounter_partners() == [[1], [0]]
+    for sides in (["left", "left"], ["left", None], []):  # one flank, or sides not known: each photo alone
+        assert (
+            SuggestionRun([left, right], 0.0, 2, [[8, 7, 9], [7, 9, 10]], ["7/a", "7/a"], sides).paired().queries == []
+        )
     ranks, known, new = query_outcomes(run, fusion)
     ranks_e, known_e, new_e = query_outcomes(run, fusion, with_encounter=True)
     assert ranks.tolist() == [2, 1] and ranks_e.tolist() == [1, 1]
@@ -77,7 +81,7 @@ def test_a_photo_is_judged_with_the_other_photos_of_its_encounter():
     figures = suggestion_figures(run, fusion, 0.5, with_encounter=True)
     assert figures["queries"] == 2 and figures["top1"] == 1.0
     assert figures["known_wrongly_flagged"] == float(np.mean(known_e < 0.5))  # the threshold is on the lead
-    alone = SuggestionRun([left, left], 0.0, 2, individuals=[[8, 7, 9]] * 2, encounters=["7/a", "7/b"])
+    alone = SuggestionRun([left, right], 0.0, 2, [[8, 7, 9], [7, 9, 10]], ["7/a", "7/b"], ["left", "right"])
     assert alone.paired().queries == [] and run.paired().queries == run.queries  # no partner, not in the pairs
 
 

@@ -220,7 +220,11 @@ def test_a_burst_is_judged_together_from_each_photos_own_scores():
     alone = verified({2: 0.9})
     unverified = [Candidate(1, 0.95, 0)]  # appearance only: neither changes nor counts
     lists = [left, right, alone, unverified]
-    photos = judge_bursts(lists, [[0, 1, 3], [2]])
+    one_side = [[c.individual_id for c in x] for x in lists]
+    assert judge_bursts(lists, [[0, 1, 3], [2]], ["left", "left", None, None]) == [1, 1, 1, 1]  # one flank: alone
+    assert judge_bursts(lists, [[0, 1, 3], [2]], ["left", None, None, None]) == [1, 1, 1, 1]  # a side not known
+    assert [[c.individual_id for c in x] for x in lists] == one_side and left[0].score == 0.7  # untouched
+    photos = judge_bursts(lists, [[0, 1, 3], [2]], ["left", "right", None, None])
     assert photos == [2, 2, 1, 1]
     assert [c.individual_id for c in left] == [1, 2]  # the individual that tops both flanks comes first
     assert left[0].score == pytest.approx(1 / (1 + np.exp(-(logit(0.6) + logit(0.8)) / 2)))
