@@ -75,6 +75,9 @@ class Fusion:
     # encounter_probabilities) is 'probably new' when its best candidate stands less than this above the second
     # (log-odds; engine.match.log_odds_lead). None (cards before 0.10.0): ``threshold`` on the best alone.
     encounter_lead_threshold: float | None = None
+    # The 'probably new' probability for a detection whose side is not known (every import's until someone records
+    # it): it is then verified against both flanks' photos, whose scores spread differently. None: ``threshold``.
+    unsided_threshold: float | None = None
 
     @classmethod
     def from_card(cls, card: dict) -> Fusion | None:
@@ -85,7 +88,9 @@ class Fusion:
             return None
         keys = ("appearance_weight", "pattern_weight", "intercept", "threshold")
         optional = {k: data[k] for k in ("candidates", "photos_per_candidate") if k in data}
-        optional |= {k: float(data[k]) for k in (*OPTIONAL_WEIGHTS, "encounter_lead_threshold") if k in data}
+        optional |= {
+            k: float(data[k]) for k in (*OPTIONAL_WEIGHTS, "encounter_lead_threshold", "unsided_threshold") if k in data
+        }
         return cls(*(float(data[k]) for k in keys), **optional, method=data["method"], matcher=data["matcher"])
 
     def logits(self, appearance, evidence) -> np.ndarray:
@@ -95,6 +100,10 @@ class Fusion:
     def probabilities(self, appearance, evidence) -> np.ndarray:
         """P(same individual) for each of one query's verified candidates, judged together (the leads)."""
         return 1.0 / (1.0 + np.exp(-np.clip(self.logits(appearance, evidence), -700, 700)))
+
+    def threshold_for(self, side: str | None) -> float:
+        """The 'probably new' probability for a detection of this side (None: not known)."""
+        return self.unsided_threshold if side is None and self.unsided_threshold is not None else self.threshold
 
     def as_card(self) -> dict:
         return {
@@ -107,11 +116,11 @@ class Fusion:
             "pattern_median_weight": self.pattern_median_weight,
             "intercept": self.intercept,
             "threshold": self.threshold,
-            **(
-                {}
-                if self.encounter_lead_threshold is None
-                else {"encounter_lead_threshold": self.encounter_lead_threshold}
-            ),
+            **{
+                name: getattr(self, name)
+                for name in ("encounter_lead_threshold", "unsided_threshold")
+                if getattr(self, name) is not None
+            },
             "candidates": self.candidates,
             "photos_per_candidate": self.photos_per_candidate,
         }

@@ -136,11 +136,15 @@ def card_suggestions(card: dict, vectors, identities, encounters, viewpoints, pa
     With a card whose fusion has an encounter lead threshold, also "photos_with_encounter" (encounter_figures)."""
     fusion = Fusion.from_card(card)
     threshold = fusion.threshold if fusion else float(card.get("open_set_threshold") or 0.5)
+    unsided = fusion.unsided_threshold if fusion else None
     verified = (fusion.candidates, fusion.photos_per_candidate) if fusion else ()
     run = run_suggestions(
         vectors, identities, encounters, viewpoints, patterns if fusion else None, *verified, sightings=sightings
     )
-    out = {"suggestions": suggestion_figures(run, fusion, threshold), "fused": fusion is not None}
+    out = {
+        "suggestions": suggestion_figures(run, fusion, threshold, unsided_threshold=unsided),
+        "fused": fusion is not None,
+    }
     if fusion is not None and fusion.encounter_lead_threshold is not None:
         out["photos_with_encounter"] = encounter_figures(run, fusion)
     return out
@@ -306,13 +310,21 @@ def _with_encounter(scores: list[np.ndarray], ids: list[list[int]], partners: li
 
 
 def suggestion_figures(
-    run: SuggestionRun, fusion: Fusion | None, threshold: float, with_encounter: bool = False
+    run: SuggestionRun,
+    fusion: Fusion | None,
+    threshold: float,
+    with_encounter: bool = False,
+    unsided_threshold: float | None = None,
 ) -> dict:
-    """Top-1, top-5 and mean reciprocal rank of the true individual, and the open set at ``threshold``; every
-    held-out photo serves as a known and as a new animal (query_outcomes). ``with_encounter``: each photo judged
-    with the other photos of its encounter, 'probably new' when its best candidate leads the second by less than
-    ``threshold`` (meant for run.paired())."""
+    """Top-1, top-5 and mean reciprocal rank of the true individual, and the open set at ``threshold``
+    (``unsided_threshold`` for the photos whose side is not known, when given); every held-out photo serves as a
+    known and as a new animal (query_outcomes). ``with_encounter``: each photo judged with the other photos of its
+    encounter, 'probably new' when its best candidate leads the second by less than ``threshold`` (meant for
+    run.paired())."""
     r, known, new = query_outcomes(run, fusion, with_encounter)
+    unsided = unsided_threshold is not None and not with_encounter
+    sides = run.sides or [None] * len(r)
+    cut = np.array([unsided_threshold if unsided and side is None else threshold for side in sides], float)
     return {
         "top1": float(np.mean(r == 1)),
         "top5": float(np.mean((r >= 1) & (r <= 5))),
@@ -320,9 +332,10 @@ def suggestion_figures(
         "queries": int(len(r)),
         "auroc_known_vs_new": auroc(known, new),
         "threshold": threshold,
+        **({"unsided_threshold": unsided_threshold} if unsided else {}),
         "open_set_score": "best candidate's lead over the second (log-odds)" if with_encounter else "best score",
-        "known_wrongly_flagged": float(np.mean(known < threshold)),
-        "new_flagged": float(np.mean(new < threshold)),
+        "known_wrongly_flagged": float(np.mean(known < cut)),
+        "new_flagged": float(np.mean(new < cut)),
         "ms_per_query": 1000 * run.seconds_per_query,
     }
 

@@ -200,7 +200,8 @@ def suggest(
 
     ``threshold`` is an appearance similarity. With ``fusion``, ``query_pattern`` and ``gallery_pattern``
     (detection id -> PatternFeatures or None), the candidates are verified and ranked by calibrated probability,
-    and ``fusion.threshold`` decides 'new' instead; a query without pattern features falls back to appearance.
+    and the fusion's threshold for the query's side decides 'new' instead (Fusion.threshold_for); a query without
+    pattern features falls back to appearance.
     ``neighbours``: this query's (scores, rows) from a batched ``gallery.index.search`` of ``search_depth``."""
     if len(gallery.vectors) == 0:
         return [], True, float("-inf")
@@ -222,7 +223,7 @@ def suggest(
     cands = rank_individuals(scores[keep], rows[keep], gallery, fusion.candidates if verify else k, top_n, photos)
     if verify:
         cands = verify_candidates(cands, query_pattern, gallery_pattern, fusion)[:k]
-        threshold = fusion.threshold
+        threshold = fusion.threshold_for(viewpoint)
     best = cands[0].score if cands else float("-inf")
     return cands, best < threshold, best
 

@@ -85,6 +85,17 @@ def test_a_photo_is_judged_with_the_other_photos_of_its_encounter():
     assert alone.paired().queries == [] and run.paired().queries == run.queries  # no partner, not in the pairs
 
 
+def test_a_photo_of_no_known_side_is_judged_at_the_cards_threshold_for_it():
+    fusion = Fusion(2.0, 0.5, -4.0, 0.5, pattern_lead_weight=1.5)
+    q = [(0.75, 25, True), (0.70, 20, False), (0.60, 3, False)]
+    run = SuggestionRun([q, q], 0.0, 2, [[7, 8, 9]] * 2, ["7/a", "7/b"], ["left", None])
+    _, known, _ = query_outcomes(run, fusion)
+    cut = float(known[0]) + 0.01  # just above both photos' (equal) best scores
+    assert suggestion_figures(run, fusion, cut)["known_wrongly_flagged"] == 1.0
+    mixed = suggestion_figures(run, fusion, cut, unsided_threshold=cut - 0.02)  # only the photo of no side
+    assert mixed["known_wrongly_flagged"] == 0.5 and mixed["unsided_threshold"] == cut - 0.02
+
+
 def test_suggestion_runs_keep_one_candidate_more_for_the_never_seen_case():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(6, 16))

@@ -249,3 +249,13 @@ def test_a_match_probability_is_never_shown_as_certain():
     )
     assert [probability_words(p) for p in (0.004, 0.5, 0.994)] == ["<1%", "50%", "99%"]
     assert match_reason(0.42, None, None) == "appearance score 0.42"
+
+
+def test_a_card_carries_thresholds_for_both_flanks_judged_together_and_for_a_photo_of_no_known_side():
+    fusion = Fusion(8.0, 1.2, -9.0, 0.3, encounter_lead_threshold=0.6, unsided_threshold=0.2)
+    card = {"fusion": fusion.as_card()}
+    assert Fusion.from_card(card) == fusion
+    assert card["fusion"]["encounter_lead_threshold"] == 0.6 and card["fusion"]["unsided_threshold"] == 0.2
+    assert fusion.threshold_for("left") == 0.3 and fusion.threshold_for(None) == 0.2
+    before = Fusion(8.0, 1.2, -9.0, 0.3)  # a card before 0.10.0: one threshold for every photo
+    assert "unsided_threshold" not in before.as_card() and before.threshold_for(None) == 0.3

@@ -71,6 +71,10 @@ RELEASE_VERSION = "0.10.0"
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
 # The photos that have their other flank in their encounter (a burst in the app), judged alone and together.
 ALONE, TOGETHER = "fused, photos with their other flank: each alone", "fused, photos with their other flank: together"
+# Every photo with its side not known, as an import's are, at the threshold chosen so on calibration (and at the
+# sided threshold, as cards before 0.10.0 judged them).
+UNSIDED = "fused, sides not known (as imports)"
+UNSIDED_CARD_THRESHOLD = "fused, sides not known, sided threshold (<= 0.9.0)"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -136,18 +140,22 @@ def main(argv=None) -> int:
     calibration, test = split_by_identity(samples, TEST_FRACTION, SEED)
     embedder, detector = Embedder(), load_detector("bundled")
     t0 = time.perf_counter()
-    runs = {}
+    runs, unsided = {}, {}
     for name, part in (("calibration", calibration), ("test", test)):
         vectors, patterns = photo_features([s.path for s in part], detector, embedder)
-        args_ = (vectors, [s.individual for s in part], [s.encounter for s in part], [s.viewpoint for s in part])
-        runs[name] = run_suggestions(
-            *args_,
-            patterns=patterns,
-            candidates=CANDIDATES,
-            photos_per_candidate=PHOTOS_PER_CANDIDATE,
-            sightings=sighting_numbers(s.path for s in part),
-            session_window=args.session_window,
-        )
+        for sides, into in (([s.viewpoint for s in part], runs), ([None] * len(part), unsided)):
+            # sides not known, as every import's detections are: verified against both flanks' photos
+            into[name] = run_suggestions(
+                vectors,
+                [s.individual for s in part],
+                [s.encounter for s in part],
+                sides,
+                patterns=patterns,
+                candidates=CANDIDATES,
+                photos_per_candidate=PHOTOS_PER_CANDIDATE,
+                sightings=sighting_numbers(s.path for s in part),
+                session_window=args.session_window,
+            )
         print(
             f"{name}: {len(part)} photos, {len({s.individual for s in part})} individuals, "
             f"{time.perf_counter() - t0:.0f} s",
@@ -179,6 +187,18 @@ def main(argv=None) -> int:
     for name, key in ((ALONE, "alone"), (TOGETHER, "together")):
         table[name] = paired[key]
         table[name].pop("ms_per_query")
+    # Sides not known (every import's detections): the same fusion, its threshold chosen again on calibration.
+    _, _, new = query_outcomes(unsided["calibration"], variants[FUSED])
+    variants[FUSED] = dataclasses.replace(
+        variants[FUSED], unsided_threshold=threshold_for_new_share(new, TARGET_NEW_FLAGGED)
+    )
+    fused = variants[FUSED]
+    table[UNSIDED] = suggestion_figures(
+        unsided["test"], fused, fused.threshold, unsided_threshold=fused.unsided_threshold
+    )
+    table[UNSIDED_CARD_THRESHOLD] = suggestion_figures(unsided["test"], fused, fused.threshold)
+    for name in (UNSIDED, UNSIDED_CARD_THRESHOLD):
+        table[name].pop("ms_per_query")
     print(
         f"\ntest individuals never fitted on: {len({s.individual for s in test})}, {len(test)} photos, "
         f"{table[FUSED]['queries']} queries across encounters (seed {SEED})"
@@ -192,7 +212,6 @@ def main(argv=None) -> int:
             f"{name[:50]:50s} {f['queries']:6d} {f['top1']:6.1%} {f['top5']:6.1%} {f['mrr']:6.3f} "
             f"{f['auroc_known_vs_new']:6.3f} {f['known_wrongly_flagged']:10.1%} {f['new_flagged']:11.1%}"
         )
-    fused = variants[FUSED]
     result = {
         "protocol": {
             "data": "nyala/train",
@@ -215,7 +234,9 @@ def main(argv=None) -> int:
             "other flank in their encounter (as the app judges a burst): each alone, and judged together (each "
             "candidate at the mean log-odds of both photos', engine.match.encounter_probabilities; 'probably new' "
             "when the best leads the second by less than the encounter lead threshold, engine.match.log_odds_lead, "
-            "which flags the same share of the calibration photos that have their other flank)",
+            "which flags the same share of the calibration photos that have their other flank). Sides not known "
+            "(every import's detections): every photo verified against both flanks' photos, its threshold chosen "
+            "so on calibration (fusion.unsided_threshold)",
             "crop": "bundled detector's best animal box + pipeline margin",
             "pattern_method": PATTERN_METHOD,
             "matcher": MATCH_METHOD,
