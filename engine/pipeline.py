@@ -353,8 +353,6 @@ class Pipeline:
         gallery = open_gallery(self.cat, self.reid_model_id)
         patterns = PatternStore(self.cat)
         results = []
-        # With a fusion every verified candidate is kept until the detection's burst has been judged together.
-        listed = max(k, self.fusion.candidates) if self.fusion else k
         queries = np.stack([np.frombuffer(r["vector"], np.float32) for r in todo]) if todo else None
         depth = min(SEARCH_DEPTH, len(gallery.vectors))
         for i, row in enumerate(todo):
@@ -364,6 +362,9 @@ class Pipeline:
                 block_scores, block_rows = gallery.index.search(queries[i : i + SEARCH_BLOCK], depth)
             vec = queries[i]
             species = self.species or row["species"]
+            query_pattern = patterns(row["id"])
+            # A verified detection keeps all its candidates until its burst has been judged (judge_bursts).
+            listed = max(k, self.fusion.candidates) if self.fusion and query_pattern is not None else k
             cands, is_new, best = suggest(
                 vec,
                 gallery,
@@ -373,7 +374,7 @@ class Pipeline:
                 k=listed,
                 search_depth=SEARCH_DEPTH,
                 fusion=self.fusion,
-                query_pattern=patterns(row["id"]),
+                query_pattern=query_pattern,
                 gallery_pattern=patterns,
                 neighbours=(block_scores[i % SEARCH_BLOCK], block_rows[i % SEARCH_BLOCK]) if depth else None,
             )
