@@ -6,7 +6,8 @@ embedding, coat pattern) and is matched across encounters through engine.match.s
 found through another photo of its own encounter (same place, light and background), nor judged against the other
 animals of its own sighting session (numbered photos: SESSION_WINDOW). Open set: each photo's best score is its
 'known' score, and its best score among other individuals is its score as a never-seen animal, at the model
-card's threshold.
+card's threshold (its threshold for photos of no known side where the side is not known). The photos whose
+encounter shows both flanks are also judged together, as the app judges such a burst (encounter_figures).
 """
 
 from __future__ import annotations
