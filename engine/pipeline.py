@@ -381,7 +381,8 @@ class Pipeline:
             results.append(Suggested(row, cands, is_new, best, vec))
             if progress and i % 50 == 0:
                 progress("suggest", i, len(todo))
-        if self.fusion is not None:  # a burst's photos show one animal: both flanks are judged together
+        # A burst's photos show one animal: both flanks are judged together, when the card says how (0.10.0 on).
+        if self.fusion is not None and self.fusion.encounter_lead_threshold is not None:
             rows_seen = [r.row for r in results]
             photos = judge_bursts(
                 [r.cands for r in results], bursts(rows_seen), [row["viewpoint"] for row in rows_seen]
@@ -389,8 +390,7 @@ class Pipeline:
             for r, n in zip(results, photos, strict=True):
                 if n > 1:
                     r.best, r.photos = r.cands[0].score, n
-                    if self.fusion.encounter_lead_threshold is not None:
-                        r.is_new = log_odds_lead([c.score for c in r.cands]) < self.fusion.encounter_lead_threshold
+                    r.is_new = log_odds_lead([c.score for c in r.cands]) < self.fusion.encounter_lead_threshold
         new_items = [r.row for r in results if r.is_new]
         new_vecs = [r.vector for r in results if r.is_new]
         groups = group_new(new_items, np.stack(new_vecs), self.appearance_threshold) if new_items else []

@@ -65,8 +65,9 @@ TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 2
 # with each query's sighting session left out, engine.metrics.SESSION_WINDOW; 0.9.0: 1500 pattern keypoints a crop
 # instead of 600, engine.pattern.MAX_KEYPOINTS): same ONNX file as 0.2.0, but suggestions change, so catalogues
 # re-suggest.
-# 0.10.0: the same fusion, and each detection judged with the other photos of its encounter or burst
-# (engine.match.encounter_probabilities) against an encounter threshold of its own.
+# 0.10.0: the same fusion; a burst whose photos show both flanks judged together (engine.match.
+# encounter_probabilities), 'probably new' on the best candidate's lead (encounter_lead_threshold), and a threshold
+# of its own for photos of no known side (unsided_threshold).
 RELEASE_VERSION = "0.10.0"
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
 # The photos that have their other flank in their encounter (a burst in the app), judged alone and together.
