@@ -240,7 +240,7 @@ class ReviewWidget(QWidget):
         lay = QVBoxLayout(self)
         lay.addLayout(top, 1)
         keys = QLabel(
-            "1–5 confirm · N new individual · R reject all · S skip · U undo · P species · ←/→ move · "
+            "1–5 confirm · N new individual · R reject all · S skip · U undo · P species · F flank · ←/→ move · "
             "Z compare full size · B draw a box"
         )
         keys.setObjectName("keys")
@@ -323,12 +323,18 @@ class ReviewWidget(QWidget):
         self.query.setPixmap(pixmap(item["path"], item["box"], 480))
         self.caption.setText(
             f"{item.get('station') or '—'} / {item['file']} · {item['taken_at'] or 'time unknown'} · detection "
-            f"{item['detection_id']} ({_found_by(item)}) · {self.position + 1} of {total}"
+            f"{item['detection_id']} ({_found_by(item)}) · {self._side_text(item)} · {self.position + 1} of {total}"
         )
         self.new_hint.setText("<b>Probably a new individual</b> — press N to name it" if item["probably_new"] else "")
         for i, card in enumerate(self.cards):
             cand = item["candidates"][i] if i < len(item["candidates"]) else None
             card.show_candidate(cand, self._candidate_info(cand) if cand else None)
+
+    def _side_text(self, item: dict) -> str:
+        side, who = decisions.side_of(self.catalogue, item["detection_id"])
+        if side is None:
+            return "side not known (F)"
+        return f"{side} flank" + (" (inferred from the photo)" if who and who.startswith("model:") else "")
 
     # -- keys -----------------------------------------------------------------------------------------
     def _bind_keys(self) -> None:
@@ -340,6 +346,7 @@ class ReviewWidget(QWidget):
             Qt.Key.Key_S: self.skip,
             Qt.Key.Key_U: self.undo,
             Qt.Key.Key_P: self.set_species,
+            Qt.Key.Key_F: self.next_side,
             Qt.Key.Key_Right: lambda: self.move(1),
             Qt.Key.Key_Left: lambda: self.move(-1),
             Qt.Key.Key_Z: self.compare,
@@ -427,6 +434,20 @@ class ReviewWidget(QWidget):
         if species:
             decisions.set_detection_species(self.catalogue, item["detection_id"], species, self.who)
             self._after_decision(f"detection {item['detection_id']}: species set to {species}")
+
+    def next_side(self) -> None:
+        """The flank the detection shows, in turn left, right, not known: once confirmed it is compared only with
+        its individual's photos of that side (and those of no known side)."""
+        item = self.current()
+        if not item:
+            return
+        side, _ = decisions.side_of(self.catalogue, item["detection_id"])
+        following = {None: "left", "left": "right", "right": None}[side]
+        decisions.set_detection_side(self.catalogue, item["detection_id"], following, self.who)
+        self.status.setText(
+            f"detection {item['detection_id']}: {following + ' flank' if following else 'side not known'}"
+        )
+        self.show_current()
 
     def skip(self) -> None:
         self.move(1)

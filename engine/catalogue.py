@@ -21,7 +21,7 @@ import sqlite_utils
 
 from .postgres import WRITER_LOCK, is_postgres_url
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 ASSIGNMENT_STATUSES = ("suggested", "confirmed", "rejected", "undo")
 
 
@@ -404,7 +404,26 @@ def _migration_6(db) -> None:
     _trigger(db, "assignments_keep_state", "AFTER INSERT ON assignments", _keep_state_body(_standing_sql(later)))
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5, 6: _migration_6}
+def _migration_7(db) -> None:
+    """Which flank a detection shows (detections.viewpoint) gets a trail like its species: who said so and when,
+    a reviewer or the model that inferred it from the crop (engine.side)."""
+    db["side_changes"].create(
+        {"id": int, "detection_id": int, "side": str, "who": str, "at": str},
+        pk="id",
+        foreign_keys=[("detection_id", "detections", "id")],
+    )
+    db["side_changes"].create_index(["detection_id"])
+
+
+MIGRATIONS = {
+    1: _migration_1,
+    2: _migration_2,
+    3: _migration_3,
+    4: _migration_4,
+    5: _migration_5,
+    6: _migration_6,
+    7: _migration_7,
+}
 
 
 def default_catalogue_path() -> Path:

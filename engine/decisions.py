@@ -137,6 +137,34 @@ def record_species(cat: Catalogue, detection_id: int, species: str, who: str) ->
     )
 
 
+SIDES = ("left", "right")
+
+
+def set_detection_side(cat: Catalogue, detection_id: int, side: str | None, who: str) -> None:
+    """The reviewer says which flank a detection shows ('left', 'right', or None: not known), with its trail row.
+    It decides which gallery photos the detection is compared with once confirmed (engine.match)."""
+    if side is not None and side not in SIDES:
+        raise DecisionError(f"{side!r} is not a side: left, right or none")
+    with cat.transaction():
+        record_side(cat, detection_id, side, who)
+
+
+def record_side(cat: Catalogue, detection_id: int, side: str | None, who: str) -> None:
+    """Set a detection's side with its trail row, in the caller's transaction: a reviewer, or the model that
+    inferred it from the crop (engine.pipeline, only where nobody had given one)."""
+    cat.db.execute("UPDATE detections SET viewpoint = ? WHERE id = ?", [side, detection_id])
+    cat.db["side_changes"].insert({"detection_id": detection_id, "side": side, "who": who, "at": utc_now()})
+
+
+def side_of(cat: Catalogue, detection_id: int) -> tuple[str | None, str | None]:
+    """A detection's side and who said so last (None: given at import, or never given)."""
+    rows = cat.query("SELECT viewpoint FROM detections WHERE id = ?", [detection_id])
+    if not rows:
+        raise DecisionError(f"no detection {detection_id}")
+    trail = cat.query("SELECT who FROM side_changes WHERE detection_id = ? ORDER BY id DESC LIMIT 1", [detection_id])
+    return rows[0]["viewpoint"], trail[0]["who"] if trail else None
+
+
 def merge(cat: Catalogue, keep_id: int, merge_id: int, who: str) -> int:
     """``merge_id`` becomes the same animal as ``keep_id`` (which survives, with both histories)."""
     keep_id, merge_id = resolve_individual(cat, keep_id), resolve_individual(cat, merge_id)

@@ -30,6 +30,7 @@ from .metrics import SESSION_WINDOW, auroc, encounter_exclusion, reid_protocol
 from .pattern import PatternFeatures, extract
 from .pipeline import CROP_MARGIN
 from .reid import Embedder
+from .side import SideClassifier, mirrored
 
 
 def sighting_numbers(paths) -> list[int | None]:
@@ -92,40 +93,63 @@ def animal_crop(path, detector) -> np.ndarray:
     return crop(image, best_animal_box(image, detector), str(path), CROP_MARGIN)
 
 
-def photo_features(paths: list[str], detector, embedder: Embedder, workers: int = 2, progress=None):
-    """Per photo, what the product stores: its animal_crop, that crop's embedding and its coat-pattern features."""
+def photo_features(
+    paths: list[str], detector, embedder: Embedder, workers: int = 2, progress=None, with_mirrors: bool = False
+):
+    """Per photo, what the product stores: its animal_crop, that crop's embedding and its coat-pattern features.
+    ``with_mirrors``: also the embeddings of the mirrored crops (engine.side), as a third array."""
 
     def one(path):
         animal = animal_crop(path, detector)
         return animal, extract(animal)
 
-    vectors, patterns = [], []
+    vectors, patterns, mirrors = [], [], []
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(paths), 64):
             done = list(pool.map(one, paths[start : start + 64]))
             vectors.append(embedder.embed([c for c, _ in done]))
+            if with_mirrors:
+                mirrors.append(embedder.embed([mirrored(c) for c, _ in done]))
             patterns += [p for _, p in done]
             if progress:
                 progress(start + len(done), len(paths))
-    return np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), np.float32), patterns
+    empty = np.zeros((0, embedder.dim), np.float32)
+    stacked = np.concatenate(vectors) if vectors else empty
+    if with_mirrors:
+        return stacked, patterns, np.concatenate(mirrors) if mirrors else empty
+    return stacked, patterns
 
 
 def evaluate_folder(
-    root: str | Path, model: str | Path | None = None, progress=None, detector: str | Path | None = "bundled"
+    root: str | Path,
+    model: str | Path | None = None,
+    progress=None,
+    detector: str | Path | None = "bundled",
+    species: str | None = None,
 ) -> dict:
     """Herdbook's figures on a folder of identified photos, the product's way: detector crop, embedding, coat
-    pattern, suggestions with the card's fusion and 'probably new' threshold."""
+    pattern, suggestions with the card's fusion and 'probably new' threshold. A photo whose name gives no side
+    gets the side the app would infer for ``species`` (engine.side), as an import's detection does."""
     photos = identified_photos(root)
     if len({p.individual for p in photos}) < 2:
         raise ValueError(f"{root}: needs photos of at least two individuals")
     embedder = Embedder(model)
-    emb, patterns = photo_features([str(p.path) for p in photos], load_detector(detector), embedder, progress=progress)
+    classifier = SideClassifier.from_card(embedder.card.data)
+    infer = classifier is not None and classifier.applies_to(species) and any(p.viewpoint is None for p in photos)
+    features = photo_features(
+        [str(p.path) for p in photos], load_detector(detector), embedder, progress=progress, with_mirrors=infer
+    )
+    emb, patterns = features[0], features[1]
     ids, enc, sides = [p.individual for p in photos], [p.encounter for p in photos], [p.viewpoint for p in photos]
+    recorded = sum(side is not None for side in sides)
+    if infer:
+        sides = [side or guess for side, guess in zip(sides, classifier.sides(emb, features[2]), strict=True)]
     numbers = sighting_numbers(p.path for p in photos)
     out = reid_protocol(emb, ids, enc, sides, numbers)  # appearance alone, photo against photo
     out |= card_suggestions(embedder.card.data, emb, ids, enc, sides, patterns, numbers)
     out["photos"], out["individuals"] = len(photos), len(set(ids))
     out["encounters"] = len(set(enc))
+    out["sides"] = {"from_names": recorded, "inferred": sum(side is not None for side in sides) - recorded}
     out["model"] = f"{embedder.card['name']} {embedder.card['version']}"
     return out
 
@@ -148,6 +172,8 @@ def card_suggestions(card: dict, vectors, identities, encounters, viewpoints, pa
     }
     if fusion is not None and fusion.encounter_lead_threshold is not None:
         out["photos_with_encounter"] = encounter_figures(run, fusion)
+    if fusion is not None:
+        out["as_the_app_judges"] = decision_figures(run, fusion)
     return out
 
 
@@ -351,6 +377,38 @@ def encounter_figures(run: SuggestionRun, fusion: Fusion) -> dict:
     }
 
 
+def decision_figures(run: SuggestionRun, fusion: Fusion) -> dict:
+    """Every photo judged as the app judges it: with the other photos of its encounter when they show both flanks
+    (the lead, encounter_lead_threshold), otherwise alone at the threshold for its side (Fusion.threshold_for).
+    The open set is ranked on each photo's margin above the threshold it is judged at, so the AUROC is over the
+    decisions the app makes, whichever rule made each."""
+    r_alone, known_alone, new_alone = query_outcomes(run, fusion)
+    if fusion.encounter_lead_threshold is not None:
+        r_together, known_together, new_together = query_outcomes(run, fusion, with_encounter=True)
+        together = np.array([bool(p) for p in run.encounter_partners()], bool)
+    else:
+        r_together, known_together, new_together = r_alone, known_alone, new_alone
+        together = np.zeros(len(r_alone), bool)
+    sides = run.sides or [None] * len(r_alone)
+    alone_cut = np.array([fusion.threshold_for(side) for side in sides], float)
+    lead_cut = fusion.encounter_lead_threshold or 0.0
+    ranks = np.where(together, r_together, r_alone)
+    known = np.where(together, known_together - lead_cut, known_alone - alone_cut)
+    new = np.where(together, new_together - lead_cut, new_alone - alone_cut)
+    return {
+        "top1": float(np.mean(ranks == 1)),
+        "top5": float(np.mean((ranks >= 1) & (ranks <= 5))),
+        "mrr": float(np.mean(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0))),
+        "queries": int(len(ranks)),
+        "judged_together": int(together.sum()),
+        "side_known": int(sum(side is not None for side in sides)),
+        "auroc_known_vs_new": auroc(known, new),
+        "open_set_score": "margin above the threshold the photo is judged at",
+        "known_wrongly_flagged": float(np.mean(known < 0)),
+        "new_flagged": float(np.mean(new < 0)),
+    }
+
+
 def report_lines(result: dict) -> list[str]:
     a, s, g = result["across_encounters"], result["same_side"], result["suggestions"]
     how = "appearance + coat pattern" if result["fused"] else "appearance"
@@ -362,6 +420,7 @@ def report_lines(result: dict) -> list[str]:
         f"new individual:    AUROC {g['auroc_known_vs_new']:.2f}; at threshold {g['threshold']:.3f}, "
         f"{g['known_wrongly_flagged']:.0%} of known animals flagged new, {g['new_flagged']:.0%} of new ones flagged",
         *([_encounter_line(result["photos_with_encounter"])] if "photos_with_encounter" in result else []),
+        *([_decision_line(result)] if "as_the_app_judges" in result else []),
         f"appearance alone, photo against photo: top-1 {a['rank1']:.1%}, top-5 {a['rank5']:.1%}, mAP {a['mAP']:.1%}; "
         f"same side only top-1 {s['rank1']:.1%}, top-5 {s['rank5']:.1%}",
     ]
@@ -374,4 +433,14 @@ def _encounter_line(figures: dict) -> str:
         f"top-5 {alone['top5']:.1%}, AUROC {alone['auroc_known_vs_new']:.2f}; judged together as a burst top-1 "
         f"{together['top1']:.1%}, top-5 {together['top5']:.1%}, AUROC {together['auroc_known_vs_new']:.2f}, "
         f"{together['known_wrongly_flagged']:.0%} of known flagged new, {together['new_flagged']:.0%} of new"
+    )
+
+
+def _decision_line(result: dict) -> str:
+    d, sides = result["as_the_app_judges"], result.get("sides", {})
+    return (
+        f"every photo as the app judges it ({d['judged_together']} with their other flank; sides from names "
+        f"{sides.get('from_names', d['side_known'])}, inferred {sides.get('inferred', 0)}): top-1 {d['top1']:.1%}, "
+        f"top-5 {d['top5']:.1%}, AUROC {d['auroc_known_vs_new']:.2f}, {d['known_wrongly_flagged']:.0%} of known "
+        f"flagged new, {d['new_flagged']:.0%} of new"
     )

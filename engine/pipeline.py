@@ -22,6 +22,7 @@ import numpy as np
 
 from .calibration import Fusion
 from .catalogue import Catalogue
+from .decisions import record_side
 from .detect import load_detector
 from .gallery_index import gallery_folder, open_gallery
 from .imageio import ImageError, crop, load_rgb, load_rgb_reduced
@@ -31,6 +32,7 @@ from .pattern import PATTERN_METHOD, PatternFeatures, PatternMatch, draw_match
 from .pattern import extract as extract_pattern
 from .pattern import match as match_pattern
 from .reid import Embedder
+from .side import SideClassifier, mirrored
 
 CROP_MARGIN = 0.05  # a detector's box is tight; re-identification sees a little of the animal's outline too
 StageProgress = Callable[[str, int, int], None]  # stage, done, total
@@ -129,9 +131,11 @@ class Pipeline:
         # Appearance similarity: the open set without fusion, and when two new detections look alike.
         self.appearance_threshold = float(card.data.get("open_set_threshold") or 0.5)
         self.fusion = Fusion.from_card(card.data)  # carries its own 'probably new' probability
+        self.side_classifier = SideClassifier.from_card(card.data)  # a detection's flank, where nobody recorded it
         self.species = species
         self.batch_size = batch_size
-        self.who = who or f"model:{card['name']}-{card['version']}"
+        self.inferred_by = f"model:{card['name']}-{card['version']}"  # what the model infers is signed so
+        self.who = who or self.inferred_by
 
     @cached_property
     def detector(self):
@@ -220,7 +224,8 @@ class Pipeline:
         method = PATTERN_METHOD if self.fusion else None
         return self.cat.query(
             """SELECT * FROM (
-                 SELECT d.id, d.x, d.y, d.w, d.h, m.path, m.id AS media_id,
+                 SELECT d.id, d.x, d.y, d.w, d.h, m.path, m.id AS media_id, d.viewpoint,
+                      COALESCE(d.species, m.species) AS species,
                       EXISTS (SELECT 1 FROM embeddings e WHERE e.detection_id = d.id AND e.model_id = :model)
                         AS has_embedding,
                       (CAST(:method AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM patterns p WHERE p.detection_id = d.id
@@ -266,8 +271,12 @@ class Pipeline:
         to_extract = [i for i, r in enumerate(rows) if not r["has_pattern"]]
         extracting = pool.map(extract_pattern, [crops[i] for i in to_extract])  # runs while the network embeds
         vectors = self.embedder.embed([crops[i] for i in to_embed]) if to_embed else []
+        sides = self._infer_sides([rows[i] for i in to_embed], [crops[i] for i in to_embed], vectors)
         patterns = dict(zip(to_extract, extracting, strict=True))
         with self.cat.transaction():
+            for row_id, side in sides.items():  # inferred only where nobody has given a side, even meanwhile
+                if self.cat.query("SELECT viewpoint FROM detections WHERE id = ?", [row_id])[0]["viewpoint"] is None:
+                    record_side(self.cat, row_id, side, self.inferred_by)
             for i, vec in zip(to_embed, vectors, strict=True):
                 self.cat.db["embeddings"].insert(
                     {"detection_id": rows[i]["id"], "model_id": self.reid_model_id, "vector": vec.tobytes()},
@@ -279,6 +288,22 @@ class Pipeline:
                     replace=True,
                 )
         return len(rows)
+
+    def _infer_sides(self, rows: list[dict], crops: list[np.ndarray], vectors) -> dict[int, str]:
+        """{detection id: side} for the detections of this batch that nobody gave a side, of a species the card's
+        side classifier knows, where it is sure enough (engine.side); one more embedding each, of the mirror."""
+        if self.side_classifier is None:
+            return {}
+        todo = [
+            i
+            for i, r in enumerate(rows)
+            if r["viewpoint"] is None and self.side_classifier.applies_to(self.species or r["species"])
+        ]
+        if not todo:
+            return {}
+        mirrors = self.embedder.embed([mirrored(crops[i]) for i in todo])
+        sides = self.side_classifier.sides(np.asarray(vectors)[todo], mirrors)
+        return {rows[i]["id"]: side for i, side in zip(todo, sides, strict=True) if side is not None}
 
     # -- suggest --------------------------------------------------------------------------------------------
     def _marks_path(self) -> Path:

@@ -395,7 +395,9 @@ def cmd_evaluate(args) -> int:
 
     bar, update = _progress_bar("evaluate")
     try:
-        result = evaluate_folder(args.data, args.model, lambda d, t: update(d, t, ""), args.detector)
+        result = evaluate_folder(
+            args.data, args.model, lambda d, t: update(d, t, ""), args.detector, species=args.species
+        )
     except (ModelError, FileNotFoundError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     finally:
@@ -635,6 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder per individual (or per individual/encounter)")
     p.add_argument("--model", help="ONNX re-identification model (default: the bundled one)")
     p.add_argument("--detector", default="bundled", help="as for import: bundled, whole-frame or a detector file")
+    p.add_argument(
+        "--species", help="the photos' species: a side the names do not give is inferred as on import, where known"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -106,3 +106,19 @@ def test_cli_new_individual_with_existing_code_says_to_confirm(cat):
     assert res.returncode == 0, res.stderr
     res = herdbook("--catalogue", path, "undo", "--who", "ann")
     assert res.returncode == 0 and "confirmation of detection" in res.stdout and "N-2" in res.stdout
+
+
+def test_a_detections_side_is_set_with_its_trail_and_nonsense_is_refused(cat):
+    d = dets(cat)[0]
+    assert decisions.side_of(cat, d) == (None, None)
+    decisions.set_detection_side(cat, d, "left", who="ann")
+    decisions.set_detection_side(cat, d, "right", who="ben")
+    assert decisions.side_of(cat, d) == ("right", "ben")
+    with pytest.raises(decisions.DecisionError, match="'up' is not a side"):
+        decisions.set_detection_side(cat, d, "up", who="ann")
+    decisions.set_detection_side(cat, d, None, who="ann")  # not known after all
+    trail = cat.query("SELECT side, who FROM side_changes WHERE detection_id = ? ORDER BY id", [d])
+    assert trail == [{"side": "left", "who": "ann"}, {"side": "right", "who": "ben"}, {"side": None, "who": "ann"}]
+    assert decisions.side_of(cat, d) == (None, "ann")
+    with pytest.raises(decisions.DecisionError, match="no detection"):
+        decisions.side_of(cat, 10**9)

@@ -75,6 +75,24 @@ def test_review_five_suggestions_with_the_keys_then_undo_and_new(qtbot, review):
 
 
 @needs_model
+def test_f_records_the_flank_in_turn_with_its_trail_and_the_caption_says_it(qtbot, review):
+    from engine import decisions
+
+    cat, widget = review
+    det = widget.current()["detection_id"]
+    side, _ = decisions.side_of(cat, det)
+    turn = ["left", "right", None]
+    for _ in range(3):
+        qtbot.keyClick(widget, "F")
+        side = turn[(turn.index(side) + 1) % 3]
+        assert decisions.side_of(cat, det) == (side, "tester")
+        assert widget.current()["detection_id"] == det  # the reviewer stays on it
+        assert (f"{side} flank" if side else "side not known") in widget.caption.text()
+    trail = cat.query("SELECT who FROM side_changes WHERE detection_id = ? AND who = 'tester'", [det])
+    assert len(trail) == 3
+
+
+@needs_model
 def test_the_queue_is_read_a_page_at_a_time_and_a_decision_removes_one_row(qtbot, review):
     from engine.pipeline import open_suggestions
 

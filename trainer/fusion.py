@@ -26,6 +26,7 @@ from engine.calibration import FEATURES, Fusion, feature_columns
 from engine.demo import find_data_dir
 from engine.detect import load_detector
 from engine.evaluate import (
+    decision_figures,
     encounter_figures,
     photo_features,
     query_outcomes,
@@ -38,6 +39,7 @@ from engine.pattern import MATCH_METHOD, PATTERN_METHOD
 from engine.reid import Embedder, default_model_path
 
 from .data import folder_samples, split_by_identity
+from .side import fit_side_classifier, side_figures
 
 SEED, TEST_FRACTION = 0, 0.34
 # Individuals verified per query, chosen on the calibration individuals only (118, a larger gallery than the
@@ -68,7 +70,10 @@ TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 2
 # 0.10.0: the same fusion; a burst whose photos show both flanks judged together (engine.match.
 # encounter_probabilities), 'probably new' on the best candidate's lead (encounter_lead_threshold), and a threshold
 # of its own for photos of no known side (unsided_threshold).
-RELEASE_VERSION = "0.10.0"
+# 0.11.0: the same fusion; a detection's side, when nobody recorded it, inferred from its crop and the crop's mirror
+# (engine.side, fitted here on the calibration photos), for nyala.
+RELEASE_VERSION = "0.11.0"
+SIDE_SPECIES = ("nyala", "Tragelaphus angasii")
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
 # The photos that have their other flank in their encounter (a burst in the app), judged alone and together.
 ALONE, TOGETHER = "fused, photos with their other flank: each alone", "fused, photos with their other flank: together"
@@ -76,6 +81,10 @@ ALONE, TOGETHER = "fused, photos with their other flank: each alone", "fused, ph
 # sided threshold, as cards before 0.10.0 judged them).
 UNSIDED = "fused, sides not known (as imports)"
 UNSIDED_CARD_THRESHOLD = "fused, sides not known, sided threshold (<= 0.9.0)"
+# Every photo judged as the app judges it (engine.evaluate.decision_figures): with its other flank when its
+# encounter shows both, else alone at its side's threshold; sides from the file names, or inferred (engine.side).
+APP_SIDES_KNOWN = "as the app judges, sides recorded"
+APP_SIDES_INFERRED = "as the app judges, sides inferred from the crops (0.11.0)"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -112,6 +121,7 @@ def write_card(result: dict) -> Path:
     card = json.loads(card_path.read_text())
     card["version"] = RELEASE_VERSION
     card["fusion"] = result["fusion"]
+    card["side_classifier"] = result["side_classifier"]
     card["metrics"]["suggestions_unseen_individuals"] = {
         "protocol": result["protocol"],
         "baseline_imagenet_off_the_shelf_same_run": BASELINE,
@@ -141,9 +151,10 @@ def main(argv=None) -> int:
     calibration, test = split_by_identity(samples, TEST_FRACTION, SEED)
     embedder, detector = Embedder(), load_detector("bundled")
     t0 = time.perf_counter()
-    runs, unsided = {}, {}
+    runs, unsided, features = {}, {}, {}
     for name, part in (("calibration", calibration), ("test", test)):
-        vectors, patterns = photo_features([s.path for s in part], detector, embedder)
+        vectors, patterns, mirrors = photo_features([s.path for s in part], detector, embedder, with_mirrors=True)
+        features[name] = vectors, patterns, mirrors
         for sides, into in (([s.viewpoint for s in part], runs), ([None] * len(part), unsided)):
             # sides not known, as every import's detections are: verified against both flanks' photos
             into[name] = run_suggestions(
@@ -194,6 +205,34 @@ def main(argv=None) -> int:
         variants[FUSED], unsided_threshold=threshold_for_new_share(new, TARGET_NEW_FLAGGED)
     )
     fused = variants[FUSED]
+    # Sides inferred where nobody recorded them (every photo here, as an import's): the classifier fitted on the
+    # calibration photos, the test photos' sides told from their crops alone.
+    vectors, _, mirrors = features["calibration"]
+    sides, side_cv = fit_side_classifier(
+        vectors, mirrors, [s.viewpoint for s in calibration], [s.individual for s in calibration], SIDE_SPECIES
+    )
+    vectors, patterns, mirrors = features["test"]
+    inferred = sides.sides(vectors, mirrors)
+    truly_left = np.array([s.viewpoint == "left" for s in test])
+    side_test = side_figures(sides.probability_left(vectors, mirrors), truly_left, sides.min_confidence)
+    inferred_run = run_suggestions(
+        vectors,
+        [s.individual for s in test],
+        [s.encounter for s in test],
+        inferred,
+        patterns=patterns,
+        candidates=CANDIDATES,
+        photos_per_candidate=PHOTOS_PER_CANDIDATE,
+        sightings=sighting_numbers(s.path for s in test),
+        session_window=args.session_window,
+    )
+    print(
+        f"sides: calibration (5-fold by individual) {side_cv['accuracy_all']:.1%} right, {side_cv['kept']:.0%} "
+        f"kept at confidence {sides.min_confidence:.3f}, {side_cv['accuracy_kept']:.1%} of those right; test "
+        f"{side_test['accuracy_all']:.1%}, {side_test['kept']:.0%} kept, {side_test['accuracy_kept']:.1%} right"
+    )
+    table[APP_SIDES_KNOWN] = decision_figures(runs["test"], fused)
+    table[APP_SIDES_INFERRED] = decision_figures(inferred_run, fused)
     table[UNSIDED] = suggestion_figures(
         unsided["test"], fused, fused.threshold, unsided_threshold=fused.unsided_threshold
     )
@@ -238,6 +277,12 @@ def main(argv=None) -> int:
             "which flags the same share of the calibration photos that have their other flank). Sides not known "
             "(every import's detections): every photo verified against both flanks' photos, its threshold chosen "
             "so on calibration (fusion.unsided_threshold)",
+            "as_the_app_judges": "every photo judged as the app judges it (engine.evaluate.decision_figures): "
+            "together with its other flank when its encounter's photos show both sides, otherwise alone at the "
+            "threshold for its side; AUROC over each photo's margin above the threshold it is judged at. Sides "
+            "recorded: from the file names. Sides inferred: engine.side's classifier fitted on the calibration "
+            "photos (embedding of the crop minus its mirror's), a side left unknown below its confidence; the "
+            "thresholds are the ones chosen above (not chosen again for inferred sides)",
             "crop": "bundled detector's best animal box + pipeline margin",
             "pattern_method": PATTERN_METHOD,
             "matcher": MATCH_METHOD,
@@ -246,6 +291,13 @@ def main(argv=None) -> int:
         },
         "test": table,
         "fusion": fused.as_card(),
+        "side_classifier": sides.as_card(
+            {
+                "calibration_5_fold_by_individual": side_cv,
+                "test_individuals": side_test | {"photos": len(test)},
+                "command": "python -m trainer.fusion --write-card",
+            }
+        ),
         "test_individuals": sorted(f"nyala:{i}" for i in {s.individual for s in test}),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
