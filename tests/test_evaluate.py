@@ -32,10 +32,37 @@ def test_evaluate_a_folder_of_identified_photos(tmp_path, data_dir):
     assert 0.0 <= g["auroc_known_vs_new"] <= 1.0 and 0.0 <= g["new_flagged"] <= 1.0
     e = out["photos_with_encounter"]  # the photos with their other flank: alone, and together as the app a burst
     assert 0 < e["together"]["queries"] == e["alone"]["queries"] <= g["queries"]
+    app = out["as_the_app_judges"]  # every photo: together where both flanks show, else alone at its side's cut
+    assert app["queries"] == g["queries"] and app["judged_together"] == e["together"]["queries"]
+    assert out["sides"] == {"from_names": out["photos"], "inferred": 0}
     text = herdbook("evaluate", "--data", root)
     assert "photos with another photo of their encounter" in text.stdout
+    assert "every photo as the app judges it" in text.stdout
     assert "suggestions (appearance + coat pattern), across encounters: top-1" in text.stdout
     assert "new individual" in text.stdout
+
+
+def test_evaluate_infers_the_sides_names_do_not_give_for_a_species_the_card_knows(tmp_path, data_dir):
+    """One folder per encounter, files named without a side: with --species nyala the sides are inferred as an
+    import's would be (engine.side), so both-flank encounters are judged together; without it, none are."""
+    from tests.conftest import held_out_individuals
+
+    root = tmp_path / "encounters"
+    for individual in held_out_individuals()[:6]:
+        for f in sorted((data_dir / "nyala/train" / individual).glob("*.jpg")):
+            folder = root / individual / f.name.split("_")[0]
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, folder / f"photo{len(list(folder.iterdir()))}.jpg")
+    results = {}
+    for species in ("nyala", None):
+        res = herdbook("evaluate", "--data", root, "--json", *(("--species", species) if species else ()))
+        assert res.returncode == 0, res.stderr
+        results[species] = json.loads(res.stdout)
+    inferred, plain = results["nyala"], results[None]
+    assert inferred["sides"]["from_names"] == 0 and inferred["sides"]["inferred"] >= 0.6 * inferred["photos"]
+    assert plain["sides"] == {"from_names": 0, "inferred": 0}
+    assert inferred["as_the_app_judges"]["judged_together"] > 0 == plain["as_the_app_judges"]["judged_together"]
+    assert inferred["as_the_app_judges"]["queries"] == plain["as_the_app_judges"]["queries"] > 0
 
 
 def test_evaluate_names_a_missing_folder(tmp_path):
