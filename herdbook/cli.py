@@ -194,6 +194,10 @@ def cmd_decide(args) -> int:
             elif args.command == "species":
                 decisions.set_detection_species(cat, det, args.name, who)
                 print(f"detection {det}: species {args.name}")
+            elif args.command == "side":
+                side = None if args.side == "none" else args.side
+                decisions.set_detection_side(cat, det, side, who)
+                print(f"detection {det}: {f'{side} flank' if side else 'side not known'}")
             else:  # new-individual
                 dets = _proposal_detections(cat, det) if args.whole_proposal else [det]
                 species = args.species or decisions.detection_species(cat, det)
@@ -544,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("new-individual", "name a new individual from a detection"),
         ("undo", "undo your latest decision (or the latest of one detection, if given)"),
         ("species", "say which species a detection shows"),
+        ("side", "say which flank a detection shows (left, right, none)"),
         ("merge", "merge individual GONE into KEEP (both histories kept; undo-merge takes it back)"),
         ("undo-merge", "undo your latest merge"),
     ):
@@ -557,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("detection", type=int)
         if name == "species":
             p.add_argument("name", help="species name")
+        if name == "side":
+            p.add_argument("side", choices=("left", "right", "none"))
         if name == "confirm":
             p.add_argument("individual", help="individual code")
         if name == "reject":

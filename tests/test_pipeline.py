@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import decisions
 from engine.catalogue import Catalogue
 from engine.demo import label_folder_individuals
 from engine.ingest import import_folder
@@ -96,6 +97,12 @@ def test_decisions_from_the_command_line(new_catalogue, card_folders):
         assert [r["status"] for r in log] == ["confirmed", "rejected", "confirmed", "undo"]
     missing = herdbook("--catalogue", cat_path, "confirm", 999999, code)
     assert missing.returncode == 1 and "no detection 999999" in missing.stderr
+    res = herdbook("--catalogue", cat_path, "side", second["detection_id"], "right", "--who", "ann")
+    assert res.returncode == 0 and "right flank" in res.stdout, res.stderr
+    with Catalogue(cat_path) as cat:
+        assert decisions.side_of(cat, second["detection_id"]) == ("right", "ann")
+    wrong = herdbook("--catalogue", cat_path, "side", second["detection_id"], "up")
+    assert wrong.returncode == 2 and "invalid choice: 'up'" in wrong.stderr
 
 
 def test_pipeline_kill_and_resume_ends_like_one_run(tmp_path, card_folders):
