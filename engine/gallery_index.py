@@ -7,7 +7,9 @@ which sightings stand now (a few columns, no vectors) and the vectors of sightin
 
 Layout, one folder per re-identification model: ``<catalogue>.gallery/model-<id>/``
 * ``detections.i64``, ``vectors.f32`` and ``viewpoints.u8``: append-only rows, one per detection ever confirmed
-  with this model's embedding (an embedding and a detection's side never change, so a row is never rewritten);
+  with this model's embedding (an embedding never changes, so a row is never rewritten; a detection's side can,
+  when a reviewer corrects it: the changes logged in ``side_changes`` since the folder's ``side_mark`` are
+  written into its byte of ``viewpoints.u8``);
 * ``ivf.faiss``: from ``IVF_MIN`` rows, a faiss inverted-file index (vectors kept in fp16) over the first
   ``indexed`` rows; rows appended since are searched exactly beside it and folded into the index once they are
   a fifth of it (so an ordinary run writes only its new rows, never the whole index);
@@ -22,6 +24,7 @@ model, it is rebuilt from the catalogue. Without faiss (the installer build) eve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,7 +34,7 @@ import numpy as np
 
 from .match import Gallery, exact_top_k
 
-FORMAT = 3
+FORMAT = 4  # 4: side_mark
 # Below this many rows exact search over the memory-mapped vectors is fast enough: 1,000 queries against 70k
 # 1280-d rows take 1.0 s on this 2-core CPU.
 IVF_MIN = 50_000
@@ -49,6 +52,7 @@ class _Meta:
     dim: int = 0
     indexed: int = 0  # rows in ivf.faiss
     sides: list = field(default_factory=lambda: [None])  # viewpoints.u8 code -> side (0: not known)
+    side_mark: int = 0  # the last side_changes row whose side the files hold
 
     @classmethod
     def read(cls, path: Path) -> _Meta:
@@ -56,7 +60,7 @@ class _Meta:
             data = json.loads(path.read_text())
             if data.get("format") != FORMAT:
                 return cls()
-            return cls(int(data["rows"]), int(data["dim"]), int(data["indexed"]), data["sides"])
+            return cls(int(data["rows"]), int(data["dim"]), int(data["indexed"]), data["sides"], int(data["side_mark"]))
         except (OSError, ValueError, KeyError, TypeError):
             return cls()
 
@@ -187,7 +191,30 @@ def _append_missing(catalogue, model_id: int, folder: Path, meta: _Meta, missing
         for handle in handles:
             handle.close()
     added = np.concatenate(appended) if appended else np.zeros(0, np.int64)
-    return _Meta(meta.rows + len(added), dim, meta.indexed, sides), added
+    return dataclasses.replace(meta, rows=meta.rows + len(added), dim=dim, sides=sides), added
+
+
+def _patch_sides(catalogue, folder: Path, meta: _Meta, known: np.ndarray, up_to: int) -> _Meta:
+    """Write the sides changed since ``meta.side_mark`` (up to ``up_to``) into the rows of their detections."""
+    changes = catalogue.db.execute(
+        "SELECT detection_id, side FROM side_changes WHERE id > ? AND id <= ? ORDER BY id", [meta.side_mark, up_to]
+    ).fetchall()
+    latest = dict(changes)  # a detection changed twice: its last side
+    order = np.argsort(known)
+    ids = np.array(list(latest), np.int64)
+    pos = np.minimum(np.searchsorted(known[order], ids), len(known) - 1)
+    held = known[order][pos] == ids
+    if not held.any():
+        return meta
+    sides = list(meta.sides)
+    sides += [side for side in dict.fromkeys(latest.values()) if side not in sides]
+    with open(folder / "viewpoints.u8", "r+b") as handle:
+        for detection, row in zip(ids[held], order[pos[held]], strict=True):
+            handle.seek(int(row))
+            handle.write(bytes([sides.index(latest[int(detection)])]))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return dataclasses.replace(meta, sides=sides)
 
 
 def _files_hold(folder: Path, meta: _Meta) -> bool:
@@ -251,6 +278,11 @@ def _from_folder(catalogue, model_id: int, folder: Path, ivf_min: int) -> Galler
         known = np.fromfile(ids_path, np.int64, meta.rows) if meta.rows else np.zeros(0, np.int64)
         if meta.rows and not _sample_matches(catalogue, model_id, folder, meta, known):
             meta, known = _Meta(), np.zeros(0, np.int64)  # another catalogue's rows (a restored backup): rebuild
+        # read before the rows are: a side changed meanwhile is in the rows, or patched next time (latest wins)
+        side_mark = catalogue.db.execute("SELECT COALESCE(max(id), 0) FROM side_changes").fetchone()[0]
+        if meta.rows and side_mark > meta.side_mark:
+            meta = _patch_sides(catalogue, folder, meta, known, side_mark)
+        meta.side_mark = side_mark
         missing = np.setdiff1d(standing["detection_ids"], known, assume_unique=True)  # both are sets of ids
         if len(missing):
             meta, added = _append_missing(catalogue, model_id, folder, meta, missing)

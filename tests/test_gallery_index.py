@@ -142,3 +142,33 @@ def test_a_gallery_folder_that_cannot_be_written_falls_back_to_reading_the_catal
     _, rows = gallery.index.search(vectors[:50], 1)
     assert list(gallery.detection_ids[rows[:, 0]]) == dets[:50]
     cat.close()
+
+
+def test_a_side_corrected_after_confirmation_reaches_the_gallery_files(tmp_path):
+    """A detection's side is written once when its row is appended; a reviewer's later correction (side_changes)
+    is patched into that row's byte, and only the changes since the folder's mark are read."""
+    from engine.decisions import set_detection_side
+
+    cat, model, dets, inds, owner, vectors = _catalogue(tmp_path)
+    set_detection_side(cat, dets[3], "left", "model:reid-1")
+    _confirm_true(cat, dets, inds, owner, np.s_[:50])
+    gallery = open_gallery(cat, model)
+    row = {int(d): r for r, d in enumerate(gallery.detection_ids)}
+    assert gallery.viewpoints[row[dets[3]]] == "left" and gallery.viewpoints[row[dets[4]]] is None
+    folder = gallery_folder(cat.path, model)
+    vectors_before = (folder / "vectors.f32").read_bytes()
+    set_detection_side(cat, dets[3], "right", "ann")  # the reviewer corrects it after confirmation
+    set_detection_side(cat, dets[4], "left", "ann")
+    set_detection_side(cat, dets[4], None, "ann")  # and takes one back
+    set_detection_side(cat, dets[60], "left", "ann")  # a detection not in the gallery: nothing to patch
+    gallery = open_gallery(cat, model)
+    assert gallery.viewpoints[row[dets[3]]] == "right" and gallery.viewpoints[row[dets[4]]] is None
+    assert (folder / "vectors.f32").read_bytes() == vectors_before
+    last = cat.db.execute("SELECT max(id) FROM side_changes").fetchone()[0]
+    assert _Meta.read(folder / "meta.json").side_mark == last
+    # the same query of the files, left only with its side: the corrected row answers for 'right' now
+    cands, _, _ = suggest(vectors[3], gallery, 0.0, viewpoint="right", k=5)
+    assert cands and cands[0].best_detection_id == dets[3]
+    cands, _, _ = suggest(vectors[3], gallery, 0.0, viewpoint="left", k=5)
+    assert all(c.best_detection_id != dets[3] for c in cands)
+    cat.close()
