@@ -114,6 +114,21 @@ def fit_fusion(run, features=FEATURES, threshold: float = 0.5) -> Fusion:
     )
 
 
+def part_suggestions(part, vectors, patterns, sides, session_window: int):
+    """engine.evaluate.run_suggestions over one third's photos with these sides, the card's k and photos."""
+    return run_suggestions(
+        vectors,
+        [s.individual for s in part],
+        [s.encounter for s in part],
+        sides,
+        patterns=patterns,
+        candidates=CANDIDATES,
+        photos_per_candidate=PHOTOS_PER_CANDIDATE,
+        sightings=sighting_numbers(s.path for s in part),
+        session_window=session_window,
+    )
+
+
 def write_card(result: dict) -> Path:
     """Store the measured fusion, its figures beside the same run's baseline, and the individuals it never saw
     in the bundled model card."""
@@ -157,17 +172,7 @@ def main(argv=None) -> int:
         features[name] = vectors, patterns, mirrors
         for sides, into in (([s.viewpoint for s in part], runs), ([None] * len(part), unsided)):
             # sides not known, as every import's detections are: verified against both flanks' photos
-            into[name] = run_suggestions(
-                vectors,
-                [s.individual for s in part],
-                [s.encounter for s in part],
-                sides,
-                patterns=patterns,
-                candidates=CANDIDATES,
-                photos_per_candidate=PHOTOS_PER_CANDIDATE,
-                sightings=sighting_numbers(s.path for s in part),
-                session_window=args.session_window,
-            )
+            into[name] = part_suggestions(part, vectors, patterns, sides, args.session_window)
         print(
             f"{name}: {len(part)} photos, {len({s.individual for s in part})} individuals, "
             f"{time.perf_counter() - t0:.0f} s",
@@ -215,17 +220,7 @@ def main(argv=None) -> int:
     inferred = sides.sides(vectors, mirrors)
     truly_left = np.array([s.viewpoint == "left" for s in test])
     side_test = side_figures(sides.probability_left(vectors, mirrors), truly_left, sides.min_confidence)
-    inferred_run = run_suggestions(
-        vectors,
-        [s.individual for s in test],
-        [s.encounter for s in test],
-        inferred,
-        patterns=patterns,
-        candidates=CANDIDATES,
-        photos_per_candidate=PHOTOS_PER_CANDIDATE,
-        sightings=sighting_numbers(s.path for s in test),
-        session_window=args.session_window,
-    )
+    inferred_run = part_suggestions(test, vectors, patterns, inferred, args.session_window)
     print(
         f"sides: calibration (5-fold by individual) {side_cv['accuracy_all']:.1%} right, {side_cv['kept']:.0%} "
         f"kept at confidence {sides.min_confidence:.3f}, {side_cv['accuracy_kept']:.1%} of those right; test "
