@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .catalogue import Catalogue, utc_now
 from .match import known_species
+from .side import SIDES
 
 
 class DecisionError(Exception):
@@ -135,9 +136,6 @@ def record_species(cat: Catalogue, detection_id: int, species: str, who: str) ->
     cat.db["species_changes"].insert(
         {"detection_id": detection_id, "species": species.strip(), "who": who, "at": utc_now()}
     )
-
-
-SIDES = ("left", "right")
 
 
 def set_detection_side(cat: Catalogue, detection_id: int, side: str | None, who: str) -> None:
