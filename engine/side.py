@@ -9,7 +9,7 @@ with no intercept, so a crop and its mirror always get opposite answers. ``w`` i
 trainer/side.py (run from trainer.fusion) on the calibration individuals' photos and their mirrors (both labels
 from every photo); the card stores it under "side_classifier" with the confidence below which the side stays
 unknown. On nyala (seed 0, 61 test individuals never fitted, 406 photos) a logistic regression on the embedding
-itself tells the side of 77-82 % of photos; the mirror difference 93.6 %, and 98.8 % of the 81 % it is sure of.
+itself tells the side of 74-82 % of photos; the mirror difference 93.6 %, and 98.8 % of the 81 % it is sure of.
 
 Why it matters: a detection's side decides which gallery photos it is compared with (a left flank says nothing
 about a right flank), its 'probably new' threshold, and whether a burst showing both flanks is judged together

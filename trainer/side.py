@@ -4,7 +4,7 @@ Every labelled photo gives two examples (its difference with its side, the negat
 so the fit has no intercept and a crop and its mirror get opposite answers. The confidence below which a side
 stays unknown is chosen by 5-fold cross-validation grouped by individual, for TARGET_ACCURACY among the photos
 kept: a wrong side costs more than none (a detection is then compared only with the other flank's photos).
-Measured on nyala (seed 0, trainer.fusion): the embedding alone (logistic regression) 77-82 % right on the test
+Measured on nyala (seed 0, trainer.fusion): the embedding alone (logistic regression) 74-82 % right on the test
 third; the mirror difference 93.6 %; at the chosen confidence 98.8 % of the 80 % kept.
 """
 
