@@ -30,7 +30,7 @@ from .metrics import SESSION_WINDOW, auroc, encounter_exclusion, reid_protocol
 from .pattern import PatternFeatures, extract
 from .pipeline import CROP_MARGIN
 from .reid import Embedder
-from .side import SideClassifier, mirrored
+from .side import SideClassifier, mirrored, side_inputs
 
 
 def sighting_numbers(paths) -> list[int | None]:
@@ -94,29 +94,30 @@ def animal_crop(path, detector) -> np.ndarray:
 
 
 def photo_features(
-    paths: list[str], detector, embedder: Embedder, workers: int = 2, progress=None, with_mirrors: bool = False
+    paths: list[str], detector, embedder: Embedder, workers: int = 2, progress=None, with_side_inputs: bool = False
 ):
     """Per photo, what the product stores: its animal_crop, that crop's embedding and its coat-pattern features.
-    ``with_mirrors``: also the embeddings of the mirrored crops (engine.side), as a third array."""
+    ``with_side_inputs``: also what the side classifier reads (engine.side.side_inputs), as a third array."""
 
     def one(path):
         animal = animal_crop(path, detector)
         return animal, extract(animal)
 
-    vectors, patterns, mirrors = [], [], []
+    vectors, patterns, sides_read = [], [], []
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(paths), 64):
             done = list(pool.map(one, paths[start : start + 64]))
             vectors.append(embedder.embed([c for c, _ in done]))
-            if with_mirrors:
-                mirrors.append(embedder.embed([mirrored(c) for c, _ in done]))
+            if with_side_inputs:
+                crops = [c for c, _ in done]
+                sides_read.append(side_inputs(vectors[-1], embedder.embed([mirrored(c) for c in crops]), crops))
             patterns += [p for _, p in done]
             if progress:
                 progress(start + len(done), len(paths))
     empty = np.zeros((0, embedder.dim), np.float32)
     stacked = np.concatenate(vectors) if vectors else empty
-    if with_mirrors:
-        return stacked, patterns, np.concatenate(mirrors) if mirrors else empty
+    if with_side_inputs:
+        return stacked, patterns, np.concatenate(sides_read) if sides_read else np.zeros((0, 0))
     return stacked, patterns
 
 
@@ -137,13 +138,13 @@ def evaluate_folder(
     classifier = SideClassifier.from_card(embedder.card.data)
     infer = classifier is not None and classifier.applies_to(species) and any(p.viewpoint is None for p in photos)
     features = photo_features(
-        [str(p.path) for p in photos], load_detector(detector), embedder, progress=progress, with_mirrors=infer
+        [str(p.path) for p in photos], load_detector(detector), embedder, progress=progress, with_side_inputs=infer
     )
     emb, patterns = features[0], features[1]
     ids, enc, sides = [p.individual for p in photos], [p.encounter for p in photos], [p.viewpoint for p in photos]
     recorded = sum(side is not None for side in sides)
     if infer:
-        sides = [side or guess for side, guess in zip(sides, classifier.sides(emb, features[2]), strict=True)]
+        sides = [side or guess for side, guess in zip(sides, classifier.sides(features[2]), strict=True)]
     numbers = sighting_numbers(p.path for p in photos)
     out = reid_protocol(emb, ids, enc, sides, numbers)  # appearance alone, photo against photo
     out |= card_suggestions(embedder.card.data, emb, ids, enc, sides, patterns, numbers)

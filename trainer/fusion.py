@@ -71,7 +71,7 @@ TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 2
 # encounter_probabilities), 'probably new' on the best candidate's lead (encounter_lead_threshold), and a threshold
 # of its own for photos of no known side (unsided_threshold).
 # 0.11.0: the same fusion; a detection's side, when nobody recorded it, inferred from its crop and the crop's mirror
-# (engine.side, fitted here on the calibration photos), for nyala.
+# (engine.side: embeddings and gradient histograms, fitted here on the calibration photos), for nyala.
 RELEASE_VERSION = "0.11.0"
 SIDE_SPECIES = ("nyala", "Tragelaphus angasii")
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
@@ -168,8 +168,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     runs, unsided, features = {}, {}, {}
     for name, part in (("calibration", calibration), ("test", test)):
-        vectors, patterns, mirrors = photo_features([s.path for s in part], detector, embedder, with_mirrors=True)
-        features[name] = vectors, patterns, mirrors
+        paths = [s.path for s in part]
+        vectors, patterns, side_inputs = photo_features(paths, detector, embedder, with_side_inputs=True)
+        features[name] = vectors, patterns, side_inputs
         for sides, into in (([s.viewpoint for s in part], runs), ([None] * len(part), unsided)):
             # sides not known, as every import's detections are: verified against both flanks' photos
             into[name] = part_suggestions(part, vectors, patterns, sides, args.session_window)
@@ -212,14 +213,18 @@ def main(argv=None) -> int:
     fused = variants[FUSED]
     # Sides inferred where nobody recorded them (every photo here, as an import's): the classifier fitted on the
     # calibration photos, the test photos' sides told from their crops alone.
-    vectors, _, mirrors = features["calibration"]
+    vectors, _, side_inputs = features["calibration"]
     sides, side_cv = fit_side_classifier(
-        vectors, mirrors, [s.viewpoint for s in calibration], [s.individual for s in calibration], SIDE_SPECIES
+        side_inputs,
+        vectors.shape[1],
+        [s.viewpoint for s in calibration],
+        [s.individual for s in calibration],
+        SIDE_SPECIES,
     )
-    vectors, patterns, mirrors = features["test"]
-    inferred = sides.sides(vectors, mirrors)
+    vectors, patterns, side_inputs = features["test"]
+    inferred = sides.sides(side_inputs)
     truly_left = np.array([s.viewpoint == "left" for s in test])
-    side_test = side_figures(sides.probability_left(vectors, mirrors), truly_left, sides.min_confidence)
+    side_test = side_figures(sides.probability_left(side_inputs), truly_left, sides.min_confidence)
     inferred_run = part_suggestions(test, vectors, patterns, inferred, args.session_window)
     print(
         f"sides: calibration (5-fold by individual) {side_cv['accuracy_all']:.1%} right, {side_cv['kept']:.0%} "
