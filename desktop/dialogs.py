@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from engine.catalogue import Catalogue, catalogue_files, catalogue_target
+from engine.catalogue import Catalogue, CatalogueError, catalogue_files, catalogue_target
 from engine.export import ExportError, export_camtrap_dp, export_sightings_csv
 
 from .layout import fit_title
@@ -58,6 +60,22 @@ DETECTOR_CHOICES = [
 ]
 
 
+def known_species_names(catalogue_path: Path) -> list[str]:
+    """The species of the catalogue's individuals and those the bundled model tells flanks of, for the Import
+    dialog's list (a catalogue that does not exist yet is not created by looking)."""
+    from engine.reid import ModelCard, ModelError, default_model_path
+    from engine.side import SideClassifier
+
+    names: list[str] = []
+    if Path(catalogue_path).is_file():
+        with contextlib.suppress(CatalogueError, sqlite3.Error, OSError), Catalogue(catalogue_path) as cat:
+            names += [r["species"] for r in cat.query("SELECT DISTINCT species FROM individuals ORDER BY species")]
+    with contextlib.suppress(ModelError, OSError, ValueError):
+        sides = SideClassifier.from_card(ModelCard.load(default_model_path()).data)
+        names += list(sides.species) if sides else []
+    return list(dict.fromkeys(n for n in names if n and n != "unknown"))
+
+
 class ImportDialog(QDialog):
     done = Signal(object)
 
@@ -77,6 +95,12 @@ class ImportDialog(QDialog):
         row.addWidget(self.folder, 1)
         row.addWidget(browse)
         self.site = QLineEdit(placeholderText="site / camera name (optional)")
+        # The species, when the card holds one: its photos are matched within it, and for a species the model knows
+        # the flank (engine.side), each detection's side is inferred from the photo.
+        self.species = QComboBox()
+        self.species.setEditable(True)
+        self.species.addItems(["", *known_species_names(catalogue_path)])
+        self.species.lineEdit().setPlaceholderText("species (optional: folders or tags may name it)")
         self.detector = QComboBox()
         for text, spec in DETECTOR_CHOICES:
             self.detector.addItem(text, spec)
@@ -84,6 +108,7 @@ class ImportDialog(QDialog):
         form = QFormLayout()
         form.addRow("Folder or card", row)
         form.addRow("Site", self.site)
+        form.addRow("Species", self.species)
         form.addRow("Animals", self.detector)
         self.bars = {s: QProgressBar() for s in STAGES}
         for stage, bar in self.bars.items():
@@ -135,7 +160,12 @@ class ImportDialog(QDialog):
             return None
         self.worker = Worker(
             import_work(
-                self.catalogue_path, Path(folder), self.site.text().strip() or None, self.detector.currentData(), None
+                self.catalogue_path,
+                Path(folder),
+                self.site.text().strip() or None,
+                self.detector.currentData(),
+                None,
+                species=self.species.currentText().strip() or None,
             )
         )
         self.worker.progress.connect(self._progress)

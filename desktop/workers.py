@@ -85,8 +85,15 @@ class Worker(QObject):
         return self.thread.wait(ms)
 
 
-def import_work(catalogue_path: Path, folder: Path, site: str | None, detector: str | None, model: str | None):
-    """ingest -> detect -> embed -> suggest, as `herdbook import` does."""
+def import_work(
+    catalogue_path: Path,
+    folder: Path,
+    site: str | None,
+    detector: str | None,
+    model: str | None,
+    species: str | None = None,
+):
+    """ingest -> detect -> embed -> suggest, as `herdbook import` does (``species``: its --species)."""
 
     def work(worker: Worker):
         from engine.ingest import import_folder
@@ -98,13 +105,14 @@ def import_work(catalogue_path: Path, folder: Path, site: str | None, detector: 
                 cat,
                 folder,
                 site=site,
+                species=species,
                 cancel=worker.cancel_event,
                 progress=lambda d, t, _p: worker.report("import", d, t),
             )
             result = {"ingest": summary, "pipeline": None}
             if summary.cancelled or not Path(model or default_model_path()).is_file():
                 return result
-            pipe = Pipeline(cat, detector=detector or "bundled", reid_model=model)
+            pipe = Pipeline(cat, detector=detector or "bundled", reid_model=model, species=species)
             result["pipeline"] = pipe.run(progress=worker.report, cancel=worker.cancel_event)
             return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -185,6 +186,34 @@ def test_import_through_the_dialog_and_the_ui_never_stalls(qtbot, tmp_path, data
             "WHERE d.source = 'herdbook-detector' AND d.w * d.h >= 0.98 * m.width * m.height"
         ).fetchone()[0]
         assert whole_frames == 0
+
+
+@needs_model
+def test_an_import_given_its_species_in_the_dialog_gets_the_sides_the_model_infers(qtbot, tmp_path, data_dir):
+    """The Import dialog's species goes to the import and the pipeline, as `herdbook import --species` does: the
+    nyala the bundled model tells flanks of get a side at the embed stage, signed by the model."""
+    from tests.conftest import held_out_individuals
+
+    folder = tmp_path / "card"
+    for individual in held_out_individuals()[:4]:
+        (folder / individual).mkdir(parents=True)
+        for f in sorted((data_dir / "nyala/train" / individual).glob("*.jpg"))[:2]:
+            shutil.copy(f, folder / individual / f.name)
+    dialog = ImportDialog(tmp_path / "c.sqlite")
+    qtbot.addWidget(dialog)
+    assert "nyala" in [dialog.species.itemText(i) for i in range(dialog.species.count())]
+    dialog.species.setEditText("nyala")
+    with qtbot.waitSignal(dialog.done, timeout=300_000) as blocker:
+        dialog.start(str(folder))
+    assert blocker.args[0]["pipeline"] is not None
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        assert {r["species"] for r in cat.query("SELECT species FROM media")} == {"nyala"}
+        animals = cat.query("SELECT d.id, d.viewpoint FROM detections d JOIN embeddings e ON e.detection_id = d.id")
+        signed = cat.query("SELECT detection_id, side, who FROM side_changes")
+    assert animals and len(signed) >= len(animals) // 2
+    assert all(r["who"].startswith("model:herdbook-reid-") for r in signed)
+    sided = {a["id"]: a["viewpoint"] for a in animals if a["viewpoint"]}
+    assert {r["detection_id"]: r["side"] for r in signed} == sided  # every side set is in the trail
 
 
 def test_cancel_an_import_midway_leaves_a_consistent_catalogue(qtbot, tmp_path, data_dir):
