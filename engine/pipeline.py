@@ -274,9 +274,13 @@ class Pipeline:
         sides = self._infer_sides([rows[i] for i in to_embed], [crops[i] for i in to_embed], vectors)
         patterns = dict(zip(to_extract, extracting, strict=True))
         with self.cat.transaction():
-            for row_id, side in sides.items():  # inferred only where nobody has given a side, even meanwhile
-                if self.cat.query("SELECT viewpoint FROM detections WHERE id = ?", [row_id])[0]["viewpoint"] is None:
-                    record_side(self.cat, row_id, side, self.inferred_by)
+            if sides:  # inferred only where nobody has given a side, even meanwhile: one read for the batch
+                marks = ",".join("?" * len(sides))
+                unknown = self.cat.query(
+                    f"SELECT id FROM detections WHERE id IN ({marks}) AND viewpoint IS NULL", list(sides)
+                )
+                for row in unknown:
+                    record_side(self.cat, row["id"], sides[row["id"]], self.inferred_by)
             for i, vec in zip(to_embed, vectors, strict=True):
                 self.cat.db["embeddings"].insert(
                     {"detection_id": rows[i]["id"], "model_id": self.reid_model_id, "vector": vec.tobytes()},

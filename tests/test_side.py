@@ -69,3 +69,16 @@ def test_the_side_classifier_comes_from_the_card_and_knows_its_species():
     assert (again.min_confidence, again.species) == (classifier.min_confidence, classifier.species)
     card["side_classifier"]["input"] = "embedding(crop) - embedding(mirrored crop)"  # 0.11.0's first inputs
     assert SideClassifier.from_card(card) is None  # its weights would be read against the wrong inputs
+
+
+def test_the_cut_keeps_the_surest_photos_while_they_are_right_often_enough():
+    from trainer.side import confidence_for_accuracy, side_figures
+
+    p_left = np.array([0.99, 0.05, 0.9, 0.8, 0.6, 0.45])  # confidences 0.98, 0.90, 0.80, 0.60, 0.20, 0.10
+    left = np.array([True, False, True, False, True, True])  # the fourth (0.8 -> left) is wrong
+    assert confidence_for_accuracy(p_left, left, 1.0) == pytest.approx(0.8)  # the three surest, all right
+    assert confidence_for_accuracy(p_left, left, 0.8) == pytest.approx(0.2)  # 4 of 5 right down to 0.2
+    assert confidence_for_accuracy(np.array([0.9]), np.array([False]), 0.985) == 1.0  # nothing is sure enough
+    figures = side_figures(p_left, left, 0.8)
+    assert figures["kept"] == pytest.approx(0.5) and figures["accuracy_kept"] == 1.0
+    assert figures["accuracy_all"] == pytest.approx(4 / 6)
