@@ -139,12 +139,15 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.individuals, "Individuals")
         self.setCentralWidget(self.tabs)
         self.review.decided.connect(lambda _t: self.overview.reload())
-        self.review.box_added.connect(self._embed_manual_box)
+        self.review.box_added.connect(self._embed_and_suggest)
+        self.review.suggestions_stale.connect(self._embed_and_suggest)
         self._actions()
         model, device = model_status()
         self.status_label = QLabel(f"catalogue {self.catalogue.location} · model {model} · compute {device}")
         self.statusBar().addPermanentWidget(self.status_label)
         self.workers: list[Worker] = []
+        self._suggesting: Worker | None = None  # the worker embedding and suggesting after a review's change
+        self._suggest_again = False
         self.resize(1280, 800)
 
     def _actions(self) -> None:
@@ -213,18 +216,34 @@ class MainWindow(QMainWindow):
         dialog.show()
         return dialog
 
-    def _embed_manual_box(self, _detection_id: int) -> None:
+    def _embed_and_suggest(self, _detection_id: int) -> None:
+        """Embed what waits (a box drawn by hand) and make the suggestions that are pending (a side or species
+        corrected after them) in a worker. One at a time: a request meanwhile runs once more when it ends, so
+        pressing F three times does not race three workers over the same detections."""
         from .workers import reembed_work
 
+        if self._suggesting is not None:
+            self._suggest_again = True
+            return
         worker = Worker(reembed_work(self.catalogue_path, default_model_path()))
         # A bound method of this window (not a lambda): Qt then runs it in the window's thread. A lambda ran
         # in the worker's thread and used the window's SQLite connection from there.
-        worker.finished.connect(self._worker_done)
+        worker.finished.connect(self._suggesting_done)
+        worker.failed.connect(self._suggesting_failed)
         self.workers.append(worker)
+        self._suggesting = worker
         worker.start()
 
-    def _worker_done(self, _result) -> None:
+    def _suggesting_failed(self, text: str) -> None:
+        self.statusBar().showMessage(f"embedding or suggesting failed: {text.splitlines()[0]}")
+        self._suggesting_done(None)
+
+    def _suggesting_done(self, _result) -> None:
+        self._suggesting = None
         self.refresh()
+        if self._suggest_again:
+            self._suggest_again = False
+            self._embed_and_suggest(0)
 
     def refresh(self) -> None:
         self.overview.reload()

@@ -210,6 +210,9 @@ class ReviewWidget(QWidget):
     decided = Signal(str)  # a one-line description of what was just recorded
     failed = Signal(str)  # a decision that could not be saved (catalogue locked, read-only, ...)
     box_added = Signal(int)  # a detection drawn by hand, waiting to be embedded
+    # a detection whose side or species was just corrected: its suggestions are made again (engine.pipeline.
+    # pending_suggestion); the window runs that in a worker
+    suggestions_stale = Signal(int)
 
     def __init__(self, catalogue: Catalogue, who: str | None = None, parent=None):
         super().__init__(parent)
@@ -434,6 +437,7 @@ class ReviewWidget(QWidget):
         if species:
             decisions.set_detection_species(self.catalogue, item["detection_id"], species, self.who)
             self._after_decision(f"detection {item['detection_id']}: species set to {species}")
+            self.suggestions_stale.emit(item["detection_id"])
 
     def next_side(self) -> None:
         """The flank the detection shows, in turn left, right, not known: once confirmed it is compared only with
@@ -445,9 +449,11 @@ class ReviewWidget(QWidget):
         following = {None: "left", "left": "right", "right": None}[side]
         decisions.set_detection_side(self.catalogue, item["detection_id"], following, self.who)
         self.status.setText(
-            f"detection {item['detection_id']}: {following + ' flank' if following else 'side not known'}"
+            f"detection {item['detection_id']}: {following + ' flank' if following else 'side not known'}; "
+            "its suggestions are made again in the background"
         )
         self.show_current()
+        self.suggestions_stale.emit(item["detection_id"])
 
     def skip(self) -> None:
         self.move(1)

@@ -21,7 +21,7 @@ import sqlite_utils
 
 from .postgres import WRITER_LOCK, is_postgres_url
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 ASSIGNMENT_STATUSES = ("suggested", "confirmed", "rejected", "undo")
 
 
@@ -415,6 +415,13 @@ def _migration_7(db) -> None:
     db["side_changes"].create_index(["detection_id"])
 
 
+def _migration_8(db) -> None:
+    """A detection's suggestions are made again when its side or species changes after them (engine.pipeline.
+    pending_suggestion asks, for each detection, when its species last changed): that needs this index, as
+    side_changes has one."""
+    db["species_changes"].create_index(["detection_id"])
+
+
 MIGRATIONS = {
     1: _migration_1,
     2: _migration_2,
@@ -423,6 +430,7 @@ MIGRATIONS = {
     5: _migration_5,
     6: _migration_6,
     7: _migration_7,
+    8: _migration_8,
 }
 
 

@@ -68,6 +68,9 @@ class PipelineSummary:
         return out
 
 
+# The logs whose new rows can make a detection's suggestion pending again (an undone decision; a side or species
+# set after its suggestions were made), watched by the suggest stage's marks.
+CHANGE_LOGS = ("assignments", "side_changes", "species_changes")
 # What identifies the last embedding row a suggest stage saw: a restored backup reuses rowids and detection ids
 # for other photos, but not their vectors.
 _EMBEDDING_ROW = "detection_id, model_id, substr(vector, 1, 32)"
@@ -315,17 +318,15 @@ class Pipeline:
         return gallery_folder(self.cat.path, self.reid_model_id) / "suggest_marks.json"
 
     def _log_marks(self) -> dict:
-        """Where the embeddings table and the decision log end now (both only grow), with what those last rows
-        say: a catalogue restored from an older backup has other rows there, and its marks are then not used."""
+        """Where the embeddings table and the logs end now (all only grow), with what those last rows say: a
+        catalogue restored from an older backup has other rows there, and its marks are then not used."""
         db = self.cat.db
         emb = db.execute(f"SELECT rowid, {_EMBEDDING_ROW} FROM embeddings ORDER BY rowid DESC LIMIT 1").fetchone()
-        log = db.execute("SELECT id, detection_id, at FROM assignments ORDER BY id DESC LIMIT 1").fetchone()
-        return {
-            "embedding_rowid": emb[0] if emb else 0,
-            "embedding_row": _row_key(emb[1:]) if emb else None,
-            "assignment_id": log[0] if log else 0,
-            "assignment_row": list(log[1:]) if log else None,
-        }
+        marks = {"embedding_rowid": emb[0] if emb else 0, "embedding_row": _row_key(emb[1:]) if emb else None}
+        for table in CHANGE_LOGS:
+            last = db.execute(f"SELECT id, detection_id, at FROM {table} ORDER BY id DESC LIMIT 1").fetchone()
+            marks[f"{table}_id"], marks[f"{table}_row"] = (last[0], list(last[1:])) if last else (0, None)
+        return marks
 
     def _valid_marks(self) -> dict | None:
         try:
@@ -336,33 +337,44 @@ class Pipeline:
         emb = db.execute(
             f"SELECT {_EMBEDDING_ROW} FROM embeddings WHERE rowid = ?", [marks.get("embedding_rowid", 0)]
         ).fetchone()
-        log = db.execute(
-            "SELECT detection_id, at FROM assignments WHERE id = ?", [marks.get("assignment_id", 0)]
-        ).fetchone()
-        same_emb = _row_key(emb) == marks.get("embedding_row")
-        same_log = (list(log) if log else None) == marks.get("assignment_row")
-        return marks if same_emb and same_log else None
+        if _row_key(emb) != marks.get("embedding_row"):
+            return None
+        for table in CHANGE_LOGS:  # marks written before a log was watched lack its keys: not trusted
+            if f"{table}_id" not in marks:
+                return None
+            last = db.execute(f"SELECT detection_id, at FROM {table} WHERE id = ?", [marks[f"{table}_id"]]).fetchone()
+            if (list(last) if last else None) != marks[f"{table}_row"]:
+                return None
+        return marks
 
     def pending_suggestion(self) -> list[dict]:
-        """Embedded detections with no standing decision and no suggestion of this model, oldest photo first.
+        """Embedded detections with no standing decision and no suggestion of this model made since their side or
+        species last changed, oldest photo first. A reviewer who corrects a flank (the F key) or a species has
+        made the old suggestions wrong: they were searched among the other flank's photos or another species.
 
         After a completed suggest stage only what changed since can be pending: embeddings added after it,
-        detections the log has written about since (an undone decision), and detections waiting with another
-        model's suggestions; so only those are looked at (a season's million detections are not scanned on every
-        import). Without marks (first run, another model, a lost cache) every detection is looked at."""
+        detections the logs have written about since (an undone decision, a side or species set), and detections
+        waiting with another model's suggestions; so only those are looked at (a season's million detections are
+        not scanned on every import). Without marks (first run, another model, a lost cache) every detection is
+        looked at."""
         marks = self._valid_marks()
         source, join = "detections d", "JOIN"
         params = {"model": self.reid_model_id}
         if marks:
-            source = """(SELECT detection_id AS id FROM embeddings WHERE rowid > :embedding_rowid
-                         UNION SELECT detection_id FROM assignments WHERE id > :assignment_id
+            changed = "".join(f" UNION SELECT detection_id FROM {t} WHERE id > :{t}_id" for t in CHANGE_LOGS)
+            source = f"""(SELECT detection_id AS id FROM embeddings WHERE rowid > :embedding_rowid{changed}
                          UNION SELECT detection_id FROM review_queue WHERE model_id < :model OR model_id > :model
-                        ) changed {join} detections d ON d.id = changed.id"""
-            params |= {"embedding_rowid": int(marks["embedding_rowid"]), "assignment_id": int(marks["assignment_id"])}
+                        ) changed {{join}} detections d ON d.id = changed.id"""
+            params |= {"embedding_rowid": int(marks["embedding_rowid"])}
+            params |= {f"{t}_id": int(marks[f"{t}_id"]) for t in CHANGE_LOGS}
             # SQLite keeps a CROSS JOIN's order: from the few changed rows, not from every embedding. PostgreSQL
             # has no CROSS JOIN ... ON, and its planner starts from the small side by itself.
             join = "CROSS JOIN" if self.cat.dialect == "sqlite" else "JOIN"
             source = source.format(join=join)
+        since_changed = " ".join(
+            f"AND a.at >= COALESCE((SELECT max(c.at) FROM {t} c WHERE c.detection_id = d.id), '')"
+            for t in ("side_changes", "species_changes")
+        )
         return self.cat.query(
             f"""SELECT d.id, d.media_id, d.viewpoint, e.vector, m.deployment_id, m.taken_at,
                       COALESCE(d.species, m.species) AS species,
@@ -371,7 +383,7 @@ class Pipeline:
                JOIN media m ON m.id = d.media_id
                WHERE NOT EXISTS (SELECT 1 FROM effective_assignments a WHERE a.detection_id = d.id)
                  AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.detection_id = d.id
-                                 AND a.status = 'suggested' AND a.model_id = :model)
+                                 AND a.status = 'suggested' AND a.model_id = :model {since_changed})
                ORDER BY m.taken_at, d.id""",
             params,
         )
@@ -537,7 +549,8 @@ def iter_open_suggestions(catalogue: Catalogue, model_id: int | None = None, pag
 
 
 def suggestions_for(catalogue: Catalogue, detection_ids: list[int], model_id: int) -> list[dict]:
-    """The review items of these detections (in the order given): photo, box, ranked candidates, new flag."""
+    """The review items of these detections (in the order given): photo, box, ranked candidates, new flag. Each
+    from its latest suggestions of this model (those made again after its side or species changed)."""
     if not detection_ids:
         return []
     marks = ",".join("?" * len(detection_ids))
@@ -548,6 +561,8 @@ def suggestions_for(catalogue: Catalogue, detection_ids: list[int], model_id: in
            FROM assignments a JOIN detections d ON d.id = a.detection_id JOIN media m ON m.id = d.media_id
            LEFT JOIN individuals i ON i.id = a.individual_id LEFT JOIN deployments dep ON dep.id = m.deployment_id
            WHERE a.detection_id IN ({marks}) AND a.status = 'suggested' AND a.model_id = ?
+             AND a.at = (SELECT max(b.at) FROM assignments b WHERE b.detection_id = a.detection_id
+                         AND b.status = 'suggested' AND b.model_id = a.model_id)
            ORDER BY a.detection_id, a.rank, a.id""",
         [*detection_ids, model_id],
     )

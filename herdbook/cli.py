@@ -16,6 +16,10 @@ from engine.exif import valid_zone
 from engine.export import ExportError, export_camtrap_dp, export_sightings_csv
 from engine.ingest import IngestError, import_folder
 
+# A side or species set after a detection's suggestions makes them wrong: the next import's suggest stage (or the
+# app, at once) makes them again (engine.pipeline.pending_suggestion).
+AGAIN = "; its open suggestions are made again at the next import"
+
 
 class CommandError(Exception):
     """A user-facing failure: printed as one line, exit status 1."""
@@ -193,11 +197,11 @@ def cmd_decide(args) -> int:
                 print(f"detection {det}: rejected {args.individual or 'all suggestions'}")
             elif args.command == "species":
                 decisions.set_detection_species(cat, det, args.name, who)
-                print(f"detection {det}: species {args.name}")
+                print(f"detection {det}: species {args.name}{AGAIN}")
             elif args.command == "side":
                 side = None if args.side == "none" else args.side
                 decisions.set_detection_side(cat, det, side, who)
-                print(f"detection {det}: {f'{side} flank' if side else 'side not known'}")
+                print(f"detection {det}: {f'{side} flank' if side else 'side not known'}{AGAIN}")
             else:  # new-individual
                 dets = _proposal_detections(cat, det) if args.whole_proposal else [det]
                 species = args.species or decisions.detection_species(cat, det)

@@ -94,6 +94,31 @@ def test_f_records_the_flank_in_turn_with_its_trail_and_the_caption_says_it(qtbo
 
 
 @needs_model
+def test_f_in_the_window_has_the_detections_suggestions_made_again_in_a_worker(qtbot, reviewed_catalogue):
+    """Suggestions searched among the other flank's photos are wrong once the reviewer corrects the flank: the
+    window makes them again in a worker (two presses: one worker, run once more after it), the UI not blocked."""
+    from engine.pipeline import Pipeline
+
+    window = MainWindow(reviewed_catalogue)
+    qtbot.addWidget(window)
+    window.show()
+    review = window.review
+    det = review.current()["detection_id"]
+    qtbot.keyClick(review, "F")
+    qtbot.keyClick(review, "F")
+    assert window._suggesting is not None and window._suggest_again
+    qtbot.waitUntil(lambda: window._suggesting is None, timeout=120_000)
+    with Catalogue(reviewed_catalogue) as cat:
+        changed = cat.query("SELECT max(at) AS at FROM side_changes WHERE detection_id = ?", [det])[0]["at"]
+        made = cat.query(
+            "SELECT max(at) AS at FROM assignments WHERE detection_id = ? AND status = 'suggested'", [det]
+        )[0]["at"]
+        assert made >= changed
+        assert det not in {r["id"] for r in Pipeline(cat, detector="whole-frame").pending_suggestion()}
+    window.close()
+
+
+@needs_model
 def test_the_queue_is_read_a_page_at_a_time_and_a_decision_removes_one_row(qtbot, review):
     from engine.pipeline import open_suggestions
 

@@ -229,6 +229,51 @@ def test_after_a_completed_suggest_stage_only_what_changed_is_looked_at_and_noth
         assert [r["id"] for r in pipe.pending_suggestion()] == restored and pipe.suggest().items == 6
 
 
+def test_a_side_or_species_set_after_the_suggestions_has_them_made_again_and_only_the_latest_are_shown(tmp_path):
+    """The reviewer's F key (or a species) makes a detection's suggestions wrong: they were searched among the other
+    flank's photos. The next suggest stage makes them again, and the review shows only those."""
+    from engine.pipeline import suggestions_for
+    from tests.conftest import grow_detections
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(30, 1280)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        pipe = Pipeline(cat, detector="whole-frame")
+        dets = grow_detections(cat, pipe.reid_model_id, vectors)
+        inds = [cat.ensure_individual(f"N{i}", "nyala") for i in range(5)]
+        for i, d in enumerate(dets[:20]):
+            cat.confirm(d, inds[i % 5], "ann")
+            decisions.set_detection_side(cat, d, "left" if i < 10 else "right", "ann")
+        assert pipe.suggest().items == 10 and pipe.pending_suggestion() == []
+        open_det, confirmed = dets[25], dets[3]
+
+        def shown(det):
+            return suggestions_for(cat, [det], pipe.reid_model_id)[0]["candidates"]
+
+        before = shown(open_det)
+        assert [c["rank"] for c in before] == list(range(1, len(before) + 1))
+        decisions.set_detection_side(cat, open_det, "right", "ann")
+        decisions.set_detection_side(cat, confirmed, "right", "ann")  # a decided detection is not suggested again
+        assert [r["id"] for r in pipe.pending_suggestion()] == [open_det]
+        assert pipe.suggest().items == 1 and pipe.pending_suggestion() == []
+        after = shown(open_det)
+        # one list, not the old and the new interleaved; now only right-flank photos (or none known) are compared
+        assert [c["rank"] for c in after] == list(range(1, len(after) + 1))
+        gallery_sides = {
+            r["detection_id"]: r["viewpoint"] for r in cat.query("SELECT id AS detection_id, viewpoint FROM detections")
+        }
+        assert all(gallery_sides[c["gallery_detection"]] == "right" for c in after if c.get("gallery_detection"))
+        assert any(gallery_sides[c["gallery_detection"]] == "left" for c in before if c.get("gallery_detection"))
+        decisions.set_detection_species(cat, dets[26], "lion", "ann")  # no lion is known: nothing to suggest
+        assert [r["id"] for r in pipe.pending_suggestion()] == [dets[26]]
+        pipe.suggest()
+        assert shown(dets[26]) == [] or all(c["individual_id"] is None for c in shown(dets[26]))
+        # without marks (a lost cache) the same detections are up to date
+        pipe._marks_path().unlink()
+        assert pipe.pending_suggestion() == []
+
+
 def logit(p):
     return np.log(p / (1 - p))
 
