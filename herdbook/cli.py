@@ -284,7 +284,8 @@ def cmd_demo(args) -> int:
     with _open(args) as cat:
         bar, update = _progress_bar("demo")
         try:
-            summary = build_demo(cat, data_dir, progress=update, hold_out=bool(args.out))
+            detector = None if args.detector == "whole-frame" else args.detector
+            summary = build_demo(cat, data_dir, progress=update, hold_out=bool(args.out), detector=detector)
         finally:
             bar.close()
         for imp in summary.imports:
@@ -359,7 +360,7 @@ def _demo_pipeline(cat, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     if default_model_path().is_file():
-        pipeline = Pipeline(cat, detector="whole-frame")
+        pipeline = Pipeline(cat, detector="whole-frame")  # every photo has its boxes already (build_demo)
         summary = pipeline.run(progress=_stage_bar())
         for line in summary.lines():
             print(line)
@@ -609,6 +610,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build a demo catalogue from shared/data (nyala and lion)")
     p.add_argument("--data", help="the shared/data folder (default: found beside the checkout)")
     p.add_argument("--out", help="also run the headless pipeline and write its outputs here")
+    p.add_argument(
+        "--detector",
+        default="bundled",
+        help="as for import: bundled (default: each photo's best box is its sighting, as on a real card) or "
+        "whole-frame (the whole photo, as before 0.11.0's demo)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train or fine-tune the re-identification network (train extra)")

@@ -58,3 +58,45 @@ def test_detected_boxes_are_labelled_with_the_folders_individual_and_flank(tmp_p
             assert row["code"] == Path(row["path"]).parent.name
             assert row["viewpoint"] == ("left" if "left" in row["file_name"].lower() else "right")
         assert sum(r["boxed"] for r in rows) >= len(rows) // 2  # most photos: the detector's box, not the frame
+
+
+def test_the_demo_through_the_detector_holds_out_each_last_encounters_best_box_and_scores_it_alone(tmp_path, data_dir):
+    """make demo's path: the bundled detector boxes every photo, its best box is the folder's individual (confirmed,
+    or held out for the last encounter); herd-mates boxed beside it stay open but are never scored as that
+    individual."""
+    import shutil
+
+    from engine.catalogue import Catalogue
+    from engine.demo import demo_accuracy, held_out_detections
+    from engine.pipeline import Pipeline, open_suggestions
+
+    data = tmp_path / "data"
+    folders = sorted((data_dir / "nyala" / "train").iterdir())[:3]
+    for folder in folders:
+        shutil.copytree(folder, data / "nyala" / "train" / folder.name)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        summary = build_demo(cat, data, hold_out=True, detector="bundled")
+        photos = cat.db["media"].count
+        held = held_out_detections(cat)
+        assert 0 < len(held) < photos and summary.sightings_added == photos - len(held)
+        rows = cat.query(
+            f"""SELECT d.id, d.media_id, d.label, m.path, d.w * d.h < m.width * m.height AS boxed,
+                      EXISTS (SELECT 1 FROM sighting_state s WHERE s.detection_id = d.id) AS confirmed
+               FROM detections d JOIN media m ON m.id = d.media_id WHERE d.id IN ({",".join(map(str, held))})"""
+        )
+        assert len({r["media_id"] for r in rows}) == len(rows)  # one held-out animal a photo
+        assert not any(r["confirmed"] for r in rows) and all(r["label"] == "nyala" for r in rows)
+        assert sum(r["boxed"] for r in rows) >= len(rows) // 2  # the detector's box, mostly not the frame
+        numbers = {Path(r["path"]).parent.name: set() for r in rows}
+        for r in rows:
+            numbers[Path(r["path"]).parent.name].add(Path(r["path"]).name.split("_")[0])
+        assert all(len(n) == 1 for n in numbers.values())  # each individual's one last encounter
+        pipe = Pipeline(cat, detector="whole-frame")
+        pipe.run()
+        herd_mates = cat.query(  # those big enough to identify (a box under 16 px is reported, not embedded)
+            "SELECT count(*) AS n FROM detections d JOIN embeddings e ON e.detection_id = d.id WHERE d.label = 'animal'"
+        )[0]["n"]
+        items = open_suggestions(cat, pipe.reid_model_id)
+        assert herd_mates > 0 and len(items) == len(held) + herd_mates  # suggested too, as on a real card
+        assert demo_accuracy(cat, items)["held_out_photos"] == len(held)
+        assert build_demo(cat, data, hold_out=True, detector="bundled").sightings_added == 0  # a re-run adds none
