@@ -6,7 +6,8 @@ Protocol: nyala/train split by identity (seed 0, 0.34, trainer.fusion's split). 
 118 calibration individuals' photos as confirmed whole-frame sightings, except each one's last encounter, which
 is imported unlabelled (the new card). Before: the bundled model (coat-pattern fusion included) suggests for the
 new card. Then `herdbook train --catalogue` (CPU, --budget-minutes), and the catalogue re-embedded and
-re-suggested with the new model (its card has no fusion: appearance alone, as the app then does). Unseen: the 61
+re-suggested with the new model (its card carries the coat-pattern fusion refitted on its training individuals,
+trainer.fusion.fit_model_fusion; until 0.11.0 it had none and suggested on appearance alone). Unseen: the 61
 test individuals through `herdbook evaluate`'s path (bundled detector crops, across encounters), both models.
 
     python bench/user_loop.py [--budget-minutes 8]   # prints a table, writes bench/results/user_loop.json

@@ -354,9 +354,14 @@ def comparison_text(metrics: dict) -> str:
             if gain > 0
             else "the new model's suggestions are no better: keeping the current model is advised."
         )
+        mine_how = (
+            "with its coat-pattern verification, refitted on the training individuals"
+            if metrics.get("new_model_fused")
+            else "appearance alone: too few individuals seen in two encounters to fit its coat-pattern fusion"
+        )
         return (
             f"{appearance} Suggestions as the app makes them: new model top-1 {mine['top1']:.1%}, top-5 "
-            f"{mine['top5']:.1%} (appearance alone: a fine-tuned model has no coat-pattern fusion); current model "
+            f"{mine['top5']:.1%} ({mine_how}); current model "
             f"top-1 {theirs['top1']:.1%}, top-5 {theirs['top5']:.1%} ({how}): {verdict}"
         )
     gain = new["rank1"] - cur["rank1"]

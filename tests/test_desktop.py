@@ -528,8 +528,11 @@ def test_a_new_model_that_ranks_better_by_appearance_but_suggests_worse_is_not_a
     text = comparison_text(metrics)
     assert "new model top-1 21.0%" in text and "current model top-1 40.0%" in text
     assert "keeping the current model is advised" in text and "more often" not in text
+    assert "new model top-1 21.0%, top-5 50.0% (appearance alone" in text  # no fusion fitted for it
     metrics["new_model_suggestions_held_out"] = {"top1": 0.45, "top5": 0.70}
-    assert "first +5.0% more often" in comparison_text(metrics)
+    metrics["new_model_fused"] = True  # its card carries the fusion refitted on its training individuals
+    text = comparison_text(metrics)
+    assert "first +5.0% more often" in text and "(with its coat-pattern verification, refitted" in text
     del metrics["new_model_suggestions_held_out"]  # a run without them (older metrics): appearance decides
     assert "first +0.8% more often" in comparison_text(metrics)
 

@@ -156,3 +156,34 @@ def test_efficientnet_lite0_loads_the_wheels_imagenet_weights():
     stem = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)["_conv_stem.weight"]
     assert torch.equal(net.net.conv_stem.weight.detach(), stem.float())
     assert net(torch.rand(1, 3, 192, 256)).shape == (1, 1280, 6, 8)
+
+
+def test_a_trained_model_gets_the_coat_pattern_fusion_refitted_on_its_training_individuals(data_dir):
+    """A model trained on a catalogue would otherwise suggest on appearance alone: its card gets the fusion fitted
+    with its own appearance scores (here the bundled model's file stands in for it), in a form the app reads."""
+    from engine.calibration import Fusion
+    from engine.reid import default_model_path
+    from trainer.fusion import CANDIDATES, can_refit, refit_photos
+    from trainer.run import model_fusion
+
+    samples = folder_samples(data_dir / "nyala/train")
+    first = {}
+    for s in samples:  # one photo of each of an individual's first two encounters
+        encounters = first.setdefault(s.individual, {})
+        if len(encounters) < 2 or s.encounter in encounters:
+            encounters.setdefault(s.encounter, s)
+    twice = [list(e.values()) for e in first.values() if len(e) == 2]
+    photos = [s for group in twice[:12] for s in group]
+    assert not can_refit([s for group in twice[:9] for s in group])  # nine individuals seen twice: too few
+    assert model_fusion(default_model_path(), photos[:18]) is None
+    card = model_fusion(default_model_path(), photos)
+    fusion = Fusion.from_card({"fusion": card})  # the pattern recipe and matcher the app runs
+    assert fusion is not None and fusion.candidates == CANDIDATES
+    assert 0 < fusion.threshold < 1  # (one photo an encounter: no other flank, so no encounter lead to fit)
+    assert fusion.encounter_lead_threshold is None
+    assert fusion.pattern_lead_weight > 0  # standing out among the look-alikes' patterns says 'same animal'
+    picked = refit_photos(samples, 100)
+    by_individual = {s.individual for s in picked}
+    assert len(picked) <= 100 and all(  # whole individuals, never part of one
+        sum(s.individual == i for s in samples) == sum(s.individual == i for s in picked) for i in by_individual
+    )

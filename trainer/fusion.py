@@ -114,6 +114,66 @@ def fit_fusion(run, features=FEATURES, threshold: float = 0.5) -> Fusion:
     )
 
 
+# A newly trained model gets its fusion refitted on at most this many of its training photos (whole individuals,
+# seeded), and a training budget keeps this much time a photo for it (crop, embedding, pattern, verification on a
+# 2-core CPU; bench/user_loop.py).
+REFIT_PHOTOS = 800
+REFIT_SECONDS_PER_PHOTO = 0.4
+REFIT_MIN_INDIVIDUALS = 10  # with two encounters or more: fewer give the regression too few true matches
+
+
+def can_refit(samples) -> bool:
+    """Whether the photos hold enough individuals seen in two encounters to fit a fusion on."""
+    encounters: dict[str, set] = {}
+    for s in samples:
+        encounters.setdefault(s.individual, set()).add(s.encounter)
+    return sum(len(e) >= 2 for e in encounters.values()) >= REFIT_MIN_INDIVIDUALS
+
+
+def fit_model_fusion(vectors, patterns, samples, session_window: int = SESSION_WINDOW) -> Fusion | None:
+    """The coat-pattern fusion for another embedding (a model trained on a catalogue): the bundled card's recipe
+    (k, photos per candidate, features, the share of new animals flagged, the encounter lead), refitted on photos
+    of the model's own training individuals, whose appearance scores are that model's. The pattern evidence is
+    the same recipe's. None when the photos hold too few individuals seen twice to fit on (can_refit). Without it
+    a trained model's suggestions would rest on appearance alone, far below the bundled model's fused ones
+    (bench/user_loop.py with card 0.9.0: 15.4% top-1 against 64.4%)."""
+    if not can_refit(samples):
+        return None
+    run = run_suggestions(
+        vectors,
+        [s.individual for s in samples],
+        [s.encounter for s in samples],
+        [s.viewpoint for s in samples],
+        patterns=patterns,
+        candidates=CANDIDATES,
+        photos_per_candidate=PHOTOS_PER_CANDIDATE,
+        sightings=sighting_numbers(s.path for s in samples),
+        session_window=session_window,
+    )
+    fusion = fit_fusion(run)
+    _, _, new = query_outcomes(run, fusion)
+    fusion = dataclasses.replace(fusion, threshold=threshold_for_new_share(new, TARGET_NEW_FLAGGED))
+    paired = run.paired()
+    if paired.queries:
+        _, _, new_leads = query_outcomes(paired, fusion, with_encounter=True)
+        lead = threshold_for_new_share(new_leads, TARGET_NEW_FLAGGED)
+        fusion = dataclasses.replace(fusion, encounter_lead_threshold=lead)
+    return fusion
+
+
+def refit_photos(samples, limit: int = REFIT_PHOTOS, seed: int = SEED) -> list:
+    """Whole individuals (seeded order) until ``limit`` photos: a season's catalogue is not verified in full."""
+    by_individual: dict[str, list] = {}
+    for s in samples:
+        by_individual.setdefault(s.individual, []).append(s)
+    out = []
+    for name in np.random.default_rng(seed).permutation(sorted(by_individual)):
+        if len(out) + len(by_individual[name]) > limit and out:
+            break
+        out += by_individual[name]
+    return out
+
+
 def part_suggestions(part, vectors, patterns, sides, session_window: int):
     """engine.evaluate.run_suggestions over one third's photos with these sides, the card's k and photos."""
     return run_suggestions(

@@ -22,6 +22,7 @@ from engine.reid import default_model_path
 
 from .data import Sample, catalogue_samples, folder_samples, split_by_identity
 from .export_onnx import export_onnx, load_checkpoint, parity_check, write_card
+from .fusion import REFIT_PHOTOS, REFIT_SECONDS_PER_PHOTO, can_refit, refit_photos
 from .train import Trainer, TrainResult, load_config
 
 
@@ -66,39 +67,62 @@ def open_set_calibration(trainer: Trainer) -> dict | None:
     return open_set_scores(arr[~new_mask], ok[~new_mask], arr[new_mask], 0.9)
 
 
+def product_features(embedder, samples: list[Sample], patterns: bool = True, ranking: bool = False):
+    """The photos as the app sees them: each box cropped with the pipeline's margin, embedded by ``embedder``, its
+    coat pattern extracted (``patterns``); with ``ranking``, also the crops as training saw them, embedded.
+    Returns (vectors, patterns or [], ranking vectors or None)."""
+    from engine.imageio import crop, load_rgb
+    from engine.pattern import extract
+    from engine.pipeline import CROP_MARGIN
+
+    ranked, product, found = [], [], []
+    for i in range(0, len(samples), 32):  # a batch of photos at a time: camera-trap frames are large
+        photos = [(s, load_rgb(s.path)) for s in samples[i : i + 32]]
+        if ranking:
+            ranked.append(embedder.embed([crop(image, s.box, s.path) for s, image in photos]))
+        crops = [crop(image, s.box, s.path, CROP_MARGIN) for s, image in photos]
+        product.append(embedder.embed(crops))
+        found += [extract(c) for c in crops] if patterns else []
+    return np.concatenate(product), found, np.concatenate(ranked) if ranking else None
+
+
 def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bool = True) -> dict | None:
     """A model measured on the held-out photos the way the app uses it, so that a new model is accepted for what it
     gains, not for a number on its own: its appearance ranking (the crops as training saw them), and the
     suggestions the app would make (engine.match.suggest on the pipeline's crops, with the coat-pattern fusion
-    when the model's card has one: a bundled model is not judged without the verifier it ships with).
+    when the model's card has one: a model is not judged without the verifier it ships with).
     ``appearance=False`` skips the ranking (the new model's own is measured by its trainer)."""
     if not val or model_path is None or not Path(model_path).is_file():
         return None
     from engine.calibration import Fusion
     from engine.evaluate import card_suggestions, sighting_numbers
-    from engine.imageio import crop, load_rgb
     from engine.metrics import reid_protocol
-    from engine.pattern import extract
-    from engine.pipeline import CROP_MARGIN
     from engine.reid import Embedder
 
     embedder = Embedder(model_path)
     fusion = Fusion.from_card(embedder.card.data)
-    ranking, product, patterns = [], [], []
-    for i in range(0, len(val), 32):  # a batch of photos at a time: camera-trap frames are large
-        photos = [(s, load_rgb(s.path)) for s in val[i : i + 32]]
-        if appearance:
-            ranking.append(embedder.embed([crop(image, s.box, s.path) for s, image in photos]))
-        crops = [crop(image, s.box, s.path, CROP_MARGIN) for s, image in photos]
-        product.append(embedder.embed(crops))
-        patterns += [extract(c) for c in crops] if fusion else []
+    vectors, patterns, ranking = product_features(embedder, val, patterns=fusion is not None, ranking=appearance)
     ids, enc, sides = [s.individual for s in val], [s.encounter for s in val], [s.viewpoint for s in val]
     numbers = sighting_numbers(s.path for s in val)
     return {
         "model": f"{embedder.card['name']} {embedder.card['version']}",
-        **(reid_protocol(np.concatenate(ranking), ids, enc, sides, numbers) if appearance else {}),
-        **card_suggestions(embedder.card.data, np.concatenate(product), ids, enc, sides, patterns, numbers),
+        **(reid_protocol(ranking, ids, enc, sides, numbers) if appearance else {}),
+        **card_suggestions(embedder.card.data, vectors, ids, enc, sides, patterns, numbers),
     }
+
+
+def model_fusion(onnx_path: Path, photos: list[Sample]) -> dict | None:
+    """The coat-pattern fusion refitted for a newly trained model on these photos of its training individuals
+    (trainer.fusion.fit_model_fusion), as its card stores it; None when they are too few to fit on."""
+    from engine.reid import Embedder
+
+    from .fusion import fit_model_fusion
+
+    if not can_refit(photos):
+        return None
+    vectors, patterns, _ = product_features(Embedder(onnx_path), photos)
+    fusion = fit_model_fusion(vectors, patterns, photos)
+    return fusion.as_card() if fusion else None
 
 
 def train_and_export(
@@ -126,8 +150,12 @@ def train_and_export(
         trainer.resume()
     budget_min = config["training"].get("time_budget_minutes")
     left = None  # training's share of the budget (the config, saved with the model, keeps the user's budget)
+    refit = refit_photos(train)  # the new model's coat-pattern fusion is fitted on these (model_fusion)
     if budget_min:
+        # at most 40% of the budget for the fusion: fewer photos to fit it on in a short run
+        refit = refit_photos(train, min(REFIT_PHOTOS, int(0.4 * budget_min * 60 / REFIT_SECONDS_PER_PHOTO)))
         reserve = min(120.0, 0.2 * budget_min * 60)  # export, parity check, both models' evaluations
+        reserve += REFIT_SECONDS_PER_PHOTO * len(refit) if can_refit(refit) else 0.0
         left = max(budget_min * 60 - (time.time() - started) - reserve, 10.0)
     result: TrainResult = trainer.fit(progress=progress, cancel=cancel, budget_s=left)
     if cancel is not None and cancel.is_set():
@@ -160,10 +188,19 @@ def train_and_export(
         "training_command": " ".join(shlex.quote(a) for a in sys.argv),
     }
     write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
+    # Its own coat-pattern fusion, fitted with its own appearance scores on its training individuals (never the
+    # held-out ones that measure it): without one its suggestions would rest on appearance alone.
+    if progress:
+        progress({"stage": "fitting the coat-pattern fusion on the training individuals"})
+    fusion = model_fusion(onnx_path, refit)
+    if fusion:
+        extra["fusion"] = fusion
+        write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
     # The new model's own suggestions, through its card as the app will run it: the card written above is what
     # model_on_held_out loads, so the card is written again with the figures it gives.
     if metrics["current_model_held_out"]:
-        metrics["new_model_suggestions_held_out"] = model_on_held_out(onnx_path, val, appearance=False)["suggestions"]
+        mine = model_on_held_out(onnx_path, val, appearance=False)
+        metrics["new_model_suggestions_held_out"], metrics["new_model_fused"] = mine["suggestions"], mine["fused"]
         write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
     # Weights for later fine-tuning (half precision halves the file; fine-tuning restarts in float32).
     torch.save(
