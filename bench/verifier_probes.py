@@ -157,6 +157,16 @@ def pair_detail(args):
     return {"verified": int(mask.sum()), "guided": len(gi), "points": points, "shifted": shifted}
 
 
+def calibration_photos():
+    """trainer.fusion's calibration photos with their boxes and vectors (pattern_pairs.split_photos), and arrays of
+    their individuals, sides, encounters and photo numbers, as choose_pairs takes them."""
+    cal, boxes, vectors = split_photos()["calibration"]
+    ids = np.array([s.individual for s in cal])
+    side = np.array([str(s.viewpoint) for s in cal])
+    enc = np.array([s.encounter for s in cal])
+    return cal, boxes, vectors, (ids, side, enc, np.array(sighting_numbers(s.path for s in cal)))
+
+
 def choose_pairs(ids, side, enc, number, vectors, rng):
     """(query, its true photos, its look-alikes) for QUERIES seeded queries, and a cohort of other individuals'
     photos for every photo met."""
@@ -201,11 +211,7 @@ def main(argv=None) -> int:
     if args.descriptors and not hasattr(cv2, "xfeatures2d"):
         parser.error("--descriptors needs opencv-contrib-python-headless (same version) instead of opencv-python")
     t0 = time.perf_counter()
-    cal, boxes, vectors = split_photos()["calibration"]
-    ids = np.array([s.individual for s in cal])
-    side = np.array([str(s.viewpoint) for s in cal])
-    enc = np.array([s.encounter for s in cal])
-    number = np.array(sighting_numbers(s.path for s in cal))
+    cal, boxes, vectors, (ids, side, enc, number) = calibration_photos()
     STATE.update(paths=[s.path for s in cal], boxes=boxes, descriptors=args.descriptors)
     with Pool(2) as pool:
         STATE["features"] = pool.map(_features, range(len(cal)), chunksize=16)
