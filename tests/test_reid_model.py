@@ -187,3 +187,19 @@ def test_a_trained_model_gets_the_coat_pattern_fusion_refitted_on_its_training_i
     assert len(picked) <= 100 and all(  # whole individuals, never part of one
         sum(s.individual == i for s in samples) == sum(s.individual == i for s in picked) for i in by_individual
     )
+
+
+def test_product_features_start_no_batch_past_their_deadline(data_dir):
+    """The fusion refit keeps to a training budget: past its deadline no further batch of photos is read (the
+    first always is), and the vectors cover the first photos, in order."""
+    import time
+
+    from engine.reid import Embedder, default_model_path
+    from trainer.run import product_features
+
+    samples = folder_samples(data_dir / "nyala/train")[:40]
+    embedder = Embedder(default_model_path())
+    vectors, patterns, ranking = product_features(embedder, samples, patterns=False, deadline=time.time() - 1)
+    assert vectors.shape == (32, embedder.card["embedding_dim"]) and patterns == [] and ranking is None
+    whole, _, _ = product_features(embedder, samples[:33], patterns=False)
+    assert len(whole) == 33 and np.allclose(whole[:32], vectors, atol=1e-5)

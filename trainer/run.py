@@ -67,16 +67,21 @@ def open_set_calibration(trainer: Trainer) -> dict | None:
     return open_set_scores(arr[~new_mask], ok[~new_mask], arr[new_mask], 0.9)
 
 
-def product_features(embedder, samples: list[Sample], patterns: bool = True, ranking: bool = False):
+def product_features(
+    embedder, samples: list[Sample], patterns: bool = True, ranking: bool = False, deadline: float | None = None
+):
     """The photos as the app sees them: each box cropped with the pipeline's margin, embedded by ``embedder``, its
     coat pattern extracted (``patterns``); with ``ranking``, also the crops as training saw them, embedded.
-    Returns (vectors, patterns or [], ranking vectors or None)."""
+    Returns (vectors, patterns or [], ranking vectors or None). Past ``deadline`` (time.time()) no further batch
+    of 32 photos is started: the vectors then cover only the first photos."""
     from engine.imageio import crop, load_rgb
     from engine.pattern import extract
     from engine.pipeline import CROP_MARGIN
 
     ranked, product, found = [], [], []
     for i in range(0, len(samples), 32):  # a batch of photos at a time: camera-trap frames are large
+        if deadline is not None and i and time.time() > deadline:
+            break
         photos = [(s, load_rgb(s.path)) for s in samples[i : i + 32]]
         if ranking:
             ranked.append(embedder.embed([crop(image, s.box, s.path) for s, image in photos]))
@@ -111,18 +116,37 @@ def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bo
     }
 
 
-def model_fusion(onnx_path: Path, photos: list[Sample]) -> dict | None:
+def model_fusion(onnx_path: Path, photos: list[Sample], seconds: float | None = None) -> dict | None:
     """The coat-pattern fusion refitted for a newly trained model on these photos of its training individuals
-    (trainer.fusion.fit_model_fusion), as its card stores it; None when they are too few to fit on."""
+    (trainer.fusion.fit_model_fusion), as its card stores it; None when they are too few to fit on. Within
+    ``seconds`` (a training budget's share): the photos are read, embedded and their patterns extracted for 60% of
+    it (then verified, the rest), so a slower machine fits on fewer of them."""
     from engine.reid import Embedder
 
     from .fusion import fit_model_fusion
 
     if not can_refit(photos):
         return None
-    vectors, patterns, _ = product_features(Embedder(onnx_path), photos)
+    deadline = time.time() + 0.6 * seconds if seconds is not None else None
+    vectors, patterns, _ = product_features(Embedder(onnx_path), photos, deadline=deadline)
+    photos = photos[: len(vectors)]
+    if not can_refit(photos):
+        return None
     fusion = fit_model_fusion(vectors, patterns, photos)
     return fusion.as_card() if fusion else None
+
+
+class _Timed:
+    """Calls a function and keeps how long the last call took (``seconds``)."""
+
+    seconds = 0.0
+
+    def __call__(self, work):
+        t0 = time.time()
+        try:
+            return work()
+        finally:
+            self.seconds = time.time() - t0
 
 
 def train_and_export(
@@ -166,9 +190,10 @@ def train_and_export(
     trainer.model = model
     if progress:
         progress({"stage": "measuring and exporting the new model"})
+    measured = _Timed()  # the current model's measurement on the held-out photos: the new one's will take as long
     metrics = {
         "held_out": trainer.evaluate(),
-        "current_model_held_out": model_on_held_out(compare_with, val),
+        "current_model_held_out": measured(lambda: model_on_held_out(compare_with, val)),
         "open_set": open_set_calibration(trainer),
         "train_images_per_s": round(result.images_per_second, 2),
         "epochs": result.epochs,
@@ -192,7 +217,14 @@ def train_and_export(
     # held-out ones that measure it): without one its suggestions would rest on appearance alone.
     if progress:
         progress({"stage": "fitting the coat-pattern fusion on the training individuals"})
-    fusion = model_fusion(onnx_path, refit)
+    # What is left of the budget, less the new model's own measurement to come (as long as the current one's took),
+    # and never under a quarter of the share kept for it: a model without a fusion would suggest far worse.
+    fusion_seconds = None
+    if budget_min:
+        kept = REFIT_SECONDS_PER_PHOTO * len(refit)
+        left_now = budget_min * 60 - (time.time() - started) - measured.seconds
+        fusion_seconds = max(left_now, 0.25 * kept)
+    fusion = model_fusion(onnx_path, refit, fusion_seconds)
     if fusion:
         extra["fusion"] = fusion
         write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
