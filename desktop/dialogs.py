@@ -63,6 +63,7 @@ DETECTOR_CHOICES = [
 def known_species_names(catalogue_path: Path) -> list[str]:
     """The species of the catalogue's individuals and those the bundled model tells flanks of, for the Import
     dialog's list (a catalogue that does not exist yet is not created by looking)."""
+    from engine.match import known_species
     from engine.reid import ModelCard, ModelError, default_model_path
     from engine.side import SideClassifier
 
@@ -73,7 +74,7 @@ def known_species_names(catalogue_path: Path) -> list[str]:
     with contextlib.suppress(ModelError, OSError, ValueError):
         sides = SideClassifier.from_card(ModelCard.load(default_model_path()).data)
         names += list(sides.species) if sides else []
-    return list(dict.fromkeys(n for n in names if n and n != "unknown"))
+    return list(dict.fromkeys(n for n in names if known_species(n)))  # not 'unknown', 'animal' and the like
 
 
 class ImportDialog(QDialog):

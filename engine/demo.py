@@ -157,6 +157,11 @@ def build_demo(
     through it first and its best box is the sighting, as on a real card; without, the whole photo is."""
     data_dir = Path(data_dir)
     imports, added = [], 0
+    detecting = None  # one pipeline (its sessions loaded once) for every set's photos
+    if detector is not None:
+        from .pipeline import Pipeline
+
+        detecting = Pipeline(catalogue, detector=detector)
     for sub, species, site in DEMO_SETS:
         folder = data_dir / sub
         if not folder.is_dir():
@@ -165,14 +170,12 @@ def build_demo(
         imports.append(summary)
         if summary.cancelled:
             break
-        if detector is None:
+        if detecting is None:
             added += label_folder_individuals(catalogue, summary.import_id, species, hold_out=hold_out)
             continue
-        from .pipeline import Pipeline
-
         media = [r["id"] for r in catalogue.query("SELECT id FROM media WHERE import_id = ?", [summary.import_id])]
         stage_progress = (lambda _stage, done, total: progress(done, total, "detect")) if progress else None
-        Pipeline(catalogue, detector=detector).detect(media, progress=stage_progress, cancel=cancel)
+        detecting.detect(media, progress=stage_progress, cancel=cancel)
         if cancel is not None and cancel.is_set():
             break
         added += label_detected_individuals(catalogue, summary.import_id, species, hold_out=hold_out)

@@ -646,3 +646,17 @@ def test_the_overview_counts_in_a_worker_thread_and_shows_the_catalogues_figures
     window.overview.reload()  # a second count while shown replaces the figures, again off the UI thread
     qtbot.waitUntil(lambda: not window.overview.counting.thread.isRunning(), timeout=20_000)
     window.close()
+
+
+@needs_model
+def test_the_import_dialogs_species_list_holds_the_catalogues_and_the_models_but_no_generic_label(tmp_path):
+    from desktop.dialogs import known_species_names
+
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        for code, species in (("L1", "lion"), ("N1", "nyala"), ("X1", "unknown"), ("X2", "animal")):
+            cat.ensure_individual(code, species)
+    names = known_species_names(tmp_path / "c.sqlite")
+    assert names[:2] == ["lion", "nyala"] and "Tragelaphus angasii" in names  # the card's, after the catalogue's
+    assert names.count("nyala") == 1 and not {"unknown", "animal"} & set(names)
+    assert known_species_names(tmp_path / "none.sqlite") == ["nyala", "Tragelaphus angasii"]  # the model's only
+    assert not (tmp_path / "none.sqlite").exists()  # and looking does not create one

@@ -139,26 +139,22 @@ def fit_model_fusion(vectors, patterns, samples, session_window: int = SESSION_W
     (bench/user_loop.py with card 0.9.0: 15.4% top-1 against 64.4%)."""
     if not can_refit(samples):
         return None
-    run = run_suggestions(
-        vectors,
-        [s.individual for s in samples],
-        [s.encounter for s in samples],
-        [s.viewpoint for s in samples],
-        patterns=patterns,
-        candidates=CANDIDATES,
-        photos_per_candidate=PHOTOS_PER_CANDIDATE,
-        sightings=sighting_numbers(s.path for s in samples),
-        session_window=session_window,
-    )
+    run = part_suggestions(samples, vectors, patterns, [s.viewpoint for s in samples], session_window)
     fusion = fit_fusion(run)
-    _, _, new = query_outcomes(run, fusion)
-    fusion = dataclasses.replace(fusion, threshold=threshold_for_new_share(new, TARGET_NEW_FLAGGED))
+    fusion = dataclasses.replace(fusion, threshold=new_threshold(run, fusion))
     paired = run.paired()
     if paired.queries:
-        _, _, new_leads = query_outcomes(paired, fusion, with_encounter=True)
-        lead = threshold_for_new_share(new_leads, TARGET_NEW_FLAGGED)
+        lead = new_threshold(paired, fusion, with_encounter=True)
         fusion = dataclasses.replace(fusion, encounter_lead_threshold=lead)
     return fusion
+
+
+def new_threshold(run, fusion: Fusion | None, with_encounter: bool = False) -> float:
+    """The 'probably new' score that flags TARGET_NEW_FLAGGED of the run's queries judged as never-seen animals
+    (``with_encounter``: the best candidate's lead, photos judged with their encounter's, as the app judges a
+    burst)."""
+    _, _, new = query_outcomes(run, fusion, with_encounter=with_encounter)
+    return threshold_for_new_share(new, TARGET_NEW_FLAGGED)
 
 
 def refit_photos(samples, limit: int = REFIT_PHOTOS, seed: int = SEED) -> list:
@@ -175,7 +171,7 @@ def refit_photos(samples, limit: int = REFIT_PHOTOS, seed: int = SEED) -> list:
 
 
 def part_suggestions(part, vectors, patterns, sides, session_window: int):
-    """engine.evaluate.run_suggestions over one third's photos with these sides, the card's k and photos."""
+    """engine.evaluate.run_suggestions over these photos (samples) with these sides, the card's k and photos."""
     return run_suggestions(
         vectors,
         [s.individual for s in part],
@@ -249,8 +245,7 @@ def main(argv=None) -> int:
     }
     table, variants = {}, {}
     for name, fusion in fitted.items():
-        _, _, new = query_outcomes(runs["calibration"], fusion)
-        threshold = threshold_for_new_share(new, TARGET_NEW_FLAGGED)
+        threshold = new_threshold(runs["calibration"], fusion)
         variants[name] = dataclasses.replace(fusion, threshold=threshold) if fusion else None
         figures = suggestion_figures(runs["test"], variants[name], threshold)
         figures.pop("ms_per_query")  # one verified pass serves every row: its time is in the protocol, not a row's
@@ -258,18 +253,15 @@ def main(argv=None) -> int:
     # The app judges a burst's photos together (one animal): here a nyala number's other flank. 'Probably new' then
     # rests on the best candidate's lead over the second, its threshold flagging the same share of the calibration
     # photos that have their other flank.
-    _, _, new_leads = query_outcomes(cal.paired(), variants[FUSED], with_encounter=True)
-    lead_threshold = threshold_for_new_share(new_leads, TARGET_NEW_FLAGGED)
+    lead_threshold = new_threshold(cal.paired(), variants[FUSED], with_encounter=True)
     variants[FUSED] = dataclasses.replace(variants[FUSED], encounter_lead_threshold=lead_threshold)
     paired = encounter_figures(runs["test"], variants[FUSED])
     for name, key in ((ALONE, "alone"), (TOGETHER, "together")):
         table[name] = paired[key]
         table[name].pop("ms_per_query")
     # Sides not known (every import's detections): the same fusion, its threshold chosen again on calibration.
-    _, _, new = query_outcomes(unsided["calibration"], variants[FUSED])
-    variants[FUSED] = dataclasses.replace(
-        variants[FUSED], unsided_threshold=threshold_for_new_share(new, TARGET_NEW_FLAGGED)
-    )
+    unsided_threshold = new_threshold(unsided["calibration"], variants[FUSED])
+    variants[FUSED] = dataclasses.replace(variants[FUSED], unsided_threshold=unsided_threshold)
     fused = variants[FUSED]
     # Sides inferred where nobody recorded them (every photo here, as an import's): the classifier fitted on the
     # calibration photos, the test photos' sides told from their crops alone.

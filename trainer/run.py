@@ -129,24 +129,8 @@ def model_fusion(onnx_path: Path, photos: list[Sample], seconds: float | None = 
         return None
     deadline = time.time() + 0.6 * seconds if seconds is not None else None
     vectors, patterns, _ = product_features(Embedder(onnx_path), photos, deadline=deadline)
-    photos = photos[: len(vectors)]
-    if not can_refit(photos):
-        return None
-    fusion = fit_model_fusion(vectors, patterns, photos)
+    fusion = fit_model_fusion(vectors, patterns, photos[: len(vectors)])  # None: too few read by the deadline
     return fusion.as_card() if fusion else None
-
-
-class _Timed:
-    """Calls a function and keeps how long the last call took (``seconds``)."""
-
-    seconds = 0.0
-
-    def __call__(self, work):
-        t0 = time.time()
-        try:
-            return work()
-        finally:
-            self.seconds = time.time() - t0
 
 
 def train_and_export(
@@ -174,10 +158,11 @@ def train_and_export(
         trainer.resume()
     budget_min = config["training"].get("time_budget_minutes")
     left = None  # training's share of the budget (the config, saved with the model, keeps the user's budget)
-    refit = refit_photos(train)  # the new model's coat-pattern fusion is fitted on these (model_fusion)
+    # the new model's coat-pattern fusion is fitted on these (model_fusion); in a short run on fewer, at most 40% of
+    # the budget
+    limit = min(REFIT_PHOTOS, int(0.4 * budget_min * 60 / REFIT_SECONDS_PER_PHOTO)) if budget_min else REFIT_PHOTOS
+    refit = refit_photos(train, limit)
     if budget_min:
-        # at most 40% of the budget for the fusion: fewer photos to fit it on in a short run
-        refit = refit_photos(train, min(REFIT_PHOTOS, int(0.4 * budget_min * 60 / REFIT_SECONDS_PER_PHOTO)))
         reserve = min(120.0, 0.2 * budget_min * 60)  # export, parity check, both models' evaluations
         reserve += REFIT_SECONDS_PER_PHOTO * len(refit) if can_refit(refit) else 0.0
         left = max(budget_min * 60 - (time.time() - started) - reserve, 10.0)
@@ -190,10 +175,12 @@ def train_and_export(
     trainer.model = model
     if progress:
         progress({"stage": "measuring and exporting the new model"})
-    measured = _Timed()  # the current model's measurement on the held-out photos: the new one's will take as long
+    measuring = time.time()  # the current model's measurement on the held-out photos: the new one's takes as long
+    current = model_on_held_out(compare_with, val)
+    measuring = time.time() - measuring
     metrics = {
         "held_out": trainer.evaluate(),
-        "current_model_held_out": measured(lambda: model_on_held_out(compare_with, val)),
+        "current_model_held_out": current,
         "open_set": open_set_calibration(trainer),
         "train_images_per_s": round(result.images_per_second, 2),
         "epochs": result.epochs,
@@ -222,7 +209,7 @@ def train_and_export(
     fusion_seconds = None
     if budget_min:
         kept = REFIT_SECONDS_PER_PHOTO * len(refit)
-        left_now = budget_min * 60 - (time.time() - started) - measured.seconds
+        left_now = budget_min * 60 - (time.time() - started) - measuring
         fusion_seconds = max(left_now, 0.25 * kept)
     fusion = model_fusion(onnx_path, refit, fusion_seconds)
     if fusion:
