@@ -21,7 +21,7 @@ import sqlite_utils
 
 from .postgres import WRITER_LOCK, is_postgres_url
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 ASSIGNMENT_STATUSES = ("suggested", "confirmed", "rejected", "undo")
 
 
@@ -422,6 +422,20 @@ def _migration_8(db) -> None:
     db["species_changes"].create_index(["detection_id"])
 
 
+# Trails of a detection's side and species: they travel between catalogues too (engine.sync), so a flank corrected
+# at a station after its photos were synced is not lost centrally.
+SYNCED_CHANGE_LOGS = ("side_changes", "species_changes")
+
+
+def _migration_9(db) -> None:
+    """Side and species corrections travel between catalogues (engine.sync): their rows get stable ids, as the
+    decision log's did in migration 6."""
+    for table in SYNCED_CHANGE_LOGS:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN origin TEXT")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN origin_id INTEGER")
+        db.execute(f"CREATE UNIQUE INDEX {table}_origin ON {table}(origin, origin_id)")
+
+
 MIGRATIONS = {
     1: _migration_1,
     2: _migration_2,
@@ -431,6 +445,7 @@ MIGRATIONS = {
     6: _migration_6,
     7: _migration_7,
     8: _migration_8,
+    9: _migration_9,
 }
 
 

@@ -154,12 +154,32 @@ def record_side(cat: Catalogue, detection_id: int, side: str | None, who: str) -
     cat.db["side_changes"].insert({"detection_id": detection_id, "side": side, "who": who, "at": utc_now()})
 
 
+# Each trail of a detection's attribute: the detection column it sets and the trail's column that says the value.
+CHANGE_TRAILS = {"side_changes": ("viewpoint", "side"), "species_changes": ("species", "species")}
+
+
+def settle_changes(cat: Catalogue, trail: str, detection_ids: list[int]) -> None:
+    """Set each detection's side (trail 'side_changes') or species ('species_changes') to its trail's latest row
+    by time, in the caller's transaction. Rows that arrive from another catalogue (engine.sync) may be older than
+    one made here: the change made last stands at every catalogue, whatever order the rows arrived in."""
+    column, value = CHANGE_TRAILS[trail]
+    for start in range(0, len(detection_ids), 500):
+        chunk = detection_ids[start : start + 500]
+        cat.db.execute(
+            f"UPDATE detections SET {column} = (SELECT c.{value} FROM {trail} c WHERE c.detection_id = detections.id "
+            f"ORDER BY c.at DESC, c.id DESC LIMIT 1) WHERE id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+
+
 def side_of(cat: Catalogue, detection_id: int) -> tuple[str | None, str | None]:
     """A detection's side and who said so last (None: given at import, or never given)."""
     rows = cat.query("SELECT viewpoint FROM detections WHERE id = ?", [detection_id])
     if not rows:
         raise DecisionError(f"no detection {detection_id}")
-    trail = cat.query("SELECT who FROM side_changes WHERE detection_id = ? ORDER BY id DESC LIMIT 1", [detection_id])
+    trail = cat.query(
+        "SELECT who FROM side_changes WHERE detection_id = ? ORDER BY at DESC, id DESC LIMIT 1", [detection_id]
+    )
     return rows[0]["viewpoint"], trail[0]["who"] if trail else None
 
 

@@ -196,10 +196,14 @@ def _append_missing(catalogue, model_id: int, folder: Path, meta: _Meta, missing
 
 def _patch_sides(catalogue, folder: Path, meta: _Meta, known: np.ndarray, up_to: int) -> _Meta:
     """Write the sides changed since ``meta.side_mark`` (up to ``up_to``) into the rows of their detections."""
-    changes = catalogue.db.execute(
-        "SELECT detection_id, side FROM side_changes WHERE id > ? AND id <= ? ORDER BY id", [meta.side_mark, up_to]
-    ).fetchall()
-    latest = dict(changes)  # a detection changed twice: its last side
+    # The side that stands now, not the new rows' own: a row synced from another catalogue may be older than it.
+    latest = dict(
+        catalogue.db.execute(
+            "SELECT d.id, d.viewpoint FROM detections d WHERE d.id IN "
+            "(SELECT detection_id FROM side_changes WHERE id > ? AND id <= ?)",
+            [meta.side_mark, up_to],
+        ).fetchall()
+    )
     order = np.argsort(known)
     ids = np.array(list(latest), np.int64)
     pos = np.minimum(np.searchsorted(known[order], ids), len(known) - 1)

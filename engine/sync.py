@@ -8,7 +8,9 @@ catalogue), ``sync`` does two things:
   (so a remote reviewer sees it), and the decision and merge logs;
 * **pull** what other stations made that this one needs: their individuals with the gallery of each (the
   detections of its standing sightings, as rows whose photo is ``remote``, with embeddings, pattern features
-  and thumbnails), merges, and any decision someone elsewhere made on this station's detections.
+  and thumbnails), merges, and any decision someone elsewhere made on this station's detections;
+* both ways, the trails of each detection's side and species (schema 9): a flank corrected after a sync reaches
+  the other catalogues, and the correction made last stands everywhere.
 
 Every row carries a stable id (engine.catalogue migration 6): (origin catalogue UUID, id there). Rows are
 inserted with "on conflict do nothing" under that id, batch by batch, each batch committed: a sync that is
@@ -24,7 +26,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .catalogue import Catalogue, utc_now
+from .catalogue import SYNCED_CHANGE_LOGS, Catalogue, utc_now
+from .decisions import CHANGE_TRAILS, settle_changes
 
 THUMBNAIL_SIDE = 192  # px, longest side: enough to see the animal and its flank, ~8 KB as JPEG
 BATCH = 500
@@ -184,8 +187,16 @@ class _Copier:
         if self.progress:
             self.progress(stage, done, total)
 
-    def keyed(self, table: str, rows: list[dict], shape: Callable[[dict], dict | None], stage: str) -> None:
-        """Rows with a stable id: shaped for dst (ids mapped), inserted unless there already."""
+    def keyed(
+        self,
+        table: str,
+        rows: list[dict],
+        shape: Callable[[dict], dict | None],
+        stage: str,
+        after_batch: Callable[[], None] | None = None,
+    ) -> None:
+        """Rows with a stable id: shaped for dst (ids mapped), inserted unless there already. ``after_batch`` runs
+        in each batch's transaction, after its rows (what they change elsewhere commits with them)."""
         keymap = self.keymap(table)
         dst_uuid = self.dst.uuid
         for start, batch in _batches(rows):
@@ -205,7 +216,29 @@ class _Copier:
                     keymap.cache[row["id"]] = dst_id
                     if new:
                         self.counts[table] += 1
+                if after_batch is not None:
+                    after_batch()
         self.step(stage, len(rows), len(rows))
+
+    def changes(self, trail: str, rows: list[dict], stage: str) -> None:
+        """A side or species trail's rows on detections dst holds; each detection they reach then takes its
+        trail's latest value (engine.decisions.settle_changes), in the same transaction as the rows."""
+        detections = self.keymap("detections")
+        value = CHANGE_TRAILS[trail][1]
+        reached: set[int] = set()
+
+        def shape(row: dict) -> dict | None:
+            det = detections(row["detection_id"])
+            if det is not None:
+                reached.add(det)
+                return {value: row[value], "who": row["who"], "at": row["at"], "detection_id": det}
+            return None  # its detection is not there (yet): a later sync that brings it brings its side too
+
+        def settle() -> None:
+            settle_changes(self.dst, trail, sorted(reached))
+            reached.clear()
+
+        self.keyed(trail, rows, shape, stage, after_batch=settle)
 
     def per_detection(
         self, table: str, rows: list[dict], columns: list[str], stage: str, done: int = 0, total: int | None = None
@@ -384,6 +417,8 @@ def push(local: Catalogue, central: Catalogue, station: str, report: SyncReport,
     make_thumbnails(local, report, progress, cancel)
     copier.per_detection("thumbnails", local.query(f"SELECT x.* FROM thumbnails x {mine}"), ["jpeg"], "thumbnails")
     copier.log("assignments", local.query(f"SELECT * FROM assignments {own}"), "decisions")
+    for trail in SYNCED_CHANGE_LOGS:  # sides and species corrected here, also on others' gallery detections
+        copier.changes(trail, local.query(f"SELECT * FROM {trail} {own}"), trail.replace("_", " "))
     before = report.pushed["merges"]
     copier.log("merges", local.query(f"SELECT * FROM merges {own}"), "merges")
     if report.pushed["merges"] > before:
@@ -393,7 +428,10 @@ def push(local: Catalogue, central: Catalogue, station: str, report: SyncReport,
 def _pull_marks(local: Catalogue, central: Catalogue) -> dict[str, int]:
     """How far this station has read the central catalogue's append-only tables (their largest ids)."""
     row = local.db.execute("SELECT value FROM catalogue_info WHERE key = ?", [f"pulled:{central.uuid}"]).fetchone()
-    return json.loads(row[0]) if row else {"individuals": 0, "assignments": 0, "merges": 0}
+    # Marks saved before the change logs travelled lack them: those logs are read from the start once.
+    return dict.fromkeys(("individuals", "assignments", "merges", *SYNCED_CHANGE_LOGS), 0) | (
+        json.loads(row[0]) if row else {}
+    )
 
 
 def _save_pull_marks(local: Catalogue, central: Catalogue, marks: dict[str, int]) -> None:
@@ -453,6 +491,16 @@ def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None
     )
     if report.pulled["merges"] > before:
         _rederive_merged_into(local)
+    # Sides and species corrected elsewhere on detections this station holds (its own, or its gallery's), a page
+    # at a time as the decision log.
+    for trail in SYNCED_CHANGE_LOGS:
+        stage = trail.replace("_", " ")
+        for page_start in range(marks[trail], tops[trail], LOG_PAGE):
+            rows = central.query(
+                f"SELECT * FROM {trail} WHERE {elsewhere} AND id > ? AND id <= ? ORDER BY id",
+                [here, page_start, min(page_start + LOG_PAGE, tops[trail])],
+            )
+            copier.changes(trail, rows, stage)
     _save_pull_marks(local, central, tops)
 
 

@@ -291,6 +291,45 @@ def test_a_second_pull_reads_only_what_is_new_and_a_later_rejection_reaches_the_
         assert a.counts()["sightings"] == before - 1
 
 
+def trail(cat: Catalogue, table: str, detection_id: int) -> list[str]:
+    return [r["who"] for r in cat.query(f"SELECT who FROM {table} WHERE detection_id = ? ORDER BY at", [detection_id])]
+
+
+def test_a_side_and_species_corrected_after_a_sync_reach_every_catalogue_and_the_later_stands(
+    stations, new_catalogue
+):
+    """A ranger corrects a flank and a species after A's photos were synced: both reach central and B's copy of A's
+    gallery. Then the coordinator sets the flank centrally and the ranger, offline, changes it again later: the
+    ranger's stands at every catalogue, though A receives the coordinator's older row after its own."""
+    a_path, b_path, _ = stations
+    central = new_catalogue("central")
+    with Catalogue(a_path) as a, Catalogue(b_path) as b, Catalogue(central) as c:
+        det_a, det_c, _ = synced_first_sighting(a, c)
+        sync(b, c)
+        det_b = b.query("SELECT id FROM detections WHERE origin = ? AND origin_id = ?", [a.uuid, det_a])[0]["id"]
+        decisions.set_detection_side(a, det_a, "right", who="ranger")
+        decisions.set_detection_species(a, det_a, "Tragelaphus angasii", who="ranger")
+        report = sync(a, c)
+        assert report.pushed["side_changes"] == 1 and report.pushed["species_changes"] == 1
+        sync(b, c)
+        for cat, det in ((a, det_a), (c, det_c), (b, det_b)):
+            row = cat.query("SELECT viewpoint, species FROM detections WHERE id = ?", [det])[0]
+            assert (row["viewpoint"], row["species"]) == ("right", "Tragelaphus angasii")
+            assert trail(cat, "side_changes", det)[-1] == trail(cat, "species_changes", det)[-1] == "ranger"
+        # The coordinator sets the flank centrally; later the ranger, offline, says it is not known after all.
+        decisions.set_detection_side(c, det_c, "left", who="coordinator")
+        time.sleep(0.05)  # change times are to the millisecond
+        decisions.set_detection_side(a, det_a, None, who="ranger")
+        again = sync(a, c)
+        assert again.pushed["side_changes"] == 1 and again.pulled["side_changes"] == 1
+        sync(b, c)
+        for cat, det in ((a, det_a), (c, det_c), (b, det_b)):
+            assert cat.query("SELECT viewpoint FROM detections WHERE id = ?", [det])[0]["viewpoint"] is None
+            assert trail(cat, "side_changes", det)[-2:] == ["coordinator", "ranger"]  # both kept everywhere
+            assert decisions.side_of(cat, det) == (None, "ranger")
+        assert sync(a, c).moved == 0 and sync(b, c).moved == 0
+
+
 def test_thumbnails_are_the_box_of_the_upright_photo(tmp_path, data_dir):
     """The crop that travels instead of the photo shows the detection's box (its shape), at most 192 px."""
     import io
