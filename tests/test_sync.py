@@ -295,9 +295,7 @@ def trail(cat: Catalogue, table: str, detection_id: int) -> list[str]:
     return [r["who"] for r in cat.query(f"SELECT who FROM {table} WHERE detection_id = ? ORDER BY at", [detection_id])]
 
 
-def test_a_side_and_species_corrected_after_a_sync_reach_every_catalogue_and_the_later_stands(
-    stations, new_catalogue
-):
+def test_a_side_and_species_corrected_after_a_sync_reach_every_catalogue_and_the_later_stands(stations, new_catalogue):
     """A ranger corrects a flank and a species after A's photos were synced: both reach central and B's copy of A's
     gallery. Then the coordinator sets the flank centrally and the ranger, offline, changes it again later: the
     ranger's stands at every catalogue, though A receives the coordinator's older row after its own."""
