@@ -330,7 +330,18 @@ def trained_models_folder(catalogue_path: Path | str) -> Path:
 
 
 def comparison_text(metrics: dict) -> str:
-    """What the new model gained on the held-out individuals, against the current model on the same photos."""
+    """What the new model gained on the held-out individuals, against the current model on the same photos, and
+    what it will not do that the current one does."""
+    text = _comparison(metrics)
+    if metrics.get("new_model_infers_sides") is False:
+        text += (
+            " The new model infers no flank from the photos (too few training photos of each side are"
+            " known): its imports get a side only where someone records one."
+        )
+    return text
+
+
+def _comparison(metrics: dict) -> str:
     new = (metrics.get("held_out") or {}).get("across_encounters")
     current = metrics.get("current_model_held_out")
     if not new:

@@ -533,6 +533,11 @@ def test_a_new_model_that_ranks_better_by_appearance_but_suggests_worse_is_not_a
     metrics["new_model_fused"] = True  # its card carries the fusion refitted on its training individuals
     text = comparison_text(metrics)
     assert "first +5.0% more often" in text and "(with its coat-pattern verification, refitted" in text
+    assert "infers no flank" not in text  # older metrics say nothing of sides
+    metrics["new_model_infers_sides"] = False  # too few photos of each side known to fit its side classifier
+    assert "The new model infers no flank from the photos" in comparison_text(metrics)
+    metrics["new_model_infers_sides"] = True
+    assert "infers no flank" not in comparison_text(metrics)
     del metrics["new_model_suggestions_held_out"]  # a run without them (older metrics): appearance decides
     assert "first +0.8% more often" in comparison_text(metrics)
 

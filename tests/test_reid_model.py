@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
@@ -158,15 +161,18 @@ def test_efficientnet_lite0_loads_the_wheels_imagenet_weights():
     assert net(torch.rand(1, 3, 192, 256)).shape == (1, 1280, 6, 8)
 
 
-def test_a_trained_model_gets_the_coat_pattern_fusion_refitted_on_its_training_individuals(data_dir):
-    """A model trained on a catalogue would otherwise suggest on appearance alone: its card gets the fusion fitted
-    with its own appearance scores (here the bundled model's file stands in for it), in a form the app reads."""
+def test_a_trained_model_gets_its_fusion_and_side_classifier_refitted_on_its_training_individuals(data_dir):
+    """A model trained on a catalogue would otherwise suggest on appearance alone and infer no sides (the current
+    model's side classifier reads the current model's embedding): its card gets both fitted with its own embedding
+    (here the bundled model's file stands in for it), in a form the app reads."""
     from engine.calibration import Fusion
     from engine.reid import default_model_path
+    from engine.side import SideClassifier
     from trainer.fusion import CANDIDATES, can_refit, refit_photos
-    from trainer.run import model_fusion
+    from trainer.run import model_extras
 
     samples = folder_samples(data_dir / "nyala/train")
+    assert {s.viewpoint for s in samples} == {"left", "right"}  # from the nyala file names
     first = {}
     for s in samples:  # one photo of each of an individual's first two encounters
         encounters = first.setdefault(s.individual, {})
@@ -175,13 +181,30 @@ def test_a_trained_model_gets_the_coat_pattern_fusion_refitted_on_its_training_i
     twice = [list(e.values()) for e in first.values() if len(e) == 2]
     photos = [s for group in twice[:12] for s in group]
     assert not can_refit([s for group in twice[:9] for s in group])  # nine individuals seen twice: too few
-    assert model_fusion(default_model_path(), photos[:18]) is None
-    card = model_fusion(default_model_path(), photos)
-    fusion = Fusion.from_card({"fusion": card})  # the pattern recipe and matcher the app runs
+    one_side = [s for s in photos[:18] if s.viewpoint == "left"]
+    assert model_extras(default_model_path(), one_side) == {}  # too few to fit either
+    extras = model_extras(default_model_path(), photos)  # every photo a left flank: no side classifier
+    assert set(extras) == {"fusion"}
+    fusion = Fusion.from_card(extras)  # the pattern recipe and matcher the app runs
     assert fusion is not None and fusion.candidates == CANDIDATES
     assert 0 < fusion.threshold < 1  # (one photo an encounter: no other flank, so no encounter lead to fit)
     assert fusion.encounter_lead_threshold is None
     assert fusion.pattern_lead_weight > 0  # standing out among the look-alikes' patterns says 'same animal'
+    # Both flanks of one encounter of 12 individuals, named as a catalogue names them: a side classifier (and no
+    # fusion: nobody is seen twice), for every name the current model's classifier knows nyala by.
+    flanks = {}
+    for s in samples:
+        flanks.setdefault((s.individual, s.encounter), {}).setdefault(s.viewpoint, s)
+    both = [f for f in flanks.values() if len(f) == 2]
+    both = list({f["left"].individual: f for f in both}.values())[:12]  # one encounter an individual
+    named = [dataclasses.replace(f[side], individual=f"nyala:{f[side].individual}") for f in both for side in f]
+    current = json.loads(default_model_path().with_suffix(".json").read_text())
+    extras = model_extras(default_model_path(), named, current_card=current)
+    assert set(extras) == {"side_classifier"}
+    sides = SideClassifier.from_card(extras)
+    assert sides is not None and sides.applies_to("nyala") and sides.applies_to("Tragelaphus angasii")
+    assert extras["side_classifier"]["figures"]["photos"] == len(named) == 24
+    assert extras["side_classifier"]["figures"]["accuracy_all"] > 0.8  # cross-validated by individual
     picked = refit_photos(samples, 100)
     by_individual = {s.individual for s in picked}
     assert len(picked) <= 100 and all(  # whole individuals, never part of one
@@ -199,7 +222,10 @@ def test_product_features_start_no_batch_past_their_deadline(data_dir):
 
     samples = folder_samples(data_dir / "nyala/train")[:40]
     embedder = Embedder(default_model_path())
-    vectors, patterns, ranking = product_features(embedder, samples, patterns=False, deadline=time.time() - 1)
+    vectors, patterns, ranking, sides = product_features(
+        embedder, samples, patterns=False, deadline=time.time() - 1, sides=True
+    )
     assert vectors.shape == (32, embedder.card["embedding_dim"]) and patterns == [] and ranking is None
-    whole, _, _ = product_features(embedder, samples[:33], patterns=False)
+    assert sides.shape[0] == 32  # the side classifier's inputs cover the same photos
+    whole = product_features(embedder, samples[:33], patterns=False).vectors
     assert len(whole) == 33 and np.allclose(whole[:32], vectors, atol=1e-5)

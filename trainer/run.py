@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -67,18 +68,31 @@ def open_set_calibration(trainer: Trainer) -> dict | None:
     return open_set_scores(arr[~new_mask], ok[~new_mask], arr[new_mask], 0.9)
 
 
+class ProductFeatures(NamedTuple):
+    vectors: np.ndarray  # the pipeline's crops, embedded
+    patterns: list  # their coat patterns (engine.pattern.extract), or [] when not asked for
+    ranking: np.ndarray | None  # the crops as training saw them, embedded, when asked for
+    side_inputs: np.ndarray | None  # what a side classifier reads (engine.side.side_inputs), when asked for
+
+
 def product_features(
-    embedder, samples: list[Sample], patterns: bool = True, ranking: bool = False, deadline: float | None = None
-):
+    embedder,
+    samples: list[Sample],
+    patterns: bool = True,
+    ranking: bool = False,
+    deadline: float | None = None,
+    sides: bool = False,
+) -> ProductFeatures:
     """The photos as the app sees them: each box cropped with the pipeline's margin, embedded by ``embedder``, its
-    coat pattern extracted (``patterns``); with ``ranking``, also the crops as training saw them, embedded.
-    Returns (vectors, patterns or [], ranking vectors or None). Past ``deadline`` (time.time()) no further batch
-    of 32 photos is started: the vectors then cover only the first photos."""
+    coat pattern extracted (``patterns``); with ``ranking``, also the crops as training saw them, embedded; with
+    ``sides``, the side classifier's inputs (one more embedding, of the mirrored crop). Past ``deadline``
+    (time.time()) no further batch of 32 photos is started: the vectors then cover only the first photos."""
     from engine.imageio import crop, load_rgb
     from engine.pattern import extract
     from engine.pipeline import CROP_MARGIN
+    from engine.side import mirrored, side_inputs
 
-    ranked, product, found = [], [], []
+    ranked, product, found, sided = [], [], [], []
     for i in range(0, len(samples), 32):  # a batch of photos at a time: camera-trap frames are large
         if deadline is not None and i and time.time() > deadline:
             break
@@ -88,7 +102,14 @@ def product_features(
         crops = [crop(image, s.box, s.path, CROP_MARGIN) for s, image in photos]
         product.append(embedder.embed(crops))
         found += [extract(c) for c in crops] if patterns else []
-    return np.concatenate(product), found, np.concatenate(ranked) if ranking else None
+        if sides:
+            sided.append(side_inputs(product[-1], embedder.embed([mirrored(c) for c in crops]), crops))
+    return ProductFeatures(
+        np.concatenate(product),
+        found,
+        np.concatenate(ranked) if ranking else None,
+        np.concatenate(sided) if sides else None,
+    )
 
 
 def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bool = True) -> dict | None:
@@ -106,7 +127,7 @@ def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bo
 
     embedder = Embedder(model_path)
     fusion = Fusion.from_card(embedder.card.data)
-    vectors, patterns, ranking = product_features(embedder, val, patterns=fusion is not None, ranking=appearance)
+    vectors, patterns, ranking, _ = product_features(embedder, val, patterns=fusion is not None, ranking=appearance)
     ids, enc, sides = [s.individual for s in val], [s.encounter for s in val], [s.viewpoint for s in val]
     numbers = sighting_numbers(s.path for s in val)
     return {
@@ -116,21 +137,54 @@ def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bo
     }
 
 
-def model_fusion(onnx_path: Path, photos: list[Sample], seconds: float | None = None) -> dict | None:
-    """The coat-pattern fusion refitted for a newly trained model on these photos of its training individuals
-    (trainer.fusion.fit_model_fusion), as its card stores it; None when they are too few to fit on. Within
-    ``seconds`` (a training budget's share): the photos are read, embedded and their patterns extracted for 60% of
-    it (then verified, the rest), so a slower machine fits on fewer of them."""
+def side_species(photos: list[Sample], current_card: dict | None) -> tuple[str, ...]:
+    """The species whose photos' sides a new side classifier is fitted on (an individual is 'species:code' in a
+    catalogue), with the other names the current model's classifier knows them by (nyala, Tragelaphus angasii)."""
+    from engine.side import SIDES, SideClassifier
+
+    named = {s.individual.split(":", 1)[0] for s in photos if s.viewpoint in SIDES and ":" in s.individual}
+    current = SideClassifier.from_card(current_card or {})
+    aliases = current.species if current and any(current.applies_to(n) for n in named) else ()
+    return tuple(sorted(named | set(aliases)))
+
+
+def model_extras(
+    onnx_path: Path, photos: list[Sample], seconds: float | None = None, current_card: dict | None = None
+) -> dict:
+    """What a newly trained model's card needs beside its weights, fitted with its own embedding on these photos of
+    its training individuals (never the held-out ones): its coat-pattern fusion (trainer.fusion.fit_model_fusion)
+    and its side classifier (trainer.side, on the photos whose side is known). Each is left out when the photos
+    are too few to fit it on: without a fusion suggestions rest on appearance alone, without a side classifier the
+    app infers no sides (the current model's reads the current model's embedding). Within ``seconds`` (a training
+    budget's share): the photos are read, embedded and their patterns extracted for 60% of it (then verified,
+    the rest), so a slower machine fits on fewer of them."""
     from engine.reid import Embedder
 
     from .fusion import fit_model_fusion
+    from .side import can_fit_sides, fit_side_classifier
 
-    if not can_refit(photos):
-        return None
+    sides, individuals = [s.viewpoint for s in photos], [s.individual for s in photos]
+    want_sides = can_fit_sides(sides, individuals)
+    if not can_refit(photos) and not want_sides:
+        return {}
     deadline = time.time() + 0.6 * seconds if seconds is not None else None
-    vectors, patterns, _ = product_features(Embedder(onnx_path), photos, deadline=deadline)
-    fusion = fit_model_fusion(vectors, patterns, photos[: len(vectors)])  # None: too few read by the deadline
-    return fusion.as_card() if fusion else None
+    embedder = Embedder(onnx_path)
+    read = product_features(embedder, photos, patterns=can_refit(photos), deadline=deadline, sides=want_sides)
+    photos = photos[: len(read.vectors)]  # those read by the deadline
+    extras = {}
+    fusion = fit_model_fusion(read.vectors, read.patterns, photos) if read.patterns else None
+    if fusion:
+        extras["fusion"] = fusion.as_card()
+    if want_sides and can_fit_sides(sides[: len(photos)], individuals[: len(photos)]):
+        classifier, figures = fit_side_classifier(
+            read.side_inputs,
+            embedder.dim,
+            sides[: len(photos)],
+            individuals[: len(photos)],
+            side_species(photos, current_card),
+        )
+        extras["side_classifier"] = classifier.as_card(figures)
+    return extras
 
 
 def train_and_export(
@@ -158,8 +212,8 @@ def train_and_export(
         trainer.resume()
     budget_min = config["training"].get("time_budget_minutes")
     left = None  # training's share of the budget (the config, saved with the model, keeps the user's budget)
-    # the new model's coat-pattern fusion is fitted on these (model_fusion); in a short run on fewer, at most 40% of
-    # the budget
+    # the new model's coat-pattern fusion and side classifier are fitted on these (model_extras); in a short run on
+    # fewer, at most 40% of the budget
     limit = min(REFIT_PHOTOS, int(0.4 * budget_min * 60 / REFIT_SECONDS_PER_PHOTO)) if budget_min else REFIT_PHOTOS
     refit = refit_photos(train, limit)
     if budget_min:
@@ -200,10 +254,11 @@ def train_and_export(
         "training_command": " ".join(shlex.quote(a) for a in sys.argv),
     }
     write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
-    # Its own coat-pattern fusion, fitted with its own appearance scores on its training individuals (never the
-    # held-out ones that measure it): without one its suggestions would rest on appearance alone.
+    # Its own coat-pattern fusion and side classifier, fitted with its own embedding on its training individuals
+    # (never the held-out ones that measure it): without them its suggestions would rest on appearance alone and
+    # no side would be inferred.
     if progress:
-        progress({"stage": "fitting the coat-pattern fusion on the training individuals"})
+        progress({"stage": "fitting the coat-pattern fusion and the side classifier on the training individuals"})
     # What is left of the budget, less the new model's own measurement to come (as long as the current one's took),
     # and never under a quarter of the share kept for it: a model without a fusion would suggest far worse.
     fusion_seconds = None
@@ -211,9 +266,12 @@ def train_and_export(
         kept = REFIT_SECONDS_PER_PHOTO * len(refit)
         left_now = budget_min * 60 - (time.time() - started) - measuring
         fusion_seconds = max(left_now, 0.25 * kept)
-    fusion = model_fusion(onnx_path, refit, fusion_seconds)
-    if fusion:
-        extra["fusion"] = fusion
+    card_path = compare_with.with_suffix(".json") if compare_with is not None else None
+    current_card = json.loads(card_path.read_text()) if card_path is not None and card_path.is_file() else None
+    extras = model_extras(onnx_path, refit, fusion_seconds, current_card)
+    metrics["new_model_infers_sides"] = "side_classifier" in extras
+    if extras:
+        extra |= extras
         write_card(onnx_path, model, name, version, species, trained_on, metrics, extra)
     # The new model's own suggestions, through its card as the app will run it: the card written above is what
     # model_on_held_out loads, so the card is written again with the figures it gives.

@@ -25,6 +25,7 @@ import numpy as np
 from engine.side import SIDES, SideClassifier
 
 TARGET_ACCURACY = 0.985
+MIN_PHOTOS_PER_SIDE = 10  # a model trained on a catalogue gets its own classifier only from this many of each side
 # Each part of the inputs scaled so that one regularisation strength (C = 1) suits both: the difference of two
 # unit embeddings is small (x10), the histograms' weighs 0.2 against it (above).
 EMBEDDING_SCALE, SHAPE_SCALE, C, FOLDS = 10.0, 0.2, 1.0, 5
@@ -58,6 +59,14 @@ def fit_side_classifier(
     min_confidence = confidence_for_accuracy(p_left, left, TARGET_ACCURACY)
     classifier = SideClassifier(_fit_weights(x, left, scale), min_confidence, species)
     return classifier, side_figures(p_left, left, min_confidence) | {"photos": int(len(x))}
+
+
+def can_fit_sides(sides, individuals) -> bool:
+    """Whether photos with these sides (None: not known) are enough to fit and cross-validate a classifier: at
+    least MIN_PHOTOS_PER_SIDE of each side, from at least FOLDS individuals."""
+    known = [(s, i) for s, i in zip(sides, individuals, strict=True) if s in SIDES]
+    counts = [sum(s == side for s, _ in known) for side in SIDES]
+    return min(counts) >= MIN_PHOTOS_PER_SIDE and len({i for _, i in known}) >= FOLDS
 
 
 def confidence_for_accuracy(p_left: np.ndarray, left: np.ndarray, target: float) -> float:
