@@ -7,7 +7,8 @@ Protocol: nyala/train split by identity (seed 0, 0.34, trainer.fusion's split). 
 is imported unlabelled (the new card). Before: the bundled model (coat-pattern fusion included) suggests for the
 new card. Then `herdbook train --catalogue` (CPU, --budget-minutes), and the catalogue re-embedded and
 re-suggested with the new model (its card carries the coat-pattern fusion refitted on its training individuals,
-trainer.fusion.fit_model_fusion; until 0.11.0 it had none and suggested on appearance alone). Unseen: the 61
+trainer.fusion.fit_model_fusion; until 0.11.0 it had none and suggested on appearance alone; since session 18 also
+its own side classifier, checked here on the unseen photos' sides from their names). Unseen: the 61
 test individuals through `herdbook evaluate`'s path (bundled detector crops, across encounters), both models.
 
     python bench/user_loop.py [--budget-minutes 8]   # prints a table, writes bench/results/user_loop.json
@@ -42,11 +43,12 @@ def station_figures(cat: Catalogue, model: Path | None) -> dict:
 
 
 def unseen_figures(folder: Path, model: Path | None) -> dict:
-    out = evaluate_folder(folder, model)
+    out = evaluate_folder(folder, model, species="nyala")  # the model's side classifier checked on the names' sides
     return {
         "suggestions": {k: out["suggestions"][k] for k in ("top1", "top5", "mrr", "auroc_known_vs_new", "queries")},
         "appearance_across_encounters": out["across_encounters"],
         "fused": out["fused"],
+        "sides_inferred_against_names": out["sides"].get("inferred_against_names"),
     }
 
 
@@ -89,6 +91,8 @@ def main() -> int:
         "current_model_on_same_held_out": metrics.get("current_model_held_out"),
         "new_model_suggestions_on_same_held_out": metrics.get("new_model_suggestions_held_out"),
         "epochs": metrics.get("epochs"),
+        "new_model_fused": metrics.get("new_model_fused"),
+        "new_model_infers_sides": metrics.get("new_model_infers_sides"),
     }
     model = next(out.glob("*.onnx"))
     with Catalogue(work / "station.sqlite") as cat:
@@ -104,6 +108,13 @@ def main() -> int:
             f"{when + ', unseen individuals':34s} {u['top1']:7.1%} {u['top5']:7.1%}   (appearance rank-1 "
             f"{a['rank1']:.1%}, mAP {a['mAP']:.1%})"
         )
+        checked = result[when]["unseen"]["sides_inferred_against_names"]
+        if checked:
+            print(
+                f"{when + ', unseen sides inferred':34s} {checked['accuracy_all']:7.1%} right, "
+                f"{checked['kept']:.0%} kept"
+            )
+    print(f"training took {result['training']['seconds']:.0f} s for a {args.budget_minutes:g}-minute budget")
     (ROOT / "bench" / "results" / "user_loop.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -30,7 +30,7 @@ from .metrics import SESSION_WINDOW, auroc, encounter_exclusion, reid_protocol
 from .pattern import PatternFeatures, extract
 from .pipeline import CROP_MARGIN
 from .reid import Embedder
-from .side import SideClassifier, mirrored, side_inputs
+from .side import SideClassifier, mirrored, side_figures, side_inputs
 
 
 def sighting_numbers(paths) -> list[int | None]:
@@ -136,14 +136,21 @@ def evaluate_folder(
         raise ValueError(f"{root}: needs photos of at least two individuals")
     embedder = Embedder(model)
     classifier = SideClassifier.from_card(embedder.card.data)
-    infer = classifier is not None and classifier.applies_to(species) and any(p.viewpoint is None for p in photos)
+    applies = classifier is not None and classifier.applies_to(species)
     features = photo_features(
-        [str(p.path) for p in photos], load_detector(detector), embedder, progress=progress, with_side_inputs=infer
+        [str(p.path) for p in photos], load_detector(detector), embedder, progress=progress, with_side_inputs=applies
     )
     emb, patterns = features[0], features[1]
     ids, enc, sides = [p.individual for p in photos], [p.encounter for p in photos], [p.viewpoint for p in photos]
     recorded = sum(side is not None for side in sides)
-    if infer:
+    checked = None
+    if applies:
+        # The classifier checked against the sides the names give, then used where they give none.
+        named = np.array([side is not None for side in sides])
+        if named.any():
+            truly_left = np.array([side == "left" for side in sides])[named]
+            p_left = classifier.probability_left(features[2][named])
+            checked = side_figures(p_left, truly_left, classifier.min_confidence) | {"photos": int(named.sum())}
         sides = [side or guess for side, guess in zip(sides, classifier.sides(features[2]), strict=True)]
     numbers = sighting_numbers(p.path for p in photos)
     out = reid_protocol(emb, ids, enc, sides, numbers)  # appearance alone, photo against photo
@@ -151,6 +158,8 @@ def evaluate_folder(
     out["photos"], out["individuals"] = len(photos), len(set(ids))
     out["encounters"] = len(set(enc))
     out["sides"] = {"from_names": recorded, "inferred": sum(side is not None for side in sides) - recorded}
+    if checked:
+        out["sides"]["inferred_against_names"] = checked
     out["model"] = f"{embedder.card['name']} {embedder.card['version']}"
     return out
 
@@ -424,7 +433,21 @@ def report_lines(result: dict) -> list[str]:
         *([_decision_line(result)] if "as_the_app_judges" in result else []),
         f"appearance alone, photo against photo: top-1 {a['rank1']:.1%}, top-5 {a['rank5']:.1%}, mAP {a['mAP']:.1%}; "
         f"same side only top-1 {s['rank1']:.1%}, top-5 {s['rank5']:.1%}",
+        *(
+            [_side_line(result["sides"]["inferred_against_names"])]
+            if "inferred_against_names" in result.get("sides", {})
+            else []
+        ),
     ]
+
+
+def _side_line(checked: dict) -> str:
+    kept = f"{checked['accuracy_kept']:.1%}" if checked["accuracy_kept"] is not None else "none"
+    return (
+        f"sides inferred from the crops, checked against the {checked['photos']} the names give: "
+        f"{checked['accuracy_all']:.1%} right; the app keeps the {checked['kept']:.0%} it is sure of, {kept} of "
+        "them right"
+    )
 
 
 def _encounter_line(figures: dict) -> str:

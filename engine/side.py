@@ -117,6 +117,18 @@ class SideClassifier:
         }
 
 
+def side_figures(p_left: np.ndarray, left: np.ndarray, min_confidence: float) -> dict:
+    """How well P(left) tells the sides ``left`` (True: a left flank): accuracy of every call, and the share kept
+    at ``min_confidence`` with its accuracy."""
+    right = (np.asarray(p_left) > 0.5) == np.asarray(left)
+    kept = np.abs(np.asarray(p_left) - 0.5) * 2 >= min_confidence
+    return {
+        "accuracy_all": float(right.mean()),
+        "kept": float(kept.mean()),
+        "accuracy_kept": float(right[kept].mean()) if kept.any() else None,
+    }
+
+
 INPUT = (
     f"embedding(crop) - embedding(mirror), then gradient histograms (grey {HOG_SIZE[0]}x{HOG_SIZE[1]}, "
     f"{HOG_CELL} px cells, {HOG_BINS} orientations, L2 per cell) of the crop - of the mirror"

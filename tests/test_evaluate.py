@@ -35,6 +35,11 @@ def test_evaluate_a_folder_of_identified_photos(tmp_path, data_dir):
     app = out["as_the_app_judges"]  # every photo: together where both flanks show, else alone at its side's cut
     assert app["queries"] == g["queries"] and app["judged_together"] == e["together"]["queries"]
     assert out["sides"] == {"from_names": out["photos"], "inferred": 0}
+    # Told the species, the card's side classifier is checked against the sides the names give (none inferred).
+    named = json.loads(herdbook("evaluate", "--data", root, "--json", "--species", "nyala").stdout)
+    assert named["sides"]["inferred"] == 0 and named["sides"]["inferred_against_names"]["photos"] == out["photos"]
+    assert named["sides"]["inferred_against_names"]["accuracy_all"] > 0.9  # card: 97.8% on never-fitted nyala
+    assert named["suggestions"] == out["suggestions"] | {"ms_per_query": named["suggestions"]["ms_per_query"]}
     text = herdbook("evaluate", "--data", root)
     assert "photos with another photo of their encounter" in text.stdout
     assert "every photo as the app judges it" in text.stdout

@@ -72,7 +72,8 @@ def test_the_side_classifier_comes_from_the_card_and_knows_its_species():
 
 
 def test_the_cut_keeps_the_surest_photos_while_they_are_right_often_enough():
-    from trainer.side import confidence_for_accuracy, side_figures
+    from engine.side import side_figures
+    from trainer.side import confidence_for_accuracy
 
     p_left = np.array([0.99, 0.05, 0.9, 0.8, 0.6, 0.45])  # confidences 0.98, 0.90, 0.80, 0.60, 0.20, 0.10
     left = np.array([True, False, True, False, True, True])  # the fourth (0.8 -> left) is wrong

@@ -37,9 +37,10 @@ from engine.evaluate import (
 from engine.metrics import SESSION_WINDOW, threshold_for_new_share
 from engine.pattern import MATCH_METHOD, PATTERN_METHOD
 from engine.reid import Embedder, default_model_path
+from engine.side import side_figures
 
 from .data import folder_samples, split_by_identity
-from .side import fit_side_classifier, side_figures
+from .side import fit_side_classifier
 
 SEED, TEST_FRACTION = 0, 0.34
 # Individuals verified per query, chosen on the calibration individuals only (118, a larger gallery than the

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.side import SIDES, SideClassifier
+from engine.side import SIDES, SideClassifier, side_figures
 
 TARGET_ACCURACY = 0.985
 MIN_PHOTOS_PER_SIDE = 10  # a model trained on a catalogue gets its own classifier only from this many of each side
@@ -77,14 +77,3 @@ def confidence_for_accuracy(p_left: np.ndarray, left: np.ndarray, target: float)
     accuracy = np.cumsum(right) / np.arange(1, len(right) + 1)
     ok = np.flatnonzero(accuracy >= target)
     return float(confidence[order][ok[-1]]) if len(ok) else 1.0
-
-
-def side_figures(p_left: np.ndarray, left: np.ndarray, min_confidence: float) -> dict:
-    """Accuracy of every call, and the share kept at ``min_confidence`` with its accuracy."""
-    right = (p_left > 0.5) == left
-    kept = np.abs(p_left - 0.5) * 2 >= min_confidence
-    return {
-        "accuracy_all": float(right.mean()),
-        "kept": float(kept.mean()),
-        "accuracy_kept": float(right[kept].mean()) if kept.any() else None,
-    }
