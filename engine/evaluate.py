@@ -30,7 +30,7 @@ from .metrics import SESSION_WINDOW, auroc, encounter_exclusion, reid_protocol
 from .pattern import PatternFeatures, extract
 from .pipeline import CROP_MARGIN
 from .reid import Embedder
-from .side import SideClassifier, mirrored, side_figures, side_inputs
+from .side import SideClassifier, embedded_side_inputs, side_figures
 
 
 def sighting_numbers(paths) -> list[int | None]:
@@ -109,8 +109,7 @@ def photo_features(
             done = list(pool.map(one, paths[start : start + 64]))
             vectors.append(embedder.embed([c for c, _ in done]))
             if with_side_inputs:
-                crops = [c for c, _ in done]
-                sides_read.append(side_inputs(vectors[-1], embedder.embed([mirrored(c) for c in crops]), crops))
+                sides_read.append(embedded_side_inputs(embedder, vectors[-1], [c for c, _ in done]))
             patterns += [p for _, p in done]
             if progress:
                 progress(start + len(done), len(paths))

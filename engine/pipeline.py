@@ -32,7 +32,7 @@ from .pattern import PATTERN_METHOD, PatternFeatures, PatternMatch, draw_match
 from .pattern import extract as extract_pattern
 from .pattern import match as match_pattern
 from .reid import Embedder
-from .side import SideClassifier, mirrored, side_inputs
+from .side import SideClassifier, embedded_side_inputs
 
 CROP_MARGIN = 0.05  # a detector's box is tight; re-identification sees a little of the animal's outline too
 StageProgress = Callable[[str, int, int], None]  # stage, done, total
@@ -308,8 +308,7 @@ class Pipeline:
         ]
         if not todo:
             return {}
-        mirrors = self.embedder.embed([mirrored(crops[i]) for i in todo])
-        inputs = side_inputs(np.asarray(vectors)[todo], mirrors, [crops[i] for i in todo])
+        inputs = embedded_side_inputs(self.embedder, np.asarray(vectors)[todo], [crops[i] for i in todo])
         sides = self.side_classifier.sides(inputs)
         return {rows[i]["id"]: side for i, side in zip(todo, sides, strict=True) if side is not None}
 

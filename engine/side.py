@@ -75,6 +75,12 @@ def side_inputs(vectors: np.ndarray, mirrored_vectors: np.ndarray, crops) -> np.
     return np.hstack([diff, shapes.reshape(len(diff), -1)])
 
 
+def embedded_side_inputs(embedder, vectors: np.ndarray, crops) -> np.ndarray:
+    """side_inputs for crops whose embeddings are ``vectors``: the embedder embeds their mirrors (one more
+    embedding a crop, the only extra cost of inferring a side)."""
+    return side_inputs(vectors, embedder.embed([mirrored(c) for c in crops]), crops)
+
+
 @dataclass(frozen=True)
 class SideClassifier:
     weights: np.ndarray  # over side_inputs

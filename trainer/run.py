@@ -90,7 +90,7 @@ def product_features(
     from engine.imageio import crop, load_rgb
     from engine.pattern import extract
     from engine.pipeline import CROP_MARGIN
-    from engine.side import mirrored, side_inputs
+    from engine.side import embedded_side_inputs
 
     ranked, product, found, sided = [], [], [], []
     for i in range(0, len(samples), 32):  # a batch of photos at a time: camera-trap frames are large
@@ -103,7 +103,7 @@ def product_features(
         product.append(embedder.embed(crops))
         found += [extract(c) for c in crops] if patterns else []
         if sides:
-            sided.append(side_inputs(product[-1], embedder.embed([mirrored(c) for c in crops]), crops))
+            sided.append(embedded_side_inputs(embedder, product[-1], crops))
     return ProductFeatures(
         np.concatenate(product),
         found,
