@@ -429,10 +429,13 @@ SYNCED_CHANGE_LOGS = ("side_changes", "species_changes")
 
 def _migration_9(db) -> None:
     """Side and species corrections travel between catalogues (engine.sync): their rows get stable ids, as the
-    decision log's did in migration 6."""
+    decision log's did in migration 6, and ``arrived``, when a row made elsewhere reached this catalogue (NULL for
+    one made here). ``at`` says which change was made last; ``arrived`` says which suggestions were made before a
+    change was known here (engine.pipeline.pending_suggestion)."""
     for table in SYNCED_CHANGE_LOGS:
         db.execute(f"ALTER TABLE {table} ADD COLUMN origin TEXT")
         db.execute(f"ALTER TABLE {table} ADD COLUMN origin_id INTEGER")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN arrived TEXT")
         db.execute(f"CREATE UNIQUE INDEX {table}_origin ON {table}(origin, origin_id)")
 
 

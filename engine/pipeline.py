@@ -370,8 +370,10 @@ class Pipeline:
             # has no CROSS JOIN ... ON, and its planner starts from the small side by itself.
             join = "CROSS JOIN" if self.cat.dialect == "sqlite" else "JOIN"
             source = source.format(join=join)
+        # A change synced from elsewhere counts from when it arrived: it may be older than suggestions made here
+        # with the side it replaced.
         since_changed = " ".join(
-            f"AND a.at >= COALESCE((SELECT max(c.at) FROM {t} c WHERE c.detection_id = d.id), '')"
+            f"AND a.at >= COALESCE((SELECT max(COALESCE(c.arrived, c.at)) FROM {t} c WHERE c.detection_id = d.id), '')"
             for t in ("side_changes", "species_changes")
         )
         return self.cat.query(

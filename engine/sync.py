@@ -226,12 +226,13 @@ class _Copier:
         detections = self.keymap("detections")
         value = CHANGE_TRAILS[trail][1]
         reached: set[int] = set()
+        arrived = utc_now()
 
         def shape(row: dict) -> dict | None:
             det = detections(row["detection_id"])
             if det is not None:
                 reached.add(det)
-                return {value: row[value], "who": row["who"], "at": row["at"], "detection_id": det}
+                return {value: row[value], "who": row["who"], "at": row["at"], "detection_id": det, "arrived": arrived}
             return None  # its detection is not there (yet): a later sync that brings it brings its side too
 
         def settle() -> None:

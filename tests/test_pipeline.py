@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from engine import decisions
-from engine.catalogue import Catalogue
+from engine.catalogue import Catalogue, utc_now
 from engine.demo import label_folder_individuals
 from engine.ingest import import_folder
 from engine.match import log_odds_lead
@@ -269,6 +269,17 @@ def test_a_side_or_species_set_after_the_suggestions_has_them_made_again_and_onl
         assert [r["id"] for r in pipe.pending_suggestion()] == [dets[26]]
         pipe.suggest()
         assert shown(dets[26]) == [] or all(c["individual_id"] is None for c in shown(dets[26]))
+        # A correction made elsewhere before these suggestions, arriving by sync after them: it stands (the latest
+        # made) and counts from its arrival, so they are made again.
+        with cat.transaction():
+            cat.db["side_changes"].insert(
+                {"detection_id": dets[27], "side": "left", "who": "coordinator", "at": "2026-01-01T00:00:00.000+00:00"}
+                | {"origin": "another-catalogue", "origin_id": 1, "arrived": utc_now()}
+            )
+            decisions.settle_changes(cat, "side_changes", [dets[27]])
+        assert decisions.side_of(cat, dets[27]) == ("left", "coordinator")
+        assert [r["id"] for r in pipe.pending_suggestion()] == [dets[27]]
+        pipe.suggest()
         # without marks (a lost cache) the same detections are up to date
         pipe._marks_path().unlink()
         assert pipe.pending_suggestion() == []
