@@ -169,7 +169,7 @@ def test_a_trained_model_gets_its_fusion_and_side_classifier_refitted_on_its_tra
     from engine.reid import default_model_path
     from engine.side import SideClassifier
     from trainer.fusion import CANDIDATES, can_refit, refit_photos
-    from trainer.run import model_extras
+    from trainer.run import model_extras, side_species
 
     samples = folder_samples(data_dir / "nyala/train")
     assert {s.viewpoint for s in samples} == {"left", "right"}  # from the nyala file names
@@ -199,10 +199,16 @@ def test_a_trained_model_gets_its_fusion_and_side_classifier_refitted_on_its_tra
     both = list({f["left"].individual: f for f in both}.values())[:12]  # one encounter an individual
     named = [dataclasses.replace(f[side], individual=f"nyala:{f[side].individual}") for f in both for side in f]
     current = json.loads(default_model_path().with_suffix(".json").read_text())
+    current_sides = SideClassifier.from_card(current)
     extras = model_extras(default_model_path(), named, current_card=current)
     assert set(extras) == {"side_classifier"}
     sides = SideClassifier.from_card(extras)
     assert sides is not None and sides.applies_to("nyala") and sides.applies_to("Tragelaphus angasii")
+    assert not sides.applies_to("lion")
+    # photos from folders (herdbook train --data) carry no species in their names: the model's species then
+    unnamed = [f[side] for f in both for side in f]
+    assert side_species(unnamed, ["nyala"], None) == ("nyala",)
+    assert side_species(unnamed, ["nyala"], current) == tuple(sorted({"nyala", *current_sides.species}))
     assert extras["side_classifier"]["figures"]["photos"] == len(named) == 24
     assert extras["side_classifier"]["figures"]["accuracy_all"] > 0.8  # cross-validated by individual
     picked = refit_photos(samples, 100)

@@ -137,19 +137,25 @@ def model_on_held_out(model_path: Path | None, val: list[Sample], appearance: bo
     }
 
 
-def side_species(photos: list[Sample], current_card: dict | None) -> tuple[str, ...]:
+def side_species(photos: list[Sample], species: list[str], current_card: dict | None) -> tuple[str, ...]:
     """The species whose photos' sides a new side classifier is fitted on (an individual is 'species:code' in a
-    catalogue), with the other names the current model's classifier knows them by (nyala, Tragelaphus angasii)."""
+    catalogue; photos from folders, the model's ``species``), with the other names the current model's classifier
+    knows them by (nyala, Tragelaphus angasii)."""
     from engine.side import SIDES, SideClassifier
 
-    named = {s.individual.split(":", 1)[0] for s in photos if s.viewpoint in SIDES and ":" in s.individual}
+    sided = [s.individual for s in photos if s.viewpoint in SIDES]
+    named = {i.split(":", 1)[0] for i in sided if ":" in i} if all(":" in i for i in sided) else set(species)
     current = SideClassifier.from_card(current_card or {})
     aliases = current.species if current and any(current.applies_to(n) for n in named) else ()
     return tuple(sorted(named | set(aliases)))
 
 
 def model_extras(
-    onnx_path: Path, photos: list[Sample], seconds: float | None = None, current_card: dict | None = None
+    onnx_path: Path,
+    photos: list[Sample],
+    seconds: float | None = None,
+    current_card: dict | None = None,
+    species: list[str] | tuple[str, ...] = (),
 ) -> dict:
     """What a newly trained model's card needs beside its weights, fitted with its own embedding on these photos of
     its training individuals (never the held-out ones): its coat-pattern fusion (trainer.fusion.fit_model_fusion)
@@ -181,7 +187,7 @@ def model_extras(
             embedder.dim,
             sides[: len(photos)],
             individuals[: len(photos)],
-            side_species(photos, current_card),
+            side_species(photos, list(species), current_card),
         )
         extras["side_classifier"] = classifier.as_card(figures)
     return extras
@@ -268,7 +274,7 @@ def train_and_export(
         fusion_seconds = max(left_now, 0.25 * kept)
     card_path = compare_with.with_suffix(".json") if compare_with is not None else None
     current_card = json.loads(card_path.read_text()) if card_path is not None and card_path.is_file() else None
-    extras = model_extras(onnx_path, refit, fusion_seconds, current_card)
+    extras = model_extras(onnx_path, refit, fusion_seconds, current_card, species)
     metrics["new_model_infers_sides"] = "side_classifier" in extras
     if extras:
         extra |= extras
