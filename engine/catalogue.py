@@ -422,9 +422,10 @@ def _migration_8(db) -> None:
     db["species_changes"].create_index(["detection_id"])
 
 
-# Trails of a detection's side and species: they travel between catalogues too (engine.sync), so a flank corrected
-# at a station after its photos were synced is not lost centrally.
-SYNCED_CHANGE_LOGS = ("side_changes", "species_changes")
+# The trails of a detection's side and species: each trail table -> (the detections column it sets, its own column
+# holding the value). They travel between catalogues (engine.sync), so a flank corrected at a station after its
+# photos were synced is not lost centrally, and a new row makes the detection's suggestions pending again.
+DETECTION_TRAILS = {"side_changes": ("viewpoint", "side"), "species_changes": ("species", "species")}
 
 
 def _migration_9(db) -> None:
@@ -432,7 +433,7 @@ def _migration_9(db) -> None:
     decision log's did in migration 6, and ``arrived``, when a row made elsewhere reached this catalogue (NULL for
     one made here). ``at`` says which change was made last; ``arrived`` says which suggestions were made before a
     change was known here (engine.pipeline.pending_suggestion)."""
-    for table in SYNCED_CHANGE_LOGS:
+    for table in DETECTION_TRAILS:
         db.execute(f"ALTER TABLE {table} ADD COLUMN origin TEXT")
         db.execute(f"ALTER TABLE {table} ADD COLUMN origin_id INTEGER")
         db.execute(f"ALTER TABLE {table} ADD COLUMN arrived TEXT")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .catalogue import Catalogue, utc_now
+from .catalogue import DETECTION_TRAILS, Catalogue, utc_now
 from .match import known_species
 from .side import SIDES
 
@@ -154,15 +154,11 @@ def record_side(cat: Catalogue, detection_id: int, side: str | None, who: str) -
     cat.db["side_changes"].insert({"detection_id": detection_id, "side": side, "who": who, "at": utc_now()})
 
 
-# Each trail of a detection's attribute: the detection column it sets and the trail's column that says the value.
-CHANGE_TRAILS = {"side_changes": ("viewpoint", "side"), "species_changes": ("species", "species")}
-
-
 def settle_changes(cat: Catalogue, trail: str, detection_ids: list[int]) -> None:
     """Set each detection's side (trail 'side_changes') or species ('species_changes') to its trail's latest row
     by time, in the caller's transaction. Rows that arrive from another catalogue (engine.sync) may be older than
     one made here: the change made last stands at every catalogue, whatever order the rows arrived in."""
-    column, value = CHANGE_TRAILS[trail]
+    column, value = DETECTION_TRAILS[trail]
     for start in range(0, len(detection_ids), 500):
         chunk = detection_ids[start : start + 500]
         cat.db.execute(

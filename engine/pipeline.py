@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .calibration import Fusion
-from .catalogue import Catalogue
+from .catalogue import DETECTION_TRAILS, Catalogue
 from .decisions import record_side
 from .detect import load_detector
 from .gallery_index import gallery_folder, open_gallery
@@ -70,7 +70,7 @@ class PipelineSummary:
 
 # The logs whose new rows can make a detection's suggestion pending again (an undone decision; a side or species
 # set after its suggestions were made), watched by the suggest stage's marks.
-CHANGE_LOGS = ("assignments", "side_changes", "species_changes")
+CHANGE_LOGS = ("assignments", *DETECTION_TRAILS)
 # What identifies the last embedding row a suggest stage saw: a restored backup reuses rowids and detection ids
 # for other photos, but not their vectors.
 _EMBEDDING_ROW = "detection_id, model_id, substr(vector, 1, 32)"
@@ -374,7 +374,7 @@ class Pipeline:
         # with the side it replaced.
         since_changed = " ".join(
             f"AND a.at >= COALESCE((SELECT max(COALESCE(c.arrived, c.at)) FROM {t} c WHERE c.detection_id = d.id), '')"
-            for t in ("side_changes", "species_changes")
+            for t in DETECTION_TRAILS
         )
         return self.cat.query(
             f"""SELECT d.id, d.media_id, d.viewpoint, e.vector, m.deployment_id, m.taken_at,

@@ -26,8 +26,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .catalogue import SYNCED_CHANGE_LOGS, Catalogue, utc_now
-from .decisions import CHANGE_TRAILS, settle_changes
+from .catalogue import DETECTION_TRAILS, Catalogue, utc_now
+from .decisions import settle_changes
 
 THUMBNAIL_SIDE = 192  # px, longest side: enough to see the animal and its flank, ~8 KB as JPEG
 BATCH = 500
@@ -224,7 +224,7 @@ class _Copier:
         """A side or species trail's rows on detections dst holds; each detection they reach then takes its
         trail's latest value (engine.decisions.settle_changes), in the same transaction as the rows."""
         detections = self.keymap("detections")
-        value = CHANGE_TRAILS[trail][1]
+        value = DETECTION_TRAILS[trail][1]
         reached: set[int] = set()
         arrived = utc_now()
 
@@ -418,7 +418,7 @@ def push(local: Catalogue, central: Catalogue, station: str, report: SyncReport,
     make_thumbnails(local, report, progress, cancel)
     copier.per_detection("thumbnails", local.query(f"SELECT x.* FROM thumbnails x {mine}"), ["jpeg"], "thumbnails")
     copier.log("assignments", local.query(f"SELECT * FROM assignments {own}"), "decisions")
-    for trail in SYNCED_CHANGE_LOGS:  # sides and species corrected here, also on others' gallery detections
+    for trail in DETECTION_TRAILS:  # sides and species corrected here, also on others' gallery detections
         copier.changes(trail, local.query(f"SELECT * FROM {trail} {own}"), trail.replace("_", " "))
     before = report.pushed["merges"]
     copier.log("merges", local.query(f"SELECT * FROM merges {own}"), "merges")
@@ -430,7 +430,7 @@ def _pull_marks(local: Catalogue, central: Catalogue) -> dict[str, int]:
     """How far this station has read the central catalogue's append-only tables (their largest ids)."""
     row = local.db.execute("SELECT value FROM catalogue_info WHERE key = ?", [f"pulled:{central.uuid}"]).fetchone()
     # Marks saved before the change logs travelled lack them: those logs are read from the start once.
-    return dict.fromkeys(("individuals", "assignments", "merges", *SYNCED_CHANGE_LOGS), 0) | (
+    return dict.fromkeys(("individuals", "assignments", "merges", *DETECTION_TRAILS), 0) | (
         json.loads(row[0]) if row else {}
     )
 
@@ -494,7 +494,7 @@ def pull(local: Catalogue, central: Catalogue, report: SyncReport, progress=None
         _rederive_merged_into(local)
     # Sides and species corrected elsewhere on detections this station holds (its own, or its gallery's), a page
     # at a time as the decision log.
-    for trail in SYNCED_CHANGE_LOGS:
+    for trail in DETECTION_TRAILS:
         stage = trail.replace("_", " ")
         for page_start in range(marks[trail], tops[trail], LOG_PAGE):
             rows = central.query(

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from engine.calibration import Fusion
-from engine.evaluate import SuggestionRun, query_outcomes, run_suggestions, sighting_numbers, suggestion_figures
+from engine.evaluate import (
+    SuggestionRun,
+    query_outcomes,
+    report_lines,
+    run_suggestions,
+    sighting_numbers,
+    suggestion_figures,
+)
 from engine.metrics import SESSION_WINDOW, reid_protocol
 from tests.conftest import herdbook
 
@@ -40,6 +47,9 @@ def test_evaluate_a_folder_of_identified_photos(tmp_path, data_dir):
     assert named["sides"]["inferred"] == 0 and named["sides"]["inferred_against_names"]["photos"] == out["photos"]
     assert named["sides"]["inferred_against_names"]["accuracy_all"] > 0.9  # card: 97.8% on never-fitted nyala
     assert named["suggestions"] == out["suggestions"] | {"ms_per_query": named["suggestions"]["ms_per_query"]}
+    checked = f"sides inferred from the crops, checked against the {out['photos']} the names give: "
+    assert any(line.startswith(checked) for line in report_lines(named))  # what herdbook evaluate prints
+    assert not any(line.startswith("sides inferred") for line in report_lines(out))
     text = herdbook("evaluate", "--data", root)
     assert "photos with another photo of their encounter" in text.stdout
     assert "every photo as the app judges it" in text.stdout

@@ -115,9 +115,9 @@ def fit_fusion(run, features=FEATURES, threshold: float = 0.5) -> Fusion:
     )
 
 
-# A newly trained model gets its fusion refitted on at most this many of its training photos (whole individuals,
-# seeded), and a training budget keeps this much time a photo for it (crop, embedding, pattern, verification on a
-# 2-core CPU; bench/user_loop.py).
+# A newly trained model gets its fusion (and side classifier) refitted on at most this many of its training photos
+# (whole individuals, seeded), and a training budget keeps this much time a photo for it (crop, embedding, pattern,
+# verification on a 2-core CPU; bench/user_loop.py).
 REFIT_PHOTOS = 800
 REFIT_SECONDS_PER_PHOTO = 0.4
 REFIT_MIN_INDIVIDUALS = 10  # with two encounters or more: fewer give the regression too few true matches

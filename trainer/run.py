@@ -6,6 +6,7 @@ with the open-set threshold calibrated on the held-out identities when there are
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
@@ -19,7 +20,7 @@ import torch
 
 from engine.catalogue import Catalogue
 from engine.metrics import cosine_similarity, encounter_exclusion, open_set_scores
-from engine.reid import default_model_path
+from engine.reid import ModelCard, ModelError, default_model_path
 
 from .data import Sample, catalogue_samples, folder_samples, split_by_identity
 from .export_onnx import export_onnx, load_checkpoint, parity_check, write_card
@@ -169,26 +170,23 @@ def model_extras(
     from .fusion import fit_model_fusion
     from .side import can_fit_sides, fit_side_classifier
 
-    sides, individuals = [s.viewpoint for s in photos], [s.individual for s in photos]
-    want_sides = can_fit_sides(sides, individuals)
-    if not can_refit(photos) and not want_sides:
+    def side_labels(part):
+        return [s.viewpoint for s in part], [s.individual for s in part]
+
+    want_fusion, want_sides = can_refit(photos), can_fit_sides(*side_labels(photos))
+    if not want_fusion and not want_sides:
         return {}
     deadline = time.time() + 0.6 * seconds if seconds is not None else None
     embedder = Embedder(onnx_path)
-    read = product_features(embedder, photos, patterns=can_refit(photos), deadline=deadline, sides=want_sides)
+    read = product_features(embedder, photos, patterns=want_fusion, deadline=deadline, sides=want_sides)
     photos = photos[: len(read.vectors)]  # those read by the deadline
     extras = {}
-    fusion = fit_model_fusion(read.vectors, read.patterns, photos) if read.patterns else None
+    fusion = fit_model_fusion(read.vectors, read.patterns, photos) if want_fusion else None  # None: too few read
     if fusion:
         extras["fusion"] = fusion.as_card()
-    if want_sides and can_fit_sides(sides[: len(photos)], individuals[: len(photos)]):
-        classifier, figures = fit_side_classifier(
-            read.side_inputs,
-            embedder.dim,
-            sides[: len(photos)],
-            individuals[: len(photos)],
-            side_species(photos, list(species), current_card),
-        )
+    if want_sides and can_fit_sides(*side_labels(photos)):
+        fitted_on = side_species(photos, list(species), current_card)
+        classifier, figures = fit_side_classifier(read.side_inputs, embedder.dim, *side_labels(photos), fitted_on)
         extras["side_classifier"] = classifier.as_card(figures)
     return extras
 
@@ -272,8 +270,10 @@ def train_and_export(
         kept = REFIT_SECONDS_PER_PHOTO * len(refit)
         left_now = budget_min * 60 - (time.time() - started) - measuring
         fusion_seconds = max(left_now, 0.25 * kept)
-    card_path = compare_with.with_suffix(".json") if compare_with is not None else None
-    current_card = json.loads(card_path.read_text()) if card_path is not None and card_path.is_file() else None
+    current_card = None  # the current model's side classifier names the species it knows by other names too
+    if compare_with is not None:
+        with contextlib.suppress(ModelError, OSError, ValueError):
+            current_card = ModelCard.load(compare_with).data
     extras = model_extras(onnx_path, refit, fusion_seconds, current_card, species)
     metrics["new_model_infers_sides"] = "side_classifier" in extras
     if extras:
