@@ -345,6 +345,19 @@ def _with_encounter(scores: list[np.ndarray], ids: list[list[int]], partners: li
     return out
 
 
+def flagged_by_first_suggestion(ranks: np.ndarray, flagged: np.ndarray) -> dict:
+    """Known animals flagged 'probably new', apart by whether their first suggestion was right. A known animal
+    whose first suggestion is another individual scores like a never-seen one (its best is a look-alike), so it is
+    flagged about as often as new ones are: the share of known animals flagged can go no lower than (1 - top-1)
+    times that, whatever the threshold. It is the first suggestion, not the open-set score, that bounds it."""
+    right = np.asarray(ranks) == 1
+    flagged = np.asarray(flagged, bool)
+    return {
+        "known_flagged_when_first_right": float(np.mean(flagged[right])) if right.any() else float("nan"),
+        "known_flagged_when_first_wrong": float(np.mean(flagged[~right])) if (~right).any() else float("nan"),
+    }
+
+
 def suggestion_figures(
     run: SuggestionRun,
     fusion: Fusion | None,
@@ -372,6 +385,7 @@ def suggestion_figures(
         "open_set_score": "best candidate's lead over the second (log-odds)" if with_encounter else "best score",
         "known_wrongly_flagged": float(np.mean(known < cut)),
         "new_flagged": float(np.mean(new < cut)),
+        **flagged_by_first_suggestion(r, known < cut),
         "ms_per_query": 1000 * run.seconds_per_query,
     }
 
@@ -415,6 +429,7 @@ def decision_figures(run: SuggestionRun, fusion: Fusion) -> dict:
         "open_set_score": "margin above the threshold the photo is judged at",
         "known_wrongly_flagged": float(np.mean(known < 0)),
         "new_flagged": float(np.mean(new < 0)),
+        **flagged_by_first_suggestion(ranks, known < 0),
     }
 
 
@@ -465,5 +480,6 @@ def _decision_line(result: dict) -> str:
         f"every photo as the app judges it ({d['judged_together']} with their other flank; sides from names "
         f"{sides.get('from_names', d['side_known'])}, inferred {sides.get('inferred', 0)}): top-1 {d['top1']:.1%}, "
         f"top-5 {d['top5']:.1%}, AUROC {d['auroc_known_vs_new']:.2f}, {d['known_wrongly_flagged']:.0%} of known "
-        f"flagged new, {d['new_flagged']:.0%} of new"
+        f"flagged new ({d['known_flagged_when_first_right']:.0%} of those whose first suggestion is right, "
+        f"{d['known_flagged_when_first_wrong']:.0%} of the others), {d['new_flagged']:.0%} of new"
     )

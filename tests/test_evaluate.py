@@ -138,6 +138,21 @@ def test_a_photo_of_no_known_side_is_judged_at_the_cards_threshold_for_it():
     assert mixed["known_wrongly_flagged"] == 0.5 and mixed["unsided_threshold"] == cut - 0.02
 
 
+def test_known_animals_flagged_new_are_told_apart_by_whether_their_first_suggestion_was_right():
+    """A known animal whose first suggestion is a look-alike scores as a never-seen one does: the figures say how
+    many of those are flagged apart from the ones whose first suggestion was right."""
+    fusion = Fusion(2.0, 0.5, -4.0, 0.5, pattern_lead_weight=1.5)
+    right = [(0.80, 60, True), (0.70, 8, False), (0.60, 3, False)]  # the truth first, far ahead
+    wrong = [(0.75, 12, False), (0.70, 10, True), (0.60, 3, False)]  # a look-alike edges out the truth
+    run = SuggestionRun([right, wrong, wrong], 0.0, 2, [[7, 8, 9], [8, 7, 9], [8, 7, 9]])
+    ranks, known, _ = query_outcomes(run, fusion)
+    assert ranks.tolist() == [1, 2, 2] and known[0] > known[1]
+    cut = float(known[1]) + 0.01  # flags the two whose first suggestion was wrong, not the right one
+    figures = suggestion_figures(run, fusion, cut)
+    assert figures["known_wrongly_flagged"] == pytest.approx(2 / 3)
+    assert figures["known_flagged_when_first_right"] == 0.0 and figures["known_flagged_when_first_wrong"] == 1.0
+
+
 def test_suggestion_runs_keep_one_candidate_more_for_the_never_seen_case():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(6, 16))

@@ -298,12 +298,13 @@ def main(argv=None) -> int:
     )
     print(
         f"{'variant':50s} {'photos':>6s} {'top-1':>6s} {'top-5':>6s} {'MRR':>6s} {'AUROC':>6s} {'known->new':>10s}"
-        f" {'new flagged':>11s}"
+        f" {'new flagged':>11s} {'flagged|1st right':>17s} {'flagged|1st wrong':>17s}"
     )
     for name, f in table.items():
         print(
             f"{name[:50]:50s} {f['queries']:6d} {f['top1']:6.1%} {f['top5']:6.1%} {f['mrr']:6.3f} "
-            f"{f['auroc_known_vs_new']:6.3f} {f['known_wrongly_flagged']:10.1%} {f['new_flagged']:11.1%}"
+            f"{f['auroc_known_vs_new']:6.3f} {f['known_wrongly_flagged']:10.1%} {f['new_flagged']:11.1%} "
+            f"{f['known_flagged_when_first_right']:17.1%} {f['known_flagged_when_first_wrong']:17.1%}"
         )
     result = {
         "protocol": {
