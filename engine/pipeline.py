@@ -370,10 +370,12 @@ class Pipeline:
             # has no CROSS JOIN ... ON, and its planner starts from the small side by itself.
             join = "CROSS JOIN" if self.cat.dialect == "sqlite" else "JOIN"
             source = source.format(join=join)
-        # A change synced from elsewhere counts from when it arrived: it may be older than suggestions made here
-        # with the side it replaced.
+        # Only the change that stands (the latest made, engine.decisions.settle_changes) can make suggestions
+        # stale. A change synced from elsewhere counts from when it arrived: it may be older than suggestions made
+        # here with the side it replaced. One that arrives older than the change standing here changes nothing.
         since_changed = " ".join(
-            f"AND a.at >= COALESCE((SELECT max(COALESCE(c.arrived, c.at)) FROM {t} c WHERE c.detection_id = d.id), '')"
+            f"AND a.at >= COALESCE((SELECT COALESCE(c.arrived, c.at) FROM {t} c WHERE c.detection_id = d.id "
+            "ORDER BY c.at DESC, c.id DESC LIMIT 1), '')"
             for t in DETECTION_TRAILS
         )
         return self.cat.query(

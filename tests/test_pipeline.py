@@ -280,6 +280,16 @@ def test_a_side_or_species_set_after_the_suggestions_has_them_made_again_and_onl
         assert decisions.side_of(cat, dets[27]) == ("left", "coordinator")
         assert [r["id"] for r in pipe.pending_suggestion()] == [dets[27]]
         pipe.suggest()
+        # One older than the correction made here arrives after the suggestions: it does not stand, so the
+        # suggestions (searched with the side that stands) are not made again.
+        with cat.transaction():
+            cat.db["side_changes"].insert(
+                {"detection_id": open_det, "side": "left", "who": "coordinator", "at": "2026-01-01T00:00:00.000+00:00"}
+                | {"origin": "another-catalogue", "origin_id": 2, "arrived": utc_now()}
+            )
+            decisions.settle_changes(cat, "side_changes", [open_det])
+        assert decisions.side_of(cat, open_det) == ("right", "ann")
+        assert pipe.pending_suggestion() == []
         # without marks (a lost cache) the same detections are up to date
         pipe._marks_path().unlink()
         assert pipe.pending_suggestion() == []
