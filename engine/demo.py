@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .catalogue import Catalogue
 from .ingest import ImportSummary, ProgressFn, import_folder
+from .side import SIDES
 
 DEMO_WHO = "demo:folder-label"
 # (sub-folder of the data dir, species, site)
@@ -37,14 +38,17 @@ def find_data_dir(start: Path | None = None) -> Path | None:
 
 
 def viewpoint_from_name(file_name: str, individual: str) -> str | None:
-    """nyala: left/right flank from '<n>_leftphoto.jpg'; lion: the body part after the name ('Left_Face')."""
+    """The side of the animal a file name gives, as the app knows sides (engine.side.SIDES): nyala's flank from
+    '<n>_leftphoto.jpg'; lion's from the body part after the name ('Left_Face', 'Right_Ear'), none for a part of no
+    side ('Nose', 'Mane'). A body part is no side: the app compares a detection with the same side's photos only,
+    so a part kept as a side would be compared with the same part of other individuals alone."""
     nyala = nyala_photo(file_name)
     if nyala:
         return nyala[1]
     stem = Path(file_name).stem
     if stem.startswith(individual + "_"):
-        part = re.sub(r"\d+$", "", stem[len(individual) + 1 :])
-        return part.lower() or None
+        words = re.split(r"[_\s-]+", re.sub(r"\d+$", "", stem[len(individual) + 1 :]).lower())
+        return next((w for w in words if w in SIDES), None)
     return None
 
 

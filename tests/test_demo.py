@@ -100,3 +100,19 @@ def test_the_demo_through_the_detector_holds_out_each_last_encounters_best_box_a
         assert herd_mates > 0 and len(items) == len(held) + herd_mates  # suggested too, as on a real card
         assert demo_accuracy(cat, items)["held_out_photos"] == len(held)
         assert build_demo(cat, data, hold_out=True, detector="bundled").sightings_added == 0  # a re-run adds none
+
+
+def test_file_names_give_only_sides_the_app_knows(data_dir):
+    """A lion crop named for a body part ('Left_Face', 'Nose') gets that part's side or none: the app compares a
+    detection with its own side's photos only, so a part kept as a side would never meet another part of its
+    individual (herdbook evaluate on the lion folder gave top-1 0% so)."""
+    from engine.demo import viewpoint_from_name
+    from engine.side import SIDES
+
+    lions = sorted((data_dir / "lion" / "train").glob("*/*.png"))
+    sides = {f.name: viewpoint_from_name(f.name, f.parent.name) for f in lions}
+    assert set(sides.values()) == {*SIDES, None}
+    assert sides["Kinna_Left_Face.png"] == "left" and sides["Kinna_Right_ear.png"] == "right"
+    assert sides["Kinna_Nose.png"] is None and sides["Kinna_Portrait.png"] is None
+    nyala = next((data_dir / "nyala" / "train").glob("*/*_rightphoto.jpg"))
+    assert viewpoint_from_name(nyala.name, nyala.parent.name) == "right"
