@@ -233,7 +233,7 @@ class _Copier:
             if det is not None:
                 reached.add(det)
                 return {value: row[value], "who": row["who"], "at": row["at"], "detection_id": det, "arrived": arrived}
-            return None  # its detection is not there (yet): a later sync that brings it brings its side too
+            return None  # its detection is not there (yet): the pull that brings it brings its trail too
 
         def settle() -> None:
             settle_changes(self.dst, trail, sorted(reached))
@@ -525,6 +525,11 @@ def _pull_log_page(copier: _Copier, central: Catalogue, log: list[dict], models:
     copier.keyed("media", photos, media, "photos")
     copier.keyed("detections", gallery, copier.detection, "detections")
     ids = [r["id"] for r in gallery]
+    # Their side and species trails in full: a change made before a detection came here was passed over when it
+    # was pulled, and the latest change stands only where every change is held (engine.decisions.settle_changes).
+    for trail in DETECTION_TRAILS:
+        for rows in _chunks_in(central, f"SELECT * FROM {trail} WHERE detection_id IN ({{}})", ids):
+            copier.changes(trail, rows, trail.replace("_", " "))
     for table, columns in (
         ("embeddings", ["model_id", "vector"]),
         ("patterns", ["method", "features"]),

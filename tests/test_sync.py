@@ -328,6 +328,37 @@ def test_a_side_and_species_corrected_after_a_sync_reach_every_catalogue_and_the
         assert sync(a, c).moved == 0 and sync(b, c).moved == 0
 
 
+def test_a_side_set_before_a_detection_joins_the_gallery_comes_with_it(stations, new_catalogue):
+    """B sets the flank of a detection while nothing stands on it (its sighting rejected): A's pull passes the
+    change over, A holding no copy. Confirmed later, the detection joins the gallery A pulls, and its trail with it:
+    A knows who set the side, and an older change arriving later cannot overrule it."""
+    a_path, b_path, _ = stations
+    central = new_catalogue("central")
+    with Catalogue(a_path) as a, Catalogue(b_path) as b, Catalogue(central) as c:
+        det_b, ind_b = b.db.execute("SELECT detection_id, individual_id FROM sighting_state LIMIT 1").fetchone()
+        decisions.reject(b, det_b, ind_b, who="ranger-b")
+        decisions.set_detection_side(b, det_b, "right", who="ranger-b")
+        sync(b, c), sync(a, c)
+        copy = "SELECT id FROM detections WHERE origin = ? AND origin_id = ?"
+        assert a.query(copy, [b.uuid, det_b]) == [] and sync(a, c).moved == 0
+        b.confirm(det_b, ind_b, who="ranger-b")
+        sync(b, c)
+        pulled = sync(a, c).pulled
+        det_a = a.query(copy, [b.uuid, det_b])[0]["id"]
+        assert pulled["side_changes"] >= 1
+        assert decisions.side_of(a, det_a) == ("right", "ranger-b")
+        assert trail(a, "side_changes", det_a)[-1] == "ranger-b"
+        # A change made centrally before B's (its clock earlier), entered only now, reaches A after B's.
+        det_c = c.query(copy, [b.uuid, det_b])[0]["id"]
+        with c.transaction():
+            c.db["side_changes"].insert(
+                {"detection_id": det_c, "side": "left", "who": "coordinator", "at": "2026-01-01T00:00:00.000+00:00"}
+            )
+        assert sync(a, c).pulled["side_changes"] == 1
+        assert decisions.side_of(a, det_a) == ("right", "ranger-b")  # the later change still stands
+        assert sync(a, c).moved == 0
+
+
 def test_thumbnails_are_the_box_of_the_upright_photo(tmp_path, data_dir):
     """The crop that travels instead of the photo shows the detection's box (its shape), at most 192 px."""
     import io
