@@ -5,10 +5,11 @@ bench/results/suggest_speed.json.
 The gallery is real: 300 nyala photos' embeddings and pattern features (bundled detector crop, bundled model),
 repeated over 1000 individuals x the card's photos per candidate (8 since 0.4.0; each copy's vector jittered so
 the index sees distinct rows). At most the search depth's 200 nearest gallery photos are verified per query, and
-this gallery makes every query verify all 200 (worst case); the same queries with card 0.8.0's recipe (600
-keypoints a crop instead of 1500) are timed in turn with the shipped ones. Also timed in the same run, per detection
-crop, what an import pays once to store a crop's pattern: keypoints on the whole crop (card 0.4.0) against on the
-GrabCut foreground (0.5.0 on; 600 and 1500 keypoints), beside the crop's embedding.
+this gallery makes every query verify all 200 (worst case); the same queries with card 0.11.0's recipe (SIFT's
+default edge filter, which drops the points along the stripes: engine.pattern.EDGE_THRESHOLD 10 instead of 1000) are
+timed in turn with the shipped ones. Also timed in the same run, per detection crop, what an import pays once to
+store a crop's pattern: keypoints on the whole crop (card 0.4.0) against on the GrabCut foreground (0.5.0 on; 0.11.0's
+and the shipped recipe), beside the crop's embedding.
 Usage: python bench/suggest_speed.py [--individuals 1000] [--photos N] [--queries 50]
 """
 
@@ -51,7 +52,7 @@ def main() -> None:
     chosen = [samples[i] for i in rng.choice(len(samples), 300 + args.queries, replace=False)]
     embedder = Embedder()
     vectors, patterns = photo_features([s.path for s in chosen], load_detector("bundled"), embedder)
-    with keypoints(OLD_KEYPOINTS):
+    with recipe(EDGE_THRESHOLD=OLD_EDGE_THRESHOLD):
         _, patterns_old = photo_features([s.path for s in chosen], load_detector("bundled"), embedder)
     fusion = Fusion.from_card(embedder.card.data)
     photos = args.photos or fusion.photos_per_candidate
@@ -66,10 +67,10 @@ def main() -> None:
         gv, np.arange(n) // photos, np.arange(n), np.array(["left"] * n, object), np.array([None] * n, object)
     )
     fused = f"appearance + pattern (top-{fusion.candidates} verified)"
-    # The same pass with 0.8.0's 600 keypoints a crop, query by query in turn with the shipped recipe, so that this
-    # VM's drifting speed falls on both alike.
+    # The same pass with 0.11.0's recipe, query by query in turn with the shipped one, so that this VM's drifting
+    # speed falls on both alike.
     runs = {"appearance only": (None, patterns), fused: (fusion, patterns)}
-    runs[f"  {OLD_KEYPOINTS} keypoints a crop (0.8.0 recipe)"] = (fusion, patterns_old)
+    runs["  points along the stripes dropped (0.11.0 recipe)"] = (fusion, patterns_old)
     stores = {name: {i: features[source[i]] for i in range(n)} for name, (_, features) in runs.items()}
     t = {name: [] for name in runs}
     for q in range(300, 300 + args.queries):
@@ -116,22 +117,24 @@ def main() -> None:
     )
 
 
-OLD_KEYPOINTS = 600  # card 0.8.0's engine.pattern.MAX_KEYPOINTS
+OLD_EDGE_THRESHOLD = 10.0  # card 0.11.0's: OpenCV's default
 
 
 @contextmanager
-def keypoints(n: int):
-    """engine.pattern keeps ``n`` keypoints a crop within the block (sift_features reads it per call)."""
-    shipped = pattern.MAX_KEYPOINTS
-    pattern.MAX_KEYPOINTS = n
+def recipe(**constants):
+    """engine.pattern with these module constants within the block (sift_features reads them per call)."""
+    shipped = {name: getattr(pattern, name) for name in constants}
+    for name, value in constants.items():
+        setattr(pattern, name, value)
     try:
         yield
     finally:
-        pattern.MAX_KEYPOINTS = shipped
+        for name, value in shipped.items():
+            setattr(pattern, name, value)
 
 
-def extract_600(crop):
-    with keypoints(OLD_KEYPOINTS):
+def extract_011(crop):
+    with recipe(EDGE_THRESHOLD=OLD_EDGE_THRESHOLD):
         return extract(crop)
 
 
@@ -140,8 +143,8 @@ def extraction_times(samples, detector, embedder) -> tuple[dict, dict]:
     crops = [animal_crop(s.path, detector) for s in samples]
     steps = {
         "pattern, whole crop (0.4.0)": lambda c: sift_features(stripe_image(c)),
-        f"pattern, foreground, {pattern.MAX_KEYPOINTS} keypoints (0.9.0)": extract,
-        f"pattern, foreground, {OLD_KEYPOINTS} keypoints (0.5.0-0.8.0)": extract_600,
+        "pattern, foreground, points along the stripes kept (0.12.0)": extract,
+        "pattern, foreground, SIFT's edge filter (0.9.0-0.11.0)": extract_011,
         "embedding": lambda c: embedder.embed([c]),
     }
     out = {}

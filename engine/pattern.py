@@ -15,7 +15,8 @@ the pattern only:
    flatters them; engine.evaluate.SuggestionRun.as_new). When GrabCut keeps too little of the crop to be the
    animal (about 40 % of nyala crops, where the animal fills the frame), the whole crop is used: GrabCut again
    from the crop's centre as certain animal keeps part of those flanks and does worse (CV top-1 36.1 -> 31.8 %).
-   Keypoints are compared as RootSIFT (Arandjelović & Zisserman 2012).
+   Keypoints are compared as RootSIFT (Arandjelović & Zisserman 2012). The points along a stripe, which SIFT's
+   edge filter would drop, are kept (EDGE_THRESHOLD, card 0.12.0).
 3. A pair of crops is matched by mutual nearest neighbours passing Lowe's ratio test, then verified by a
    similarity model (rotation, uniform scale, shift) fitted with RANSAC, with a 10 px tolerance that absorbs the
    stretch of a walking body. A full affine model (session 4) lets chance matches agree more often: on the 118
@@ -41,7 +42,7 @@ import cv2
 import numpy as np
 
 # One name per feature recipe: features stored in a catalogue under another name are recomputed.
-PATTERN_METHOD = "stripe-tophat-grabcut-rootsift-1500/3"
+PATTERN_METHOD = "stripe-tophat-grabcut-rootsift-1500-edges/4"
 # One name per way of matching two feature sets: a fusion (engine.calibration) is fitted for one matcher.
 MATCH_METHOD = "mutual-ratio-similarity-ransac-10px-guided-8px-0.90/3"
 WORK_WIDTH = 288  # crops are compared at this width (chosen in bench/reid_fusion.py: 224 / 288 / 384 / 512)
@@ -53,6 +54,14 @@ TOPHAT_WIDTH = 9  # light structures narrower than this (pixels at WORK_WIDTH) c
 # SIFT's contrast threshold leaves few more: on 40 nyala crops 414 points on average at 600, 718 at 1500, 731 at
 # 2000 (the same with 5000), so 1500 keeps nearly all of them. Width 224 / 384 and a two-scale top-hat did worse.
 MAX_KEYPOINTS = 1500
+# SIFT drops a point whose curvature is this much stronger across than along (OpenCV's default 10): a point on an
+# edge slides along it, so it is rarely wanted. On a stripe image it is: the points along a stripe are most of the
+# pattern, and where they sit along the flank is what the similarity model checks. Chosen by two-fold CV over the 118
+# calibration nyala, the product's path (cached crops and embeddings, session 19): edge threshold 10 / 20 / 40 / 80 /
+# 1000 (none dropped) gave top-1 44.8 / 48.5 / 48.6 / 49.8 / 50.1 %, top-5 60.0 / 61.0 / 61.2 / 61.7 / 62.5 %, AUROC
+# known/new 0.659 / 0.672 / 0.679 / 0.684 / 0.683; dropping more than the default (5, 3) did worse on
+# bench/verifier_probes' pairs (win 0.51 / 0.43 against 0.67), as did keeping only corner-like matched points.
+EDGE_THRESHOLD = 1000.0
 MASK_WIDTH = 144  # GrabCut runs at half the work width: 4x cheaper, and the mask is dilated anyway
 MASK_INSET = 0.04  # GrabCut's "certainly background" is the crop's border of this share of its width and height
 MASK_ITERATIONS = 3
@@ -161,7 +170,8 @@ def foreground(crop_rgb: np.ndarray, work_height: int) -> np.ndarray | None:
 
 def sift_features(image: np.ndarray, mask: np.ndarray | None = None) -> PatternFeatures:
     """SIFT keypoints of a stripe image (stripe_image), only where ``mask`` is non-zero when given."""
-    keypoints, descriptors = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS).detectAndCompute(image, mask)
+    sift = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS, edgeThreshold=EDGE_THRESHOLD)
+    keypoints, descriptors = sift.detectAndCompute(image, mask)
     if descriptors is None:
         return PatternFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), image.shape[::-1])
     points = np.float32([k.pt for k in keypoints])

@@ -100,6 +100,31 @@ def test_pattern_keypoints_stay_on_the_animal_not_the_snow_and_trees(data_dir):
     np.testing.assert_array_equal(extract(animal).descriptors, masked.descriptors)
 
 
+def test_points_along_the_stripes_are_kept(nyala):
+    """SIFT's default edge filter drops the points that lie along a line; on the stripe image those are stripes and
+    the gaps between them, the pattern itself (engine.pattern.EDGE_THRESHOLD): the verifier keeps them."""
+    image = stripe_image(nyala["a1"])
+    mask = foreground(nyala["a1"], image.shape[0])
+    kept = sift_features(image, mask).points
+    default = np.float32([k.pt for k in cv2.SIFT_create(nfeatures=MAX_KEYPOINTS).detect(image, mask)])
+    nearest = np.sqrt(((kept[:, None, :] - default[None, :, :]) ** 2).sum(-1)).min(1)
+    extra = kept[nearest > 1.0]
+    assert len(extra) >= 20, len(extra)
+    # How line-like the image is around a point: the smaller over the larger eigenvalue of its gradients' structure
+    # tensor (0 on a straight line, 1 on a round spot).
+    smooth = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 1.0)
+    gx, gy = cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1)
+
+    def roundness(point) -> float:
+        x, y = np.round(point).astype(int)
+        window = (slice(max(0, y - 2), y + 3), slice(max(0, x - 2), x + 3))
+        a, b, c = (gx[window] ** 2).sum(), (gy[window] ** 2).sum(), (gx[window] * gy[window]).sum()
+        spread = np.sqrt(max((a - b) ** 2 / 4 + c * c, 0.0))
+        return float(((a + b) / 2 - spread) / ((a + b) / 2 + spread + 1e-9))
+
+    assert np.median([roundness(p) for p in extra]) < 0.1 < np.median([roundness(p) for p in default])
+
+
 def test_an_animal_filling_the_whole_crop_keeps_the_whole_crop(nyala):
     # This nyala touches every edge of its photo, so GrabCut's "certainly background" border is the animal
     # itself and it loses the animal: the pattern then comes from the whole crop, as before the mask.
