@@ -55,8 +55,8 @@ TOPHAT_WIDTH = 9  # light structures narrower than this (pixels at WORK_WIDTH) c
 # 2000 (the same with 5000), so 1500 keeps nearly all of them. Width 224 / 384 and a two-scale top-hat did worse.
 MAX_KEYPOINTS = 1500
 # SIFT drops a point whose curvature is this much stronger across than along (OpenCV's default 10): a point on an
-# edge slides along it, so it is rarely wanted. On a stripe image it is: the points along a stripe are most of the
-# pattern, and where they sit along the flank is what the similarity model checks. Chosen by two-fold CV over the 118
+# edge slides along it, so it is rarely wanted. On a stripe image it is: the points along a stripe (about 5 % more
+# points a crop) are the stripes themselves, and where they sit along the flank is what the similarity model checks. Chosen by two-fold CV over the 118
 # calibration nyala, the product's path (cached crops and embeddings, session 19): edge threshold 10 / 20 / 40 / 80 /
 # 1000 (none dropped) gave top-1 44.8 / 48.5 / 48.6 / 49.8 / 50.1 %, top-5 60.0 / 61.0 / 61.2 / 61.7 / 62.5 %, AUROC
 # known/new 0.659 / 0.672 / 0.679 / 0.684 / 0.683; dropping more than the default (5, 3) did worse on
