@@ -56,11 +56,12 @@ TOPHAT_WIDTH = 9  # light structures narrower than this (pixels at WORK_WIDTH) c
 MAX_KEYPOINTS = 1500
 # SIFT drops a point whose curvature is this much stronger across than along (OpenCV's default 10): a point on an
 # edge slides along it, so it is rarely wanted. On a stripe image it is: the points along a stripe (about 5 % more
-# points a crop) are the stripes themselves, and where they sit along the flank is what the similarity model checks. Chosen by two-fold CV over the 118
-# calibration nyala, the product's path (cached crops and embeddings, session 19): edge threshold 10 / 20 / 40 / 80 /
-# 1000 (none dropped) gave top-1 44.8 / 48.5 / 48.6 / 49.8 / 50.1 %, top-5 60.0 / 61.0 / 61.2 / 61.7 / 62.5 %, AUROC
-# known/new 0.659 / 0.672 / 0.679 / 0.684 / 0.683; dropping more than the default (5, 3) did worse on
-# bench/verifier_probes' pairs (win 0.51 / 0.43 against 0.67), as did keeping only corner-like matched points.
+# points a crop) are the stripes themselves, and where they sit along the flank is what the similarity model
+# checks. Chosen by two-fold CV over the 118 calibration nyala, the product's path (cached crops and embeddings,
+# session 19): edge threshold 10 / 20 / 40 / 80 / 1000 (none dropped) gave top-1 44.8 / 48.5 / 48.6 / 49.8 / 50.1 %,
+# top-5 60.0 / 61.0 / 61.2 / 61.7 / 62.5 %, AUROC known/new 0.659 / 0.672 / 0.679 / 0.684 / 0.683; dropping more
+# than the default (5, 3) did worse on bench/verifier_probes' pairs (win 0.51 / 0.43 against 0.67), as did keeping
+# only corner-like matched points.
 EDGE_THRESHOLD = 1000.0
 MASK_WIDTH = 144  # GrabCut runs at half the work width: 4x cheaper, and the mask is dilated anyway
 MASK_INSET = 0.04  # GrabCut's "certainly background" is the crop's border of this share of its width and height
