@@ -523,12 +523,15 @@ def _pull_log_page(copier: _Copier, central: Catalogue, log: list[dict], models:
         return keep | {"status": "remote"}  # never opened here: the photo stays at its station
 
     copier.keyed("media", photos, media, "photos")
+    held = copier.keymap("detections")
+    arriving = [r["id"] for r in gallery if held(r["id"], _stable_key(central, r)) is None]
     copier.keyed("detections", gallery, copier.detection, "detections")
     ids = [r["id"] for r in gallery]
-    # Their side and species trails in full: a change made before a detection came here was passed over when it
-    # was pulled, and the latest change stands only where every change is held (engine.decisions.settle_changes).
+    # The side and species trails of the detections arriving now, in full: a change made before a detection came
+    # here was passed over when it was pulled, and the latest change stands only where every change is held
+    # (engine.decisions.settle_changes). Detections held already got theirs when they came.
     for trail in DETECTION_TRAILS:
-        for rows in _chunks_in(central, f"SELECT * FROM {trail} WHERE detection_id IN ({{}})", ids):
+        for rows in _chunks_in(central, f"SELECT * FROM {trail} WHERE detection_id IN ({{}})", arriving):
             copier.changes(trail, rows, trail.replace("_", " "))
     for table, columns in (
         ("embeddings", ["model_id", "vector"]),
@@ -543,7 +546,7 @@ def _pull_log_page(copier: _Copier, central: Catalogue, log: list[dict], models:
             copier.per_detection(table, rows, columns, table, done=n * BATCH, total=len(ids))
     # The decisions on detections this station holds: its own, the gallery's (not others' suggestions on it),
     # and later decisions on gallery detections pulled earlier (a rejection made centrally).
-    wanted, held = set(ids), copier.keymap("detections")
+    wanted = set(ids)
     relevant = [
         r
         for r in log

@@ -87,7 +87,7 @@ UNSIDED_CARD_THRESHOLD = "fused, sides not known, sided threshold (<= 0.9.0)"
 # Every photo judged as the app judges it (engine.evaluate.decision_figures): with its other flank when its
 # encounter shows both, else alone at its side's threshold; sides from the file names, or inferred (engine.side).
 APP_SIDES_KNOWN = "as the app judges, sides recorded"
-APP_SIDES_INFERRED = "as the app judges, sides inferred from the crops (0.11.0)"
+APP_SIDES_INFERRED = "as the app judges, sides inferred from the crops"
 ROOT = Path(__file__).resolve().parent.parent
 
 
