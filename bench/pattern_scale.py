@@ -1,8 +1,10 @@
-"""The coat-pattern recipe's scale, chosen again on calibration individuals: work width, top-hat width, keypoints.
+"""The coat-pattern recipe's scale, chosen again on calibration individuals: work width, top-hat width, keypoints,
+SIFT's edge threshold.
 
 engine.pattern's WORK_WIDTH (288), TOPHAT_WIDTH (9) and MAX_KEYPOINTS (600) were chosen in session 4 by looking at
 the test third, with keypoints on the whole crop and the matcher of then; this bench chose 1500 keypoints instead
-(card 0.9.0). Here each setting goes the product's way
+(card 0.9.0), and SIFT's edge filter off (card 0.12.0: engine.pattern.EDGE_THRESHOLD; variants edge*). Here each
+setting goes the product's way
 (trainer.fusion's split, seed 0: the bundled detector's crops and embedding, engine.evaluate.run_suggestions with
 sighting sessions, top-40 x 8 photos verified), the pixel tolerances (RANSAC, guided radius) scaled with the width,
 and is scored by two-fold cross-validation over the 118 calibration individuals (bench/fusion_variants.py's CV,
@@ -39,6 +41,7 @@ from trainer.fusion import CANDIDATES, PHOTOS_PER_CANDIDATE  # noqa: E402
 
 SHIPPED = {k: getattr(pattern, k) for k in ("WORK_WIDTH", "TOPHAT_WIDTH", "MAX_KEYPOINTS", "RANSAC_PIXELS")}
 SHIPPED["GUIDED_PIXELS"] = pattern.GUIDED_PIXELS
+SHIPPED["EDGE_THRESHOLD"] = pattern.EDGE_THRESHOLD
 SHIPPED_STRIPES = pattern.stripe_image
 
 
@@ -55,24 +58,31 @@ def multi_scale_stripes(crop_rgb):
     return np.maximum(narrow, cv2.normalize(wide, None, 0, 255, cv2.NORM_MINMAX))
 
 
-# name -> (work width, top-hat width, keypoints, stripe image); pixel tolerances scale with the width
+# name -> (work width, top-hat width, keypoints, stripe image, SIFT edge threshold); pixel tolerances scale with the
+# width. The variants before edge* were measured with SIFT's default edge threshold (10, cards <= 0.11.0) and keep it.
+DEFAULT_EDGE = 10.0
 VARIANTS = {
-    "keypoints600": (288, 9, 600, None),  # card 0.8.0's recipe (0.9.0 ships keypoints1500)
-    "keypoints1000": (288, 9, 1000, None),
-    "w224": (224, 7, 600, None),
-    "w384": (384, 12, 900, None),
-    "w384k600": (384, 12, 600, None),
-    "tophat-multiscale": (288, 9, 600, multi_scale_stripes),
-    "keypoints800": (288, 9, 800, None),
-    "keypoints1500": (288, 9, 1500, None),
-    "keypoints2000": (288, 9, 2000, None),
-    "w224k1000": (224, 7, 1000, None),
+    "keypoints600": (288, 9, 600, None, DEFAULT_EDGE),  # card 0.8.0's recipe (0.9.0 ships keypoints1500)
+    "keypoints1000": (288, 9, 1000, None, DEFAULT_EDGE),
+    "w224": (224, 7, 600, None, DEFAULT_EDGE),
+    "w384": (384, 12, 900, None, DEFAULT_EDGE),
+    "w384k600": (384, 12, 600, None, DEFAULT_EDGE),
+    "tophat-multiscale": (288, 9, 600, multi_scale_stripes, DEFAULT_EDGE),
+    "keypoints800": (288, 9, 800, None, DEFAULT_EDGE),
+    "keypoints1500": (288, 9, 1500, None, DEFAULT_EDGE),
+    "keypoints2000": (288, 9, 2000, None, DEFAULT_EDGE),
+    "w224k1000": (224, 7, 1000, None, DEFAULT_EDGE),
+    "edge20": (288, 9, 1500, None, 20.0),
+    "edge40": (288, 9, 1500, None, 40.0),
+    "edge80": (288, 9, 1500, None, 80.0),
+    "edge1000": (288, 9, 1500, None, 1000.0),
 }
 
 
-def configure(width, tophat, keypoints, stripes):
+def configure(width, tophat, keypoints, stripes, edge):
     scale = width / SHIPPED["WORK_WIDTH"]
     pattern.WORK_WIDTH, pattern.TOPHAT_WIDTH, pattern.MAX_KEYPOINTS = width, tophat, keypoints
+    pattern.EDGE_THRESHOLD = edge
     pattern.RANSAC_PIXELS = SHIPPED["RANSAC_PIXELS"] * scale
     pattern.GUIDED_PIXELS = SHIPPED["GUIDED_PIXELS"] * scale
     pattern.MASK_WIDTH = width // 2
@@ -124,11 +134,12 @@ def main(argv=None) -> int:
         cv = cross_validated(queries["calibration"], fold)
         test = held_out(queries["calibration"], queries["test"]) if "test" in queries else {}
         seconds = time.perf_counter() - t0
-        rows.append({"variant": name, "settings": VARIANTS[name][:3], "cv_calibration": cv, "test": test})
+        settings = [*VARIANTS[name][:3], VARIANTS[name][4]]
+        rows.append({"variant": name, "settings": settings, "cv_calibration": cv, "test": test})
         line = " ".join(f"{v:.3f}" for v in cv.values()) + " | " + " ".join(f"{v:.3f}" for v in test.values())
         print(f"{name:18s} | {line} | {seconds:.0f}", flush=True)
         out_path.write_text(json.dumps({"seed": 0, "protocol": "sighting sessions", "rows": rows}, indent=2) + "\n")
-    configure(SHIPPED["WORK_WIDTH"], SHIPPED["TOPHAT_WIDTH"], SHIPPED["MAX_KEYPOINTS"], None)
+    configure(SHIPPED["WORK_WIDTH"], SHIPPED["TOPHAT_WIDTH"], SHIPPED["MAX_KEYPOINTS"], None, SHIPPED["EDGE_THRESHOLD"])
     return 0
 
 
