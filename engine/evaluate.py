@@ -77,6 +77,14 @@ def identified_photos(root: str | Path) -> list[IdentifiedPhoto]:
     return out
 
 
+def measurable_queries(photos: list[IdentifiedPhoto]) -> int:
+    """How many of the photos can be queries: their individual has a photo outside their own encounter and
+    sighting session (engine.metrics.encounter_exclusion), which a suggestion can be right about."""
+    ids = np.array([p.individual for p in photos], dtype=object)
+    exclude = encounter_exclusion([p.encounter for p in photos], sightings=sighting_numbers(p.path for p in photos))
+    return int(((ids[:, None] == ids[None, :]) & ~exclude).any(1).sum())
+
+
 def best_animal_box(image: np.ndarray, detector) -> tuple[float, float, float, float] | None:
     """The detector's most confident, largest animal box (x, y, w, h pixels); None when it finds no animal."""
     animals = [b for b in detector(image) if b.label == "animal"]
@@ -133,6 +141,12 @@ def evaluate_folder(
     photos = identified_photos(root)
     if len({p.individual for p in photos}) < 2:
         raise ValueError(f"{root}: needs photos of at least two individuals")
+    if not measurable_queries(photos):
+        raise ValueError(
+            f"{root}: no individual has photos of two encounters (photos taken apart), so no suggestion can be "
+            "measured across encounters; put each encounter's photos in a folder of its own inside the "
+            "individual's folder (INDIVIDUAL/ENCOUNTER/photo.jpg)"
+        )
     embedder = Embedder(model)
     classifier = SideClassifier.from_card(embedder.card.data)
     applies = classifier is not None and classifier.applies_to(species)
@@ -353,8 +367,8 @@ def flagged_by_first_suggestion(ranks: np.ndarray, flagged: np.ndarray) -> dict:
     right = np.asarray(ranks) == 1
     flagged = np.asarray(flagged, bool)
     return {
-        "known_flagged_when_first_right": float(np.mean(flagged[right])) if right.any() else float("nan"),
-        "known_flagged_when_first_wrong": float(np.mean(flagged[~right])) if (~right).any() else float("nan"),
+        "known_flagged_when_first_right": float(np.mean(flagged[right])) if right.any() else None,
+        "known_flagged_when_first_wrong": float(np.mean(flagged[~right])) if (~right).any() else None,
     }
 
 
@@ -474,12 +488,17 @@ def _encounter_line(figures: dict) -> str:
     )
 
 
+def share(value: float | None, digits: int = 0) -> str:
+    """A share as a percentage, or "none" where it is undefined (no photo to take it over)."""
+    return "none" if value is None else f"{value:.{digits}%}"
+
+
 def _decision_line(result: dict) -> str:
     d, sides = result["as_the_app_judges"], result.get("sides", {})
     return (
         f"every photo as the app judges it ({d['judged_together']} with their other flank; sides from names "
         f"{sides.get('from_names', d['side_known'])}, inferred {sides.get('inferred', 0)}): top-1 {d['top1']:.1%}, "
         f"top-5 {d['top5']:.1%}, AUROC {d['auroc_known_vs_new']:.2f}, {d['known_wrongly_flagged']:.0%} of known "
-        f"flagged new ({d['known_flagged_when_first_right']:.0%} of those whose first suggestion is right, "
-        f"{d['known_flagged_when_first_wrong']:.0%} of the others), {d['new_flagged']:.0%} of new"
+        f"flagged new ({share(d['known_flagged_when_first_right'])} of those whose first suggestion is right, "
+        f"{share(d['known_flagged_when_first_wrong'])} of the others), {d['new_flagged']:.0%} of new"
     )

@@ -15,6 +15,7 @@ from engine.evaluate import (
     query_outcomes,
     report_lines,
     run_suggestions,
+    share,
     sighting_numbers,
     suggestion_figures,
 )
@@ -85,6 +86,20 @@ def test_evaluate_names_a_missing_folder(tmp_path):
     assert res.returncode == 1 and "nope: no such folder" in res.stderr
 
 
+def test_evaluate_says_when_no_individual_was_photographed_in_two_encounters(tmp_path, data_dir):
+    """Each individual of one nyala number only (its left and right photos are one encounter): no suggestion can
+    be right across encounters, so evaluate says why instead of printing figures over no queries."""
+    root = tmp_path / "one-encounter-each"
+    for folder in sorted((data_dir / "nyala/train").iterdir())[:2]:
+        number = sorted(folder.glob("*_leftphoto.jpg"))[0].name.split("_")[0]
+        (root / folder.name).mkdir(parents=True)
+        for photo in folder.glob(f"{number}_*photo.jpg"):
+            shutil.copy(photo, root / folder.name / photo.name)
+    res = herdbook("evaluate", "--data", root)
+    assert res.returncode == 1 and "one-encounter-each: no individual has photos of two encounters" in res.stderr
+    assert "INDIVIDUAL/ENCOUNTER/photo.jpg" in res.stderr and "nan" not in res.stdout + res.stderr
+
+
 def test_a_never_seen_animal_is_judged_without_its_individual_in_the_gallery():
     """The open set's 'new' score: the other candidates judged among themselves (their leads over each other),
     not inside the list where the true match stands ahead of them all."""
@@ -151,6 +166,9 @@ def test_known_animals_flagged_new_are_told_apart_by_whether_their_first_suggest
     figures = suggestion_figures(run, fusion, cut)
     assert figures["known_wrongly_flagged"] == pytest.approx(2 / 3)
     assert figures["known_flagged_when_first_right"] == 0.0 and figures["known_flagged_when_first_wrong"] == 1.0
+    every_first_right = suggestion_figures(SuggestionRun([right], 0.0, 2, [[7, 8, 9]]), fusion, cut)
+    assert every_first_right["known_flagged_when_first_wrong"] is None  # none to take it over, not NaN
+    assert share(every_first_right["known_flagged_when_first_wrong"]) == "none" and share(0.254, 1) == "25.4%"
 
 
 def test_suggestion_runs_keep_one_candidate_more_for_the_never_seen_case():

@@ -31,6 +31,7 @@ from engine.evaluate import (
     photo_features,
     query_outcomes,
     run_suggestions,
+    share,
     sighting_numbers,
     suggestion_figures,
 )
@@ -306,7 +307,7 @@ def main(argv=None) -> int:
         print(
             f"{name[:50]:50s} {f['queries']:6d} {f['top1']:6.1%} {f['top5']:6.1%} {f['mrr']:6.3f} "
             f"{f['auroc_known_vs_new']:6.3f} {f['known_wrongly_flagged']:10.1%} {f['new_flagged']:11.1%} "
-            f"{f['known_flagged_when_first_right']:17.1%} {f['known_flagged_when_first_wrong']:17.1%}"
+            f"{share(f['known_flagged_when_first_right'], 1):>17s} {share(f['known_flagged_when_first_wrong'], 1):>17s}"
         )
     result = {
         "protocol": {
