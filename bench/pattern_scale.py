@@ -1,9 +1,10 @@
 """The coat-pattern recipe's scale, chosen again on calibration individuals: work width, top-hat width, keypoints,
-SIFT's edge threshold.
+SIFT's edge threshold (the top-hat's width again with the stripes' points kept: variants tophat*e, card 0.13.0).
 
 engine.pattern's WORK_WIDTH (288), TOPHAT_WIDTH (9) and MAX_KEYPOINTS (600) were chosen in session 4 by looking at
 the test third, with keypoints on the whole crop and the matcher of then; this bench chose 1500 keypoints instead
-(card 0.9.0), and SIFT's edge filter off (card 0.12.0: engine.pattern.EDGE_THRESHOLD; variants edge*). Here each
+(card 0.9.0), SIFT's edge filter off (card 0.12.0: engine.pattern.EDGE_THRESHOLD; variants edge*) and a 7 px top-hat
+(card 0.13.0; variants tophat*e). Here each
 setting goes the product's way
 (trainer.fusion's split, seed 0: the bundled detector's crops and embedding, engine.evaluate.run_suggestions with
 sighting sessions, top-40 x 8 photos verified), the pixel tolerances (RANSAC, guided radius) scaled with the width,
@@ -75,7 +76,11 @@ VARIANTS = {
     "edge20": (288, 9, 1500, None, 20.0),
     "edge40": (288, 9, 1500, None, 40.0),
     "edge80": (288, 9, 1500, None, 80.0),
-    "edge1000": (288, 9, 1500, None, 1000.0),
+    "edge1000": (288, 9, 1500, None, 1000.0),  # card 0.12.0's recipe
+    "tophat5e": (288, 5, 1500, None, 1000.0),
+    "tophat6e": (288, 6, 1500, None, 1000.0),
+    "tophat7e": (288, 7, 1500, None, 1000.0),  # card 0.13.0's recipe
+    "tophat12e": (288, 12, 1500, None, 1000.0),
 }
 
 

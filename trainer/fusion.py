@@ -76,7 +76,9 @@ TARGET_NEW_FLAGGED = 0.65  # issue 11: >= 60 % of new animals flagged while <= 2
 # (engine.side: embeddings and gradient histograms, fitted here on the calibration photos), for nyala.
 # 0.12.0: pattern keypoints along the stripes kept (engine.pattern.EDGE_THRESHOLD; a new PATTERN_METHOD), the fusion,
 # thresholds and side classifier fitted again.
-RELEASE_VERSION = "0.12.0"
+# 0.13.0: a 7 px top-hat instead of 9 (engine.pattern.TOPHAT_WIDTH, chosen on calibration; a new PATTERN_METHOD), the
+# fusion, thresholds and side classifier fitted again.
+RELEASE_VERSION = "0.13.0"
 SIDE_SPECIES = ("nyala", "Tragelaphus angasii")
 BASELINE, FUSED = "appearance only (ImageNet features off the shelf)", "appearance + pattern (fused)"
 # The photos that have their other flank in their encounter (a burst in the app), judged alone and together.
