@@ -5,11 +5,10 @@ bench/results/suggest_speed.json.
 The gallery is real: 300 nyala photos' embeddings and pattern features (bundled detector crop, bundled model),
 repeated over 1000 individuals x the card's photos per candidate (8 since 0.4.0; each copy's vector jittered so
 the index sees distinct rows). At most the search depth's 200 nearest gallery photos are verified per query, and
-this gallery makes every query verify all 200 (worst case); the same queries with card 0.11.0's recipe (SIFT's
-default edge filter, which drops the points along the stripes: engine.pattern.EDGE_THRESHOLD 10 instead of 1000) are
-timed in turn with the shipped ones. Also timed in the same run, per detection crop, what an import pays once to
-store a crop's pattern: keypoints on the whole crop (card 0.4.0) against on the GrabCut foreground (0.5.0 on; 0.11.0's
-and the shipped recipe), beside the crop's embedding.
+this gallery makes every query verify all 200 (worst case); the same queries with card 0.12.0's recipe (a 9 px
+top-hat: engine.pattern.TOPHAT_WIDTH 9 instead of 7) are timed in turn with the shipped ones. Also timed in the same
+run, per detection crop, what an import pays once to store a crop's pattern: keypoints on the whole crop (card 0.4.0)
+against on the GrabCut foreground (0.5.0 on; 0.12.0's and the shipped recipe), beside the crop's embedding.
 Usage: python bench/suggest_speed.py [--individuals 1000] [--photos N] [--queries 50]
 """
 
@@ -52,7 +51,7 @@ def main() -> None:
     chosen = [samples[i] for i in rng.choice(len(samples), 300 + args.queries, replace=False)]
     embedder = Embedder()
     vectors, patterns = photo_features([s.path for s in chosen], load_detector("bundled"), embedder)
-    with recipe(EDGE_THRESHOLD=OLD_EDGE_THRESHOLD):
+    with recipe(**PREVIOUS_RECIPE):
         _, patterns_old = photo_features([s.path for s in chosen], load_detector("bundled"), embedder)
     fusion = Fusion.from_card(embedder.card.data)
     photos = args.photos or fusion.photos_per_candidate
@@ -67,10 +66,10 @@ def main() -> None:
         gv, np.arange(n) // photos, np.arange(n), np.array(["left"] * n, object), np.array([None] * n, object)
     )
     fused = f"appearance + pattern (top-{fusion.candidates} verified)"
-    # The same pass with 0.11.0's recipe, query by query in turn with the shipped one, so that this VM's drifting
+    # The same pass with 0.12.0's recipe, query by query in turn with the shipped one, so that this VM's drifting
     # speed falls on both alike.
     runs = {"appearance only": (None, patterns), fused: (fusion, patterns)}
-    runs["  points along the stripes dropped (0.11.0 recipe)"] = (fusion, patterns_old)
+    runs["  9 px top-hat (0.12.0 recipe)"] = (fusion, patterns_old)
     stores = {name: {i: features[source[i]] for i in range(n)} for name, (_, features) in runs.items()}
     t = {name: [] for name in runs}
     for q in range(300, 300 + args.queries):
@@ -117,7 +116,7 @@ def main() -> None:
     )
 
 
-OLD_EDGE_THRESHOLD = 10.0  # card 0.11.0's: OpenCV's default
+PREVIOUS_RECIPE = {"TOPHAT_WIDTH": 9}  # card 0.12.0's
 
 
 @contextmanager
@@ -133,8 +132,8 @@ def recipe(**constants):
             setattr(pattern, name, value)
 
 
-def extract_011(crop):
-    with recipe(EDGE_THRESHOLD=OLD_EDGE_THRESHOLD):
+def extract_previous(crop):
+    with recipe(**PREVIOUS_RECIPE):
         return extract(crop)
 
 
@@ -143,8 +142,8 @@ def extraction_times(samples, detector, embedder) -> tuple[dict, dict]:
     crops = [animal_crop(s.path, detector) for s in samples]
     steps = {
         "pattern, whole crop (0.4.0)": lambda c: sift_features(stripe_image(c)),
-        "pattern, foreground, points along the stripes kept (0.12.0)": extract,
-        "pattern, foreground, SIFT's edge filter (0.9.0-0.11.0)": extract_011,
+        "pattern, foreground, 7 px top-hat (0.13.0)": extract,
+        "pattern, foreground, 9 px top-hat (0.12.0)": extract_previous,
         "embedding": lambda c: embedder.embed([c]),
     }
     out = {}

@@ -51,8 +51,8 @@ WORK_WIDTH = 288  # crops are compared at this width (chosen in bench/reid_fusio
 # stripes' points kept (session 20: a throwaway on cached crops and embeddings, which reproduced the bench's edge1000
 # row to the digit; bench/pattern_scale.py has these settings as variants tophat5e / 6e / 7e / 12e):
 # 5 / 6 / 7 / 9 / 12 px gave top-1 48.6 / 51.2 / 52.1 / 50.1 / 47.2 %, top-5 62.6 / 65.5 / 63.9 / 62.5 / 62.8 %, AUROC
-# known/new 0.686 / 0.695 / 0.695 / 0.683 / 0.676: a wider element lets the coat's broad light patches in beside
-# the thin stripes, a narrower one thins the stripes out of the image.
+# known/new 0.686 / 0.695 / 0.695 / 0.683 / 0.676 (card 0.13.0). Contrast thresholds below SIFT's 0.04, a fourth scale
+# layer and upright descriptors did no better (README).
 TOPHAT_WIDTH = 7
 # SIFT's strongest keypoints kept per crop. Chosen by two-fold CV over the 118 calibration nyala, the product's path
 # (python bench/pattern_scale.py): 600 / 800 / 1000 / 1500 / 2000 gave top-1 37.8 / 41.3 / 42.5 / 44.8 / 44.7 %,

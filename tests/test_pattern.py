@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from engine.pattern import (
     sift_features,
     stripe_image,
 )
+from engine.reid import default_model_path
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +188,9 @@ def test_match_picture_joins_the_points(nyala):
 
 
 def test_pattern_evidence_reorders_candidates_and_explains_itself(nyala):
-    fusion = Fusion(appearance_weight=10.0, pattern_weight=1.5, intercept=-12.0, threshold=0.5)
+    """With the bundled card's fusion and threshold: a look-alike of another coat falls below 'probably new' (its
+    chance matches lead nothing), the same coat rises above it."""
+    fusion = Fusion.from_card(json.loads(default_model_path().with_suffix(".json").read_text()))
     query = extract(nyala["a1"])
     store = {1: extract(nyala["b1"]), 2: extract(rewalked(nyala["a1"])), 3: None}
     cands = [
