@@ -49,7 +49,8 @@ WORK_WIDTH = 288  # crops are compared at this width (chosen in bench/reid_fusio
 # Light structures narrower than this (pixels at WORK_WIDTH) count as pattern. 9 was chosen in session 4 by looking
 # at the test third; chosen again by two-fold CV over the 118 calibration nyala on the product's path with the
 # stripes' points kept (session 20: a throwaway on cached crops and embeddings, which reproduced the bench's edge1000
-# row to the digit; bench/pattern_scale.py has these settings as variants tophat5e / 6e / 7e / 12e):
+# row to the digit; python bench/pattern_scale.py --variants tophat7e reproduces the 7 px row, and tophat5e / 6e / 12e
+# are the others):
 # 5 / 6 / 7 / 9 / 12 px gave top-1 48.6 / 51.2 / 52.1 / 50.1 / 47.2 %, top-5 62.6 / 65.5 / 63.9 / 62.5 / 62.8 %, AUROC
 # known/new 0.686 / 0.695 / 0.695 / 0.683 / 0.676 (card 0.13.0). Contrast thresholds below SIFT's 0.04, a fourth scale
 # layer and upright descriptors did no better (README).
