@@ -26,7 +26,7 @@ from .detect import load_detector
 from .imageio import crop, load_rgb
 from .ingest import IMAGE_SUFFIXES, sha256_of
 from .match import Gallery, both_flanks, encounter_probabilities, log_odds_lead, suggest
-from .metrics import SESSION_WINDOW, auroc, encounter_exclusion, reid_protocol
+from .metrics import SESSION_WINDOW, auroc, encounter_exclusion, queryable, reid_protocol
 from .pattern import PatternFeatures, extract
 from .pipeline import CROP_MARGIN
 from .reid import Embedder
@@ -75,14 +75,6 @@ def identified_photos(root: str | Path) -> list[IdentifiedPhoto]:
                 encounter = f"{folder.name}/{path.stem}"
             out.append(IdentifiedPhoto(path, folder.name, encounter, viewpoint_from_name(path.name, folder.name)))
     return out
-
-
-def measurable_queries(photos: list[IdentifiedPhoto]) -> int:
-    """How many of the photos can be queries: their individual has a photo outside their own encounter and
-    sighting session (engine.metrics.encounter_exclusion), which a suggestion can be right about."""
-    ids = np.array([p.individual for p in photos], dtype=object)
-    exclude = encounter_exclusion([p.encounter for p in photos], sightings=sighting_numbers(p.path for p in photos))
-    return int(((ids[:, None] == ids[None, :]) & ~exclude).any(1).sum())
 
 
 def best_animal_box(image: np.ndarray, detector) -> tuple[float, float, float, float] | None:
@@ -141,7 +133,9 @@ def evaluate_folder(
     photos = identified_photos(root)
     if len({p.individual for p in photos}) < 2:
         raise ValueError(f"{root}: needs photos of at least two individuals")
-    if not measurable_queries(photos):
+    ids, enc, sides = [p.individual for p in photos], [p.encounter for p in photos], [p.viewpoint for p in photos]
+    numbers = sighting_numbers(p.path for p in photos)
+    if not queryable(ids, encounter_exclusion(enc, sightings=numbers)).any():
         raise ValueError(
             f"{root}: no individual has photos of two encounters (photos taken apart), so no suggestion can be "
             "measured across encounters; put each encounter's photos in a folder of its own inside the "
@@ -154,7 +148,6 @@ def evaluate_folder(
         [str(p.path) for p in photos], load_detector(detector), embedder, progress=progress, with_side_inputs=applies
     )
     emb, patterns = features[0], features[1]
-    ids, enc, sides = [p.individual for p in photos], [p.encounter for p in photos], [p.viewpoint for p in photos]
     recorded = sum(side is not None for side in sides)
     checked = None
     if applies:
@@ -165,7 +158,6 @@ def evaluate_folder(
             p_left = classifier.probability_left(features[2][named])
             checked = side_figures(p_left, truly_left, classifier.min_confidence) | {"photos": int(named.sum())}
         sides = [side or guess for side, guess in zip(sides, classifier.sides(features[2]), strict=True)]
-    numbers = sighting_numbers(p.path for p in photos)
     out = reid_protocol(emb, ids, enc, sides, numbers)  # appearance alone, photo against photo
     out |= card_suggestions(embedder.card.data, emb, ids, enc, sides, patterns, numbers)
     out["photos"], out["individuals"] = len(photos), len(set(ids))
@@ -283,10 +275,8 @@ def run_suggestions(
     probe = Fusion(1.0, 0.0, 0.0, float("-inf"), kept, photos_per_candidate) if patterns is not None else None
     queries, individuals, query_encounters, sides = [], [], [], []
     t0 = time.perf_counter()
-    for q in range(len(ids)):
+    for q in np.flatnonzero(queryable(ids, exclude)):  # the others have no other encounter: cannot be re-identified
         excluded = exclude[q]
-        if not ((ids == ids[q]) & ~excluded).any():
-            continue  # no other encounter of this individual: cannot be re-identified
         cands, _, _ = suggest(
             vectors[q],
             gallery,
@@ -470,7 +460,7 @@ def report_lines(result: dict) -> list[str]:
 
 
 def _side_line(checked: dict) -> str:
-    kept = f"{checked['accuracy_kept']:.1%}" if checked["accuracy_kept"] is not None else "none"
+    kept = share(checked["accuracy_kept"], 1)
     return (
         f"sides inferred from the crops, checked against the {checked['photos']} the names give: "
         f"{checked['accuracy_all']:.1%} right; the app keeps the {checked['kept']:.0%} it is sure of, {kept} of "

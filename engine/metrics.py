@@ -147,6 +147,13 @@ def encounter_exclusion(
     return exclude
 
 
+def queryable(identities, exclude: np.ndarray) -> np.ndarray:
+    """Per photo, whether it can be a query: its individual has a photo that ``exclude`` (encounter_exclusion)
+    leaves in, so a suggestion can be right about it."""
+    ids = np.asarray(identities, dtype=object)
+    return ((ids[:, None] == ids[None, :]) & ~np.asarray(exclude, bool)).any(1)
+
+
 def reid_protocol(embeddings: np.ndarray, identities, encounters, viewpoints, sightings=None) -> dict:
     """Herdbook's standard numbers on a held-out set: across encounters, all sides and same side only (and, with
     ``sightings``, across sighting sessions: encounter_exclusion)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.metrics import auroc, encounter_exclusion, evaluate_ranking, open_set_scores
+from engine.metrics import auroc, encounter_exclusion, evaluate_ranking, open_set_scores, queryable
 
 
 def test_cmc_and_map_hand_computed():
@@ -25,6 +25,9 @@ def test_exclusion_removes_own_encounter_and_skips_queries_without_match():
     sim = np.array([[1.0, 0.9, 0.1], [0.9, 1.0, 0.1], [0.1, 0.1, 1.0]])
     result = evaluate_ranking(sim, ids, ids, exclude)
     assert result.queries == 0 and result.queries_skipped == 3  # nobody has another encounter
+    assert not queryable(ids, exclude).any()
+    two = encounter_exclusion(["A/1", "A/2", "B/7"])  # A seen again in another encounter, B not
+    assert queryable(ids, two).tolist() == [True, True, False]
     same_side = encounter_exclusion(["A/1", "A/2", "A/3"], ["left", "right", "left"], same_viewpoint_only=True)
     assert same_side.tolist() == [[True, True, False], [True, True, True], [False, True, True]]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import cv2
 import numpy as np
 import pytest
@@ -25,7 +23,7 @@ from engine.pattern import (
     sift_features,
     stripe_image,
 )
-from engine.reid import default_model_path
+from engine.reid import ModelCard, default_model_path
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +188,7 @@ def test_match_picture_joins_the_points(nyala):
 def test_pattern_evidence_reorders_candidates_and_explains_itself(nyala):
     """With the bundled card's fusion and threshold: a look-alike of another coat falls below 'probably new' (its
     chance matches lead nothing), the same coat rises above it."""
-    fusion = Fusion.from_card(json.loads(default_model_path().with_suffix(".json").read_text()))
+    fusion = Fusion.from_card(ModelCard.load(default_model_path()).data)
     query = extract(nyala["a1"])
     store = {1: extract(nyala["b1"]), 2: extract(rewalked(nyala["a1"])), 3: None}
     cands = [
